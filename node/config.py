@@ -1,0 +1,129 @@
+"""Node configuration: a TOML file loaded into frozen dataclasses and validated at start-up."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(Exception):
+    """The configuration or genesis is invalid; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    tx_bytes_max: int = 65_536
+    request_txs_max: int = 10_000
+    request_bytes_max: int = 32 * 1024 * 1024
+    mempool_txs_max: int = 200_000
+    mempool_bytes_max: int = 512 * 1024 * 1024
+    submit_wait_ms_default: int = 30_000
+    submit_wait_ms_max: int = 120_000
+    subscribers_max: int = 256
+    subscriber_queue_blocks_max: int = 256
+    query_args_bytes_max: int = 16_384
+    verify_threads: int = 2
+    verified_cache_max: int = 400_000
+
+    def validate(self) -> None:
+        for item in fields(self):
+            if getattr(self, item.name) <= 0:
+                raise ConfigError(f"limits.{item.name} must be positive")
+        if self.tx_bytes_max > self.request_bytes_max:
+            raise ConfigError("limits.tx_bytes_max must not exceed request_bytes_max")
+        if self.submit_wait_ms_default > self.submit_wait_ms_max:
+            raise ConfigError("limits.submit_wait_ms_default must not exceed submit_wait_ms_max")
+        if self.verified_cache_max < self.request_txs_max:
+            raise ConfigError("limits.verified_cache_max must be at least request_txs_max")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    ca_cert: str
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    node_id: str
+    data_dir: str
+    genesis: str
+    client_addr: str
+    peer_addr: str
+    signing_key: str
+    tls: TlsFiles | None = None
+    limits: Limits = field(default_factory=Limits)
+    log_level: str = "INFO"
+    tick_ms: int = 10
+
+
+def _resolve(base: str, path: str) -> str:
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
+
+
+def _addr(value: Any, name: str) -> str:
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{name} must be 'host:port', got {value!r}")
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name} must be 'host:port' with a port in 1..65535, got {value!r}")
+    return value
+
+
+def parse_config(doc: dict[str, Any], base_dir: str) -> NodeConfig:
+    try:
+        node_id = doc["node_id"]
+        data_dir = _resolve(base_dir, doc["data_dir"])
+        genesis = _resolve(base_dir, doc["genesis"])
+        signing_key = _resolve(base_dir, doc["signing_key"])
+    except KeyError as exc:
+        raise ConfigError(f"config: missing {exc.args[0]!r}") from None
+    if not isinstance(node_id, str) or not node_id or len(node_id) > 64:
+        raise ConfigError("config: node_id must be 1..64 characters")
+    tls = None
+    if "tls" in doc:
+        try:
+            tls = TlsFiles(**{k: _resolve(base_dir, v) for k, v in doc["tls"].items()})
+        except TypeError as exc:
+            raise ConfigError(f"config: [tls] needs ca_cert, cert and key: {exc}") from None
+    known = {item.name for item in fields(Limits)}
+    limits_doc = doc.get("limits", {})
+    unknown = sorted(set(limits_doc) - known)
+    if unknown:
+        raise ConfigError(f"config: unknown limits {unknown}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in limits_doc.values()):
+        raise ConfigError("config: limits must be integers")
+    limits = Limits(**limits_doc)
+    limits.validate()
+    level = str(doc.get("log_level", "INFO")).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("config: log_level must be DEBUG, INFO, WARNING or ERROR")
+    tick_ms = doc.get("tick_ms", 10)
+    if not isinstance(tick_ms, int) or not 1 <= tick_ms <= 1000:
+        raise ConfigError("config: tick_ms must be 1..1000")
+    return NodeConfig(
+        node_id=node_id,
+        data_dir=data_dir,
+        genesis=genesis,
+        client_addr=_addr(doc.get("client_addr"), "client_addr"),
+        peer_addr=_addr(doc.get("peer_addr", "127.0.0.1:0"), "peer_addr"),
+        signing_key=signing_key,
+        tls=tls,
+        limits=limits,
+        log_level=level,
+        tick_ms=tick_ms,
+    )
+
+
+def load_config(path: str) -> NodeConfig:
+    try:
+        with open(path, "rb") as handle:
+            doc = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+    return parse_config(doc, os.path.dirname(os.path.abspath(path)))

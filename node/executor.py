@@ -1,0 +1,166 @@
+"""The executor: runs the txs of a committed block through the contracts, deterministically.
+
+Every tx gets a receipt; a failing call is a FAILED receipt with a stable code and its writes
+are discarded, never an exception out of the executor. After the txs, block-end hooks run
+(e.g. voucher maturity settlement). The result is the block's write set, its receipts and events
+and the new app hash: `app_hash(h) = sha256(app_hash(h-1) || sha256(sorted write set of h))`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from contracts.engine import ContractError, Engine, Event, encode
+from node.state import Overlay, ReadableState
+from proto import types_pb2
+
+log = logging.getLogger(__name__)
+
+
+def write_set_digest(writes: Mapping[str, bytes | None]) -> bytes:
+    digest = hashlib.sha256()
+    for key in sorted(writes):
+        value = writes[key]
+        raw_key = key.encode()
+        digest.update(struct.pack(">I", len(raw_key)) + raw_key)
+        if value is None:
+            digest.update(b"\x00")
+        else:
+            digest.update(b"\x01" + struct.pack(">I", len(value)) + value)
+    return digest.digest()
+
+
+def app_hash_after(previous: bytes, writes: Mapping[str, bytes | None]) -> bytes:
+    return hashlib.sha256(previous + write_set_digest(writes)).digest()
+
+
+def txs_hash(tx_ids: Iterable[bytes]) -> bytes:
+    digest = hashlib.sha256()
+    for tx_id in tx_ids:
+        digest.update(tx_id)
+    return digest.digest()
+
+
+def block_hash_of(header: types_pb2.BlockHeader) -> bytes:
+    return hashlib.sha256(header.SerializeToString(deterministic=True)).digest()
+
+
+def to_pb_event(event: Event) -> types_pb2.Event:
+    return types_pb2.Event(contract=event.contract, name=event.name, attrs_json=event.attrs_json())
+
+
+@dataclass(slots=True)
+class BlockOutcome:
+    writes: dict[str, bytes | None]
+    receipts: list[types_pb2.Receipt]
+    end_block_events: list[types_pb2.Event]
+    app_hash: bytes
+    # (tx id, index) of txs that executed (a repeated tx id gets a receipt but no index entry)
+    indexed: list[tuple[bytes, int]]
+
+
+class Executor:
+    """Executes blocks for one chain; holds no state of its own besides the engine."""
+
+    def __init__(self, engine: Engine, chain_id: str) -> None:
+        self.engine = engine
+        self.chain_id = chain_id
+
+    def execute(
+        self,
+        block: types_pb2.Block,
+        state: ReadableState,
+        previous_app_hash: bytes,
+        is_committed_tx: Callable[[bytes], bool],
+    ) -> BlockOutcome:
+        header = block.header
+        height, time_ms = header.height, header.time_ms
+        block_state = Overlay(state)
+        receipts: list[types_pb2.Receipt] = []
+        indexed: list[tuple[bytes, int]] = []
+        seen: set[bytes] = set()
+        for index, signed in enumerate(block.txs):
+            tx_id = hashlib.sha256(signed.body).digest()
+            receipt = types_pb2.Receipt(tx_id=tx_id, height=height, index=index)
+            if tx_id in seen or is_committed_tx(tx_id):
+                receipt.status = types_pb2.FAILED
+                receipt.error_code = "DUPLICATE_TX"
+                receipt.message = "this tx was already executed; it runs once only"
+                receipts.append(receipt)
+                continue
+            seen.add(tx_id)
+            indexed.append((tx_id, index))
+            self._run_tx(signed.body, tx_id, height, time_ms, block_state, receipt)
+            receipts.append(receipt)
+        end_id = hashlib.sha256(b"end_block:" + struct.pack(">Q", height)).hexdigest()
+        hook_state = Overlay(block_state)
+        try:
+            events = self.engine.end_block(hook_state, tx_id=end_id, height=height, time_ms=time_ms)
+            hook_state.merge_into_parent()
+        except ContractError as exc:
+            # A hook must handle its own failures; if one slips out, drop the hooks' writes
+            # (deterministically, on every node) and say so loudly.
+            log.error("block %d: end-block hook failed (%s); its writes are dropped", height, exc)
+            events = []
+        return BlockOutcome(
+            writes=block_state.writes,
+            receipts=receipts,
+            end_block_events=[to_pb_event(e) for e in events],
+            app_hash=app_hash_after(previous_app_hash, block_state.writes),
+            indexed=indexed,
+        )
+
+    def _run_tx(
+        self,
+        body_bytes: bytes,
+        tx_id: bytes,
+        height: int,
+        time_ms: int,
+        block_state: Overlay,
+        receipt: types_pb2.Receipt,
+    ) -> None:
+        tx_state = Overlay(block_state)
+        try:
+            body = types_pb2.TxBody()
+            try:
+                body.ParseFromString(body_bytes)
+            except DecodeError:
+                raise ContractError("MALFORMED_TX", "the tx body is not a TxBody") from None
+            if body.chain_id != self.chain_id:
+                raise ContractError("WRONG_CHAIN", f"tx is for chain {body.chain_id!r}")
+            result, events = self.engine.execute(
+                tx_state,
+                sender=body.sender.hex(),
+                tx_id=tx_id.hex(),
+                height=height,
+                time_ms=time_ms,
+                contract=body.contract,
+                method=body.method,
+                args_raw=body.args,
+            )
+            receipt.result_json = encode(result).decode()
+        except ContractError as exc:
+            receipt.status = types_pb2.FAILED
+            receipt.error_code = exc.code
+            receipt.message = exc.message
+            return
+        except RecursionError:
+            receipt.status = types_pb2.FAILED
+            receipt.error_code = "INVALID_ARGS"
+            receipt.message = "the call nests too deeply"
+            return
+        except Exception as exc:  # a contract bug: fail the tx, keep the node and chain alive
+            log.exception("block %d tx %s: contract raised", height, tx_id.hex()[:16])
+            receipt.status = types_pb2.FAILED
+            receipt.error_code = "INTERNAL_ERROR"
+            receipt.message = f"the contract failed unexpectedly: {type(exc).__name__}"
+            return
+        receipt.status = types_pb2.SUCCESS
+        receipt.events.extend(to_pb_event(e) for e in events)
+        tx_state.merge_into_parent()

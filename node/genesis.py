@@ -1,0 +1,159 @@
+"""The genesis file: chain id, consensus, validators, members, starting balances, block limits.
+
+It is JSON (written by the launcher, read by every node). Its canonical hash is the chain's
+identity: a data directory made for another genesis is refused at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from contracts.cash import seed_balances
+from contracts.consortium import seed_members
+from contracts.engine import ROLES, ContractError
+from node.config import ConfigError
+from node.state import MemoryState, Overlay
+
+CONSENSUS_KINDS = ("solo", "raft", "pbft")
+
+
+@dataclass(frozen=True, slots=True)
+class Validator:
+    node_id: str
+    public_key: bytes  # Ed25519, signs consensus messages
+    peer_addr: str
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    name: str
+    account: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockLimits:
+    txs_max: int = 2000
+    bytes_max: int = 4_000_000
+    interval_ms: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Genesis:
+    chain_id: str
+    time_ms: int
+    consensus: str
+    consensus_params: dict[str, int]
+    validators: tuple[Validator, ...]
+    members: tuple[Member, ...]
+    balances: tuple[tuple[str, int], ...]
+    block: BlockLimits
+    genesis_id: bytes
+
+    def validator(self, node_id: str) -> Validator:
+        for validator in self.validators:
+            if validator.node_id == node_id:
+                return validator
+        raise ConfigError(f"node {node_id!r} is not a validator in genesis")
+
+    def state_writes(self) -> tuple[dict[str, bytes | None], bytes]:
+        """The state at height 0 and its app hash."""
+        from node.executor import app_hash_after
+
+        overlay = Overlay(MemoryState())
+        try:
+            seed_members(overlay, [(m.account, m.name, list(m.roles)) for m in self.members])
+            seed_balances(overlay, list(self.balances))
+        except ContractError as exc:
+            raise ConfigError(f"genesis: {exc.message}") from exc
+        return overlay.writes, app_hash_after(bytes(32), overlay.writes)
+
+
+def _need(doc: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in doc:
+        raise ConfigError(f"genesis: missing {key!r}")
+    value = doc[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"genesis: {key!r} has the wrong type")
+    return value
+
+
+def parse_genesis(raw: bytes) -> Genesis:
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"genesis is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError("genesis must be a JSON object")
+    chain_id = _need(doc, "chain_id", str)
+    if not chain_id or len(chain_id) > 64:
+        raise ConfigError("genesis: chain_id must be 1..64 characters")
+    consensus_doc = _need(doc, "consensus", dict)
+    kind = _need(consensus_doc, "engine", str)
+    if kind not in CONSENSUS_KINDS:
+        raise ConfigError(f"genesis: consensus engine must be one of {CONSENSUS_KINDS}")
+    params = consensus_doc.get("params", {})
+    if not isinstance(params, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in params.values()
+    ):
+        raise ConfigError("genesis: consensus params must be integers")
+    validators = []
+    for item in _need(doc, "validators", list):
+        validators.append(
+            Validator(
+                node_id=_need(item, "id", str),
+                public_key=bytes.fromhex(_need(item, "public_key", str)),
+                peer_addr=_need(item, "peer_addr", str),
+            )
+        )
+    if not validators:
+        raise ConfigError("genesis: at least one validator is needed")
+    if len({v.node_id for v in validators}) != len(validators):
+        raise ConfigError("genesis: validator ids must be unique")
+    if kind == "solo" and len(validators) != 1:
+        raise ConfigError("genesis: solo consensus runs exactly one validator")
+    members = []
+    for item in _need(doc, "members", list):
+        roles = tuple(_need(item, "roles", list))
+        if not all(role in ROLES for role in roles):
+            raise ConfigError(f"genesis: member {item.get('name')} has an unknown role")
+        members.append(Member(_need(item, "name", str), _need(item, "account", str), roles))
+    if not any("admin" in m.roles for m in members):
+        raise ConfigError("genesis: the consortium needs at least one admin")
+    balances = tuple(
+        (_need(item, "account", str), _need(item, "amount", int))
+        for item in doc.get("balances", [])
+    )
+    block_doc = doc.get("block", {})
+    block = BlockLimits(
+        txs_max=int(block_doc.get("txs_max", BlockLimits.txs_max)),
+        bytes_max=int(block_doc.get("bytes_max", BlockLimits.bytes_max)),
+        interval_ms=int(block_doc.get("interval_ms", BlockLimits.interval_ms)),
+    )
+    if not (1 <= block.txs_max <= 50_000 and 1_000 <= block.bytes_max <= 64_000_000):
+        raise ConfigError("genesis: block.txs_max must be 1..50000, bytes_max 1e3..64e6")
+    if not 1 <= block.interval_ms <= 60_000:
+        raise ConfigError("genesis: block.interval_ms must be 1..60000")
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return Genesis(
+        chain_id=chain_id,
+        time_ms=int(_need(doc, "genesis_time_ms", int)),
+        consensus=kind,
+        consensus_params=dict(params),
+        validators=tuple(validators),
+        members=tuple(members),
+        balances=balances,
+        block=block,
+        genesis_id=hashlib.sha256(canonical).digest(),
+    )
+
+
+def load_genesis(path: str) -> Genesis:
+    try:
+        with open(path, "rb") as handle:
+            return parse_genesis(handle.read())
+    except OSError as exc:
+        raise ConfigError(f"cannot read genesis {path}: {exc}") from exc

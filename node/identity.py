@@ -1,0 +1,127 @@
+"""Keys and signed transactions: Ed25519 accounts, PEM files, building and checking txs.
+
+The signature covers the exact serialized `TxBody` bytes and `tx_id = sha256(body)`, so no one
+ever re-serializes to verify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from proto import types_pb2
+
+PUBLIC_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+
+
+def tx_id_of(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A signing identity: an Ed25519 private key and the account id derived from it."""
+
+    private_key: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> Account:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> Account:
+        """Deterministic keys for tests and benchmarks (32-byte seed)."""
+        return cls(Ed25519PrivateKey.from_private_bytes(hashlib.sha256(seed).digest()))
+
+    @classmethod
+    def load(cls, path: str) -> Account:
+        with open(path, "rb") as handle:
+            key = serialization.load_pem_private_key(handle.read(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path} does not hold an Ed25519 private key")
+        return cls(key)
+
+    def save(self, path: str) -> None:
+        pem = self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        fd = os.open(path, flags, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+
+    @property
+    def public_key(self) -> bytes:
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    @property
+    def account_id(self) -> str:
+        return self.public_key.hex()
+
+    def sign(self, message: bytes) -> bytes:
+        return self.private_key.sign(message)
+
+    def build_tx(
+        self,
+        chain_id: str,
+        contract: str,
+        method: str,
+        args: Mapping[str, Any],
+        nonce: int | None = None,
+    ) -> types_pb2.SignedTx:
+        body = types_pb2.TxBody(
+            chain_id=chain_id,
+            sender=self.public_key,
+            nonce=int.from_bytes(os.urandom(8), "big") if nonce is None else nonce,
+            contract=contract,
+            method=method,
+            args=json.dumps(dict(args), sort_keys=True, separators=(",", ":")).encode(),
+        ).SerializeToString()
+        return types_pb2.SignedTx(body=body, signature=self.sign(body))
+
+
+# Encodings of the small-order points of edwards25519 (libsodium's blocklist), compared with
+# the sign bit cleared: a key among them could "sign" many messages at once.
+_SMALL_ORDER = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "00" * 32,
+        "01" + "00" * 31,
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ec" + "ff" * 30 + "7f",
+        "ed" + "ff" * 30 + "7f",
+        "ee" + "ff" * 30 + "7f",
+    )
+)
+
+
+def is_weak_public_key(public_key: bytes) -> bool:
+    """A key of the wrong size or of small order, refused before any signature check."""
+    if len(public_key) != PUBLIC_KEY_BYTES:
+        return True
+    return public_key[:31] + bytes([public_key[31] & 0x7F]) in _SMALL_ORDER
+
+
+def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """True when signature is a valid Ed25519 signature by public_key over message."""
+    if is_weak_public_key(public_key) or len(signature) != SIGNATURE_BYTES:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -1,0 +1,105 @@
+"""Buffered contract state: overlays that read through to the store and hold writes.
+
+A block runs over one `Overlay` on the store; each tx runs over a child overlay that is merged
+into the block's only if the tx succeeds. Iteration merges buffered and stored keys in sorted
+order, so contracts see one consistent, sorted view.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+
+class ReadableState(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+
+    def iter_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]: ...
+
+
+class StoreState:
+    """Committed state as a readable view (get and prefix scan) over a getter and a scanner."""
+
+    def __init__(
+        self,
+        get: Callable[[str], bytes | None],
+        scan: Callable[[str], Iterator[tuple[str, bytes]]],
+    ) -> None:
+        self._get = get
+        self._scan = scan
+
+    def get(self, key: str) -> bytes | None:
+        return self._get(key)
+
+    def iter_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        return self._scan(prefix)
+
+
+class MemoryState:
+    """A dict-backed state for tests and tools; sorted iteration like the store."""
+
+    def __init__(self, items: dict[str, bytes] | None = None) -> None:
+        self.items: dict[str, bytes] = dict(items or {})
+
+    def get(self, key: str) -> bytes | None:
+        return self.items.get(key)
+
+    def set(self, key: str, value: bytes) -> None:
+        self.items[key] = value
+
+    def delete(self, key: str) -> None:
+        self.items.pop(key, None)
+
+    def iter_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        for key in sorted(k for k in self.items if k.startswith(prefix)):
+            yield key, self.items[key]
+
+    def apply(self, writes: dict[str, bytes | None]) -> None:
+        for key, value in writes.items():
+            if value is None:
+                self.items.pop(key, None)
+            else:
+                self.items[key] = value
+
+
+class Overlay:
+    """Writes buffered over a base view; `None` marks a deletion."""
+
+    def __init__(self, base: ReadableState) -> None:
+        self.base = base
+        self.writes: dict[str, bytes | None] = {}
+
+    def get(self, key: str) -> bytes | None:
+        if key in self.writes:
+            return self.writes[key]
+        return self.base.get(key)
+
+    def set(self, key: str, value: bytes) -> None:
+        self.writes[key] = value
+
+    def delete(self, key: str) -> None:
+        self.writes[key] = None
+
+    def iter_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        mine = sorted((k, v) for k, v in self.writes.items() if k.startswith(prefix))
+        if not mine:
+            yield from self.base.iter_prefix(prefix)
+            return
+        # Merge: buffered entries (tag 0) shadow stored ones (tag 1) with the same key.
+        merged = heapq.merge(
+            ((k, 0, v) for k, v in mine),
+            ((k, 1, v) for k, v in self.base.iter_prefix(prefix)),
+        )
+        last: str | None = None
+        for key, _tag, value in merged:
+            if key == last:
+                continue
+            last = key
+            if value is not None:
+                yield key, value
+
+    def merge_into_parent(self) -> None:
+        """Fold this overlay's writes into its base, which must itself be an Overlay."""
+        assert isinstance(self.base, Overlay)
+        self.base.writes.update(self.writes)

@@ -1,0 +1,203 @@
+"""The node's durable store: one LevelDB (plyvel) with a prefix per kind of record.
+
+Prefixes (DESIGN.md): `s/` contract state, `b/` committed blocks by height (with their
+receipts), `h/` block hash -> height, `t/` tx id -> (height, index), `c/` consensus records,
+`m/` meta (height, app hash, last block hash, genesis id). Receipts live inside the `b/` record
+(one copy of each byte) rather than under a separate `r/` prefix.
+
+Every block commit is one synced write batch, so after a crash the store holds either all of a
+block (state, block, index, height, app hash) or none of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+import plyvel
+
+from proto import types_pb2
+
+log = logging.getLogger(__name__)
+
+_STATE = b"s/"
+_BLOCK = b"b/"
+_HASH = b"h/"
+_TX = b"t/"
+_CONSENSUS = b"c/"
+_META = b"m/"
+
+
+class StorageError(Exception):
+    """The store cannot be opened or written; the node must stop rather than diverge."""
+
+
+def _height_key(prefix: bytes, height: int) -> bytes:
+    return prefix + struct.pack(">Q", height)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    height: int
+    app_hash: bytes
+    block_hash: bytes
+    time_ms: int
+
+
+class Storage:
+    """plyvel behind the few operations the node needs; safe to call from worker threads."""
+
+    def __init__(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+        try:
+            self._db = plyvel.DB(path, create_if_missing=True)
+        except plyvel.Error as exc:
+            raise StorageError(f"cannot open the store at {path}: {exc}") from exc
+        self.path = path
+        self._write_lock = threading.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._db.close()
+
+    # --- meta -------------------------------------------------------------------------------
+
+    def head(self) -> ChainHead:
+        height = self._db.get(_META + b"height")
+        if height is None:
+            return ChainHead(0, b"", b"", 0)
+        return ChainHead(
+            struct.unpack(">Q", height)[0],
+            self._db.get(_META + b"app_hash", b""),
+            self._db.get(_META + b"block_hash", b""),
+            struct.unpack(">Q", self._db.get(_META + b"time_ms", bytes(8)))[0],
+        )
+
+    def genesis_id(self) -> bytes | None:
+        value: bytes | None = self._db.get(_META + b"genesis")
+        return value
+
+    def init_genesis(
+        self, genesis_id: bytes, writes: Mapping[str, bytes | None], app_hash: bytes, time_ms: int
+    ) -> None:
+        """Write the genesis state (height 0) once, atomically."""
+        with self._write_lock:
+            if self._db.get(_META + b"genesis") is not None:
+                raise StorageError("the store already holds a chain")
+            batch = self._db.write_batch(sync=True)
+            self._put_state(batch, writes)
+            batch.put(_META + b"genesis", genesis_id)
+            batch.put(_META + b"height", struct.pack(">Q", 0))
+            batch.put(_META + b"app_hash", app_hash)
+            batch.put(_META + b"block_hash", bytes(32))
+            batch.put(_META + b"time_ms", struct.pack(">Q", time_ms))
+            self._write(batch)
+
+    # --- state ------------------------------------------------------------------------------
+
+    def get_state(self, key: str) -> bytes | None:
+        value: bytes | None = self._db.get(_STATE + key.encode())
+        return value
+
+    def iter_state(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        cut = len(_STATE)
+        with self._db.iterator(prefix=_STATE + prefix.encode()) as it:
+            for key, value in it:
+                yield key[cut:].decode(), value
+
+    # --- blocks -----------------------------------------------------------------------------
+
+    def commit_block(
+        self,
+        committed: types_pb2.CommittedBlock,
+        state_writes: Mapping[str, bytes | None],
+        tx_ids: Iterable[tuple[bytes, int]],
+    ) -> None:
+        """One synced batch: state writes, the block with receipts, indexes, new head."""
+        header = committed.block.header
+        height = header.height
+        location = struct.pack(">Q", height)
+        with self._write_lock:
+            current = self.head().height
+            if height != current + 1:
+                raise StorageError(f"commit of height {height} on top of height {current}")
+            batch = self._db.write_batch(sync=True)
+            self._put_state(batch, state_writes)
+            batch.put(_height_key(_BLOCK, height), committed.SerializeToString())
+            batch.put(_HASH + committed.block_hash, location)
+            for tx_id, index in tx_ids:
+                batch.put(_TX + tx_id, location + struct.pack(">I", index))
+            batch.put(_META + b"height", location)
+            batch.put(_META + b"app_hash", committed.app_hash)
+            batch.put(_META + b"block_hash", committed.block_hash)
+            batch.put(_META + b"time_ms", struct.pack(">Q", header.time_ms))
+            self._write(batch)
+
+    def get_block(self, height: int) -> types_pb2.CommittedBlock | None:
+        raw = self._db.get(_height_key(_BLOCK, height))
+        if raw is None:
+            return None
+        block = types_pb2.CommittedBlock()
+        block.ParseFromString(raw)
+        return block
+
+    def get_block_raw(self, height: int) -> bytes | None:
+        value: bytes | None = self._db.get(_height_key(_BLOCK, height))
+        return value
+
+    def height_of_hash(self, block_hash: bytes) -> int | None:
+        raw = self._db.get(_HASH + block_hash)
+        return None if raw is None else int(struct.unpack(">Q", raw)[0])
+
+    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        raw = self._db.get(_TX + tx_id)
+        if raw is None:
+            return None
+        height, index = struct.unpack(">QI", raw)
+        return int(height), int(index)
+
+    def has_tx(self, tx_id: bytes) -> bool:
+        return self._db.get(_TX + tx_id) is not None
+
+    # --- consensus records ------------------------------------------------------------------
+
+    def put_consensus(self, records: Iterable[tuple[str, bytes | None]]) -> None:
+        """Synced: the engine acts on these only after they are on disk."""
+        with self._write_lock:
+            batch = self._db.write_batch(sync=True)
+            for key, value in records:
+                full = _CONSENSUS + key.encode()
+                if value is None:
+                    batch.delete(full)
+                else:
+                    batch.put(full, value)
+            self._write(batch)
+
+    def consensus_records(self) -> dict[str, bytes]:
+        cut = len(_CONSENSUS)
+        with self._db.iterator(prefix=_CONSENSUS) as it:
+            return {key[cut:].decode(): value for key, value in it}
+
+    # --- internals --------------------------------------------------------------------------
+
+    @staticmethod
+    def _put_state(batch: plyvel.WriteBatch, writes: Mapping[str, bytes | None]) -> None:
+        for key, value in writes.items():
+            full = _STATE + key.encode()
+            if value is None:
+                batch.delete(full)
+            else:
+                batch.put(full, value)
+
+    def _write(self, batch: plyvel.WriteBatch) -> None:
+        try:
+            batch.write()
+        except plyvel.Error as exc:
+            log.critical("store write failed at %s: %s", self.path, exc)
+            raise StorageError(f"write to {self.path} failed: {exc}") from exc
