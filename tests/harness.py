@@ -103,12 +103,16 @@ class LocalChain:
             proposer="test",
         )
         block = types_pb2.Block(header=header, txs=txs)
-        outcome = self.executor.execute(block, self.state, self.app_hash, self.executed.__contains__)
+        outcome = self.executor.execute(
+            block, self.state, self.app_hash, self.executed.__contains__
+        )
         self.state.apply(outcome.writes)
         self.app_hash = outcome.app_hash
         self.parent = block_hash_of(header)
         self.executed.update(tx_id for tx_id, _ in outcome.indexed)
-        self.end_block_events = [(e.name, json.loads(e.attrs_json)) for e in outcome.end_block_events]
+        self.end_block_events = [
+            (e.name, json.loads(e.attrs_json)) for e in outcome.end_block_events
+        ]
         return [
             Receipt(
                 ok=r.status == types_pb2.SUCCESS,
