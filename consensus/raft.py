@@ -1,0 +1,575 @@
+"""The Raft engine: a pure state machine that orders blocks among crash-fault validators.
+
+Leader election with randomized timeouts, PreVote and CheckQuorum; log replication with
+batching and pipelining; commit by majority of current-term entries only (Raft Figure 8);
+durable term, vote and log through `Persist` actions that precede whatever depends on them;
+log compaction behind the applied height; followers that need compacted entries fetch the
+committed blocks through the driver (`RequestSync`) and adopt the leader's snapshot marker.
+
+Raft indices are not heights: a new leader appends a no-op entry (no block) so it can commit
+entries of earlier terms. `commit_index` is Raft's (volatile); `commit_height` is the block
+height the driver has applied, which survives restarts in the block store.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from consensus.engine import (
+    Action,
+    BlockProposal,
+    Broadcast,
+    Commit,
+    EngineStatus,
+    NodeId,
+    Persist,
+    RequestSync,
+    Send,
+)
+from consensus.raft_config import RaftConfig
+from consensus.raft_log import HardState, RaftLog, Record, SnapshotMarker, hard_state_record
+from consensus.raft_messages import (
+    RAFT_MESSAGE_TYPES,
+    AppendEntries,
+    AppendResponse,
+    Entry,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    RequestVote,
+    VoteResponse,
+    is_well_formed,
+)
+from consensus.raft_progress import Progress, ProgressState
+
+logger = logging.getLogger(__name__)
+
+FOLLOWER = "follower"
+PRE_CANDIDATE = "pre_candidate"
+CANDIDATE = "candidate"
+LEADER = "leader"
+
+
+class RaftEngine:
+    """One validator's Raft state machine; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        validators: Sequence[NodeId],
+        restored: Mapping[str, bytes],
+        rng: random.Random,
+        config: RaftConfig | None = None,
+        commit_height: int = 0,
+        last_block_hash: bytes = bytes(32),
+    ) -> None:
+        assert node_id in validators, f"{node_id} is not a validator"
+        assert len(set(validators)) == len(validators), "validators must be distinct"
+        assert commit_height >= 0
+        self.node_id = node_id
+        self.config = config or RaftConfig()
+        self._rng = rng
+        self._peers: tuple[NodeId, ...] = tuple(sorted(v for v in validators if v != node_id))
+        self._quorum = len(validators) // 2 + 1
+        assert 2 * self._quorum > len(validators), "a quorum must be a majority"
+        fresh = SnapshotMarker(0, 0, commit_height, last_block_hash)
+        hard, self._log, self._startup_records = RaftLog.restore(restored, fresh)
+        self._term = hard.term
+        self._voted_for = hard.voted_for
+        self._commit_index = self._log.snapshot.index
+        self._applied_index = self._log.snapshot.index
+        self._commit_height = commit_height
+        self._applied_hash = last_block_hash
+        self._role = FOLLOWER
+        self._leader: NodeId | None = None
+        self._now_ms = 0
+        self._election_deadline_ms = 0
+        self._leader_contact_ms: int | None = None
+        self._heartbeat_deadline_ms = 0
+        self._check_quorum_deadline_ms = 0
+        self._votes: dict[NodeId, bool] = {}
+        self._progress: dict[NodeId, Progress] = {}
+        # Catch-up from the block store of a peer: blocks up to `_sync_height` are needed.
+        self._sync_height = self._log.snapshot.height
+        self._sync_requested_ms: int | None = None
+        self._pending_snapshot: SnapshotMarker | None = None
+
+    # --- Engine interface --------------------------------------------------------------------
+
+    def start(self, now_ms: int) -> list[Action]:
+        self._now_ms = now_ms
+        self._reset_election_timer()
+        out: list[Action] = []
+        self._persist(out, self._startup_records)
+        self._startup_records = []
+        logger.info(
+            "node=%s raft start term=%d log=%d..%d commit_height=%d",
+            self.node_id,
+            self._term,
+            self._log.first_index,
+            self._log.last_index,
+            self._commit_height,
+        )
+        self._maybe_request_sync(out)
+        return out
+
+    def tick(self, now_ms: int) -> list[Action]:
+        self._now_ms = max(self._now_ms, now_ms)
+        out: list[Action] = []
+        if self._role == LEADER:
+            if self._now_ms >= self._heartbeat_deadline_ms:
+                self._heartbeat_deadline_ms = self._now_ms + self.config.heartbeat_interval_ms
+                self._broadcast_heartbeat(out)
+            if self.config.check_quorum and self._now_ms >= self._check_quorum_deadline_ms:
+                self._check_quorum(out)
+        elif self._now_ms >= self._election_deadline_ms:
+            self._campaign(out, pre_vote=self.config.pre_vote)
+        self._maybe_request_sync(out)
+        return out
+
+    def receive(self, sender: NodeId, msg: Any) -> list[Action]:
+        if sender not in self._peers or not isinstance(msg, RAFT_MESSAGE_TYPES):
+            logger.debug("node=%s drops %s from %s", self.node_id, type(msg).__name__, sender)
+            return []
+        if not is_well_formed(msg, self.config.append_entries_max):
+            logger.debug("node=%s drops malformed %s from %s", self.node_id, msg, sender)
+            return []
+        out: list[Action] = []
+        if not self._settle_term(sender, msg, out):
+            return out
+        match msg:
+            case AppendEntries():
+                self._on_append(sender, msg, out)
+            case AppendResponse():
+                self._on_append_response(sender, msg, out)
+            case Heartbeat():
+                self._on_heartbeat(sender, msg, out)
+            case HeartbeatResponse():
+                self._on_heartbeat_response(sender, out)
+            case RequestVote():
+                self._on_vote_request(sender, msg, out)
+            case VoteResponse():
+                self._on_vote_response(sender, msg, out)
+            case InstallSnapshot():
+                self._on_install_snapshot(sender, msg, out)
+        self._maybe_request_sync(out)
+        return out
+
+    def propose(self, block: BlockProposal) -> list[Action]:
+        status = self.status
+        if (
+            status.next_height is None
+            or block.height != status.next_height
+            or block.parent_hash != status.next_parent_hash
+        ):
+            logger.debug("node=%s refuses proposal at height %d", self.node_id, block.height)
+            return []
+        out: list[Action] = []
+        entry = Entry(
+            self._term, self._log.last_index + 1, block.height, block.block_hash, block.payload
+        )
+        self._persist(out, self._log.append(entry))
+        for peer in self._peers:
+            self._send_append(peer, out)
+        self._maybe_advance_commit(out)
+        return out
+
+    def synced(self, height: int, block_hash: bytes) -> list[Action]:
+        out: list[Action] = []
+        if height > self._commit_height:
+            logger.info("node=%s synced to height %d", self.node_id, height)
+            self._commit_height = height
+            self._applied_hash = block_hash
+        marker = self._pending_snapshot
+        if marker is not None and self._commit_height >= marker.height:
+            self._pending_snapshot = None
+            if marker.index > self._commit_index:
+                self._adopt_snapshot(marker, out)
+                leader = self._leader
+                if leader is not None and leader != self.node_id:
+                    out.append(Send(leader, AppendResponse(self._term, True, marker.index, 0)))
+        if self._commit_height >= self._sync_height:
+            self._sync_requested_ms = None
+        self._apply_committed(out)
+        return out
+
+    @property
+    def status(self) -> EngineStatus:
+        next_height: int | None = None
+        next_parent: bytes | None = None
+        in_flight = self._log.last_height - self._commit_height
+        if self._role == LEADER and in_flight < self.config.proposals_in_flight_max:
+            next_height = self._log.last_height + 1
+            next_parent = self._log.last_block_hash
+        return EngineStatus(
+            role=CANDIDATE if self._role == PRE_CANDIDATE else self._role,
+            round=self._term,
+            leader=self._leader,
+            commit_height=self._commit_height,
+            next_height=next_height,
+            next_parent_hash=next_parent,
+            proposals_in_flight=self.config.proposals_in_flight_max if self._role == LEADER else 0,
+            extra={
+                "phase": self._role,
+                "commit_index": self._commit_index,
+                "last_index": self._log.last_index,
+                "snapshot_index": self._log.snapshot.index,
+                "uncommitted_blocks": in_flight,
+            },
+        )
+
+    # --- terms, roles and elections ----------------------------------------------------------
+
+    def _settle_term(self, sender: NodeId, msg: Any, out: list[Action]) -> bool:
+        """Apply the term rules; return False when the message needs no further handling."""
+        from_leader = isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot)
+        if msg.term > self._term:
+            if isinstance(msg, RequestVote):
+                if self._in_lease():
+                    # CheckQuorum's lease: a live leader exists, so a disruptive (pre)candidate
+                    # (e.g. one rejoining after a partition) is ignored.
+                    return False
+                if not msg.pre_vote:
+                    self._become_follower(out, msg.term, None)
+            elif isinstance(msg, VoteResponse) and msg.pre_vote and msg.granted:
+                pass  # a granted pre-vote echoes the term we would campaign in
+            else:
+                self._become_follower(out, msg.term, sender if from_leader else None)
+        elif msg.term < self._term:
+            if from_leader:
+                # Tell a stale leader about the newer term so it steps down.
+                out.append(Send(sender, AppendResponse(self._term, False, 0, 0)))
+            elif isinstance(msg, RequestVote) and msg.pre_vote:
+                out.append(Send(sender, VoteResponse(self._term, False, True)))
+            return False
+        elif from_leader:
+            assert self._role != LEADER, f"two leaders in term {self._term}"
+            if self._role != FOLLOWER or self._leader != sender:
+                self._become_follower(out, self._term, sender)
+        if from_leader:
+            self._leader_contact_ms = self._now_ms
+            self._reset_election_timer()
+        return True
+
+    def _in_lease(self) -> bool:
+        if not self.config.check_quorum or self._leader is None:
+            return False
+        if self._role == LEADER:
+            return True
+        contact = self._leader_contact_ms
+        return contact is not None and self._now_ms - contact < self.config.election_timeout_min_ms
+
+    def _become_follower(self, out: list[Action], term: int, leader: NodeId | None) -> None:
+        assert term >= self._term, "terms never go back"
+        if term > self._term:
+            self._term = term
+            self._voted_for = None
+            self._persist(out, [self._hard_state_record()])
+        if self._role != FOLLOWER or self._leader != leader:
+            logger.info("node=%s follower term=%d leader=%s", self.node_id, term, leader)
+        self._role = FOLLOWER
+        self._leader = leader
+        self._progress = {}
+        self._votes = {}
+        self._reset_election_timer()
+
+    def _campaign(self, out: list[Action], pre_vote: bool) -> None:
+        self._reset_election_timer()
+        self._leader = None
+        self._votes = {self.node_id: True}
+        if pre_vote:
+            self._role = PRE_CANDIDATE
+            term = self._term + 1
+        else:
+            self._role = CANDIDATE
+            self._term += 1
+            self._voted_for = self.node_id
+            self._persist(out, [self._hard_state_record()])
+            term = self._term
+        logger.info("node=%s %s for term %d", self.node_id, self._role, term)
+        if self._quorum == 1:
+            self._won_votes(out)
+            return
+        request = RequestVote(term, self._log.last_index, self._log.last_term, pre_vote)
+        out.append(Broadcast(request))
+
+    def _on_vote_request(self, sender: NodeId, msg: RequestVote, out: list[Action]) -> None:
+        up_to_date = self._log.is_up_to_date(msg.last_index, msg.last_term)
+        if msg.pre_vote:
+            granted = msg.term > self._term and up_to_date
+            out.append(
+                Send(sender, VoteResponse(msg.term if granted else self._term, granted, True))
+            )
+            return
+        assert msg.term == self._term
+        free = self._voted_for == sender or (self._voted_for is None and self._leader is None)
+        granted = free and up_to_date
+        if granted:
+            if self._voted_for != sender:
+                self._voted_for = sender
+                self._persist(out, [self._hard_state_record()])
+            self._reset_election_timer()
+        out.append(Send(sender, VoteResponse(self._term, granted, False)))
+
+    def _on_vote_response(self, sender: NodeId, msg: VoteResponse, out: list[Action]) -> None:
+        if self._role == PRE_CANDIDATE:
+            if not msg.pre_vote or (msg.granted and msg.term != self._term + 1):
+                return
+        elif self._role == CANDIDATE:
+            if msg.pre_vote or msg.term != self._term:
+                return
+        else:
+            return
+        self._votes[sender] = msg.granted
+        granted = sum(1 for vote in self._votes.values() if vote)
+        if granted >= self._quorum:
+            self._won_votes(out)
+        elif len(self._votes) - granted > len(self._peers) + 1 - self._quorum:
+            self._become_follower(out, self._term, None)
+
+    def _won_votes(self, out: list[Action]) -> None:
+        if self._role == PRE_CANDIDATE:
+            self._campaign(out, pre_vote=False)
+        else:
+            self._become_leader(out)
+
+    def _become_leader(self, out: list[Action]) -> None:
+        assert self._role == CANDIDATE
+        self._role = LEADER
+        self._leader = self.node_id
+        self._votes = {}
+        last = self._log.last_index
+        self._progress = {peer: Progress(match=0, next=last + 1) for peer in self._peers}
+        logger.info("node=%s leader term=%d last_index=%d", self.node_id, self._term, last)
+        noop = Entry(self._term, last + 1, self._log.last_height, self._log.last_block_hash, None)
+        self._persist(out, self._log.append(noop))
+        self._heartbeat_deadline_ms = self._now_ms + self.config.heartbeat_interval_ms
+        self._check_quorum_deadline_ms = self._now_ms + self.config.election_timeout_min_ms
+        for peer in self._peers:
+            self._send_append(peer, out, allow_empty=True)
+        self._maybe_advance_commit(out)
+
+    def _check_quorum(self, out: list[Action]) -> None:
+        active = 1 + sum(1 for pr in self._progress.values() if pr.recent_active)
+        for pr in self._progress.values():
+            pr.recent_active = False
+        self._check_quorum_deadline_ms = self._now_ms + self.config.election_timeout_min_ms
+        if active < self._quorum:
+            logger.info(
+                "node=%s steps down: only %d of %d active",
+                self.node_id,
+                active,
+                len(self._peers) + 1,
+            )
+            self._become_follower(out, self._term, None)
+
+    def _reset_election_timer(self) -> None:
+        low = self.config.election_timeout_min_ms
+        high = self.config.election_timeout_max_ms
+        self._election_deadline_ms = self._now_ms + self._rng.randrange(low, high)
+
+    # --- replication: leader side ------------------------------------------------------------
+
+    def _send_append(self, peer: NodeId, out: list[Action], allow_empty: bool = False) -> None:
+        pr = self._progress[peer]
+        if pr.is_paused(self.config.appends_in_flight_max):
+            return
+        snapshot = self._log.snapshot
+        if pr.next <= snapshot.index:
+            pr.become_snapshot(snapshot.index)
+            self._send_snapshot(peer, out)
+            return
+        prev_index = pr.next - 1
+        prev_term = self._log.term_at(prev_index)
+        assert prev_term is not None
+        entries: tuple[Entry, ...] = ()
+        if pr.next <= self._log.last_index:
+            entries = self._log.entries_from(pr.next, self.config.append_entries_max)
+        if not entries and not allow_empty:
+            return
+        msg = AppendEntries(self._term, prev_index, prev_term, entries, self._commit_index)
+        out.append(Send(peer, msg))
+        pr.sent_append(prev_index + len(entries), len(entries))
+
+    def _send_snapshot(self, peer: NodeId, out: list[Action]) -> None:
+        s = self._log.snapshot
+        out.append(Send(peer, InstallSnapshot(self._term, s.index, s.term, s.height, s.block_hash)))
+
+    def _on_append_response(self, sender: NodeId, msg: AppendResponse, out: list[Action]) -> None:
+        if self._role != LEADER:
+            return
+        pr = self._progress[sender]
+        pr.recent_active = True
+        if not msg.success:
+            if pr.reject(msg.index, msg.hint_index):
+                self._send_append(sender, out, allow_empty=True)
+            return
+        if msg.index > self._log.last_index:
+            return  # not from this term's log: ignore rather than trust
+        advanced = pr.acknowledge(msg.index)
+        if pr.state is ProgressState.PROBE or (
+            pr.state is ProgressState.SNAPSHOT and pr.match >= pr.snapshot_index
+        ):
+            pr.become_replicate()
+        elif pr.state is ProgressState.SNAPSHOT:
+            pr.become_probe()
+        if advanced and self._maybe_advance_commit(out):
+            # Tell everyone the new commit index now rather than at the next heartbeat.
+            for peer in self._peers:
+                self._send_append(peer, out, allow_empty=True)
+        for _ in range(self.config.appends_in_flight_max):
+            before = len(out)
+            self._send_append(sender, out)
+            if len(out) == before:
+                break
+
+    def _broadcast_heartbeat(self, out: list[Action]) -> None:
+        for peer, pr in self._progress.items():
+            out.append(Send(peer, Heartbeat(self._term, min(pr.match, self._commit_index))))
+
+    def _on_heartbeat_response(self, sender: NodeId, out: list[Action]) -> None:
+        if self._role != LEADER:
+            return
+        pr = self._progress[sender]
+        pr.recent_active = True
+        if pr.state is ProgressState.SNAPSHOT:
+            self._send_snapshot(sender, out)
+            return
+        pr.heard_heartbeat()
+        if pr.match < self._log.last_index:
+            self._send_append(sender, out, allow_empty=True)
+
+    def _maybe_advance_commit(self, out: list[Action]) -> bool:
+        matches = sorted(
+            [self._log.last_index, *(pr.match for pr in self._progress.values())], reverse=True
+        )
+        candidate = matches[self._quorum - 1]
+        # Figure 8: only an entry of the current term is committed by counting replicas.
+        if candidate <= self._commit_index or self._log.term_at(candidate) != self._term:
+            return False
+        self._commit_to(candidate, out)
+        return True
+
+    # --- replication: follower side ----------------------------------------------------------
+
+    def _on_append(self, sender: NodeId, msg: AppendEntries, out: list[Action]) -> None:
+        prev_index, prev_term = msg.prev_index, msg.prev_term
+        entries = msg.entries
+        if prev_index < self._commit_index:
+            # The committed prefix already matches the leader's log: skip it.
+            skip = self._commit_index - prev_index
+            entries = entries[skip:]
+            prev_index = self._commit_index
+            committed_term = self._log.term_at(prev_index)
+            assert committed_term is not None
+            prev_term = committed_term
+        if self._log.term_at(prev_index) != prev_term:
+            hint = self._log.conflict_hint(min(prev_index, self._log.last_index), prev_term)
+            out.append(Send(sender, AppendResponse(self._term, False, msg.prev_index, hint)))
+            return
+        self._persist(out, self._log.merge(entries, self._commit_index))
+        last_new = max(prev_index + len(entries), self._commit_index)
+        if min(msg.leader_commit, last_new) > self._commit_index:
+            self._commit_to(min(msg.leader_commit, last_new), out)
+        out.append(Send(sender, AppendResponse(self._term, True, last_new, 0)))
+
+    def _on_heartbeat(self, sender: NodeId, msg: Heartbeat, out: list[Action]) -> None:
+        commit = min(msg.commit, self._log.last_index)
+        if commit > self._commit_index:
+            self._commit_to(commit, out)
+        out.append(Send(sender, HeartbeatResponse(self._term)))
+
+    def _on_install_snapshot(self, sender: NodeId, msg: InstallSnapshot, out: list[Action]) -> None:
+        marker = SnapshotMarker(msg.index, msg.snapshot_term, msg.height, msg.block_hash)
+        if marker.index <= self._commit_index:
+            out.append(Send(sender, AppendResponse(self._term, True, self._commit_index, 0)))
+            return
+        if self._commit_height >= marker.height:
+            self._adopt_snapshot(marker, out)
+            out.append(Send(sender, AppendResponse(self._term, True, marker.index, 0)))
+            return
+        # The blocks are only in block stores now: fetch them, then adopt the marker.
+        self._pending_snapshot = marker
+        self._want_sync(marker.height)
+
+    def _adopt_snapshot(self, marker: SnapshotMarker, out: list[Action]) -> None:
+        assert marker.height <= self._commit_height and marker.index > self._commit_index
+        logger.info(
+            "node=%s adopts snapshot index=%d height=%d", self.node_id, marker.index, marker.height
+        )
+        self._persist(out, self._log.install_snapshot(marker))
+        self._commit_index = marker.index
+        self._applied_index = max(self._applied_index, marker.index)
+
+    # --- commit, apply, compact, sync --------------------------------------------------------
+
+    def _commit_to(self, index: int, out: list[Action]) -> None:
+        assert index > self._commit_index, "the commit index only moves forward"
+        assert index <= self._log.last_index
+        self._commit_index = index
+        self._apply_committed(out)
+
+    def _apply_committed(self, out: list[Action]) -> None:
+        while self._applied_index < self._commit_index:
+            index = self._applied_index + 1
+            entry = self._log.entry(index)
+            if entry.is_block and entry.height > self._commit_height:
+                if entry.height != self._commit_height + 1:
+                    self._want_sync(entry.height - 1)
+                    break
+                assert entry.payload is not None
+                out.append(Commit(entry.height, entry.block_hash, entry.payload))
+                self._commit_height = entry.height
+                self._applied_hash = entry.block_hash
+            elif entry.is_block and entry.height == self._commit_height:
+                assert entry.block_hash == self._applied_hash, (
+                    f"committed entry {index} disagrees with applied block {entry.height}"
+                )
+            self._applied_index = index
+        self._maybe_compact(out)
+
+    def _maybe_compact(self, out: list[Action]) -> None:
+        if self._applied_index - self._log.snapshot.index <= self.config.log_compaction_entries:
+            return
+        index = self._applied_index - self.config.log_retained_entries
+        entry = self._log.entry(index)
+        assert entry.height <= self._commit_height
+        marker = SnapshotMarker(index, entry.term, entry.height, entry.block_hash)
+        logger.debug("node=%s compacts log to %d", self.node_id, index)
+        self._persist(out, self._log.compact_to(marker))
+
+    def _want_sync(self, height: int) -> None:
+        self._sync_height = max(self._sync_height, height)
+
+    def _maybe_request_sync(self, out: list[Action]) -> None:
+        if self._commit_height >= self._sync_height:
+            return
+        requested = self._sync_requested_ms
+        if requested is not None and self._now_ms - requested < self.config.sync_retry_ms:
+            return
+        source = self._leader
+        if source is None or source == self.node_id:
+            if not self._peers:
+                return
+            source = self._rng.choice(self._peers)
+        self._sync_requested_ms = self._now_ms
+        logger.info(
+            "node=%s requests sync from %s at height %d",
+            self.node_id,
+            source,
+            self._commit_height + 1,
+        )
+        out.append(RequestSync(source, self._commit_height + 1))
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def _hard_state_record(self) -> Record:
+        return hard_state_record(HardState(self._term, self._voted_for))
+
+    @staticmethod
+    def _persist(out: list[Action], records: list[Record]) -> None:
+        if records:
+            out.append(Persist(tuple(records)))

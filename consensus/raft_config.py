@@ -1,0 +1,53 @@
+"""Raft's tunables, with the relations between them checked once at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class RaftConfigError(ValueError):
+    """A Raft setting is out of range or inconsistent with another."""
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    election_timeout_min_ms: int = 300
+    election_timeout_max_ms: int = 600
+    heartbeat_interval_ms: int = 50
+    # Entries per AppendEntries message (batching) and unacknowledged appends per follower
+    # (pipelining).
+    append_entries_max: int = 64
+    appends_in_flight_max: int = 8
+    # Blocks the leader may have proposed but not yet committed; the driver's pipeline depth.
+    proposals_in_flight_max: int = 4
+    # Compact when this many committed entries sit in the log; keep the newest
+    # `log_retained_entries` of them so briefly-lagging followers still catch up from the log.
+    log_compaction_entries: int = 1024
+    log_retained_entries: int = 256
+    # Resend a sync request this long after the previous one if no `synced` came back.
+    sync_retry_ms: int = 1000
+    pre_vote: bool = True
+    check_quorum: bool = True
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.heartbeat_interval_ms <= 0:
+            problems.append("heartbeat_interval_ms must be > 0")
+        if self.election_timeout_min_ms < 2 * self.heartbeat_interval_ms:
+            problems.append("election_timeout_min_ms must be >= 2 * heartbeat_interval_ms")
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms:
+            problems.append("election_timeout_max_ms must be > election_timeout_min_ms")
+        if self.append_entries_max < 1:
+            problems.append("append_entries_max must be >= 1")
+        if self.appends_in_flight_max < 1:
+            problems.append("appends_in_flight_max must be >= 1")
+        if self.proposals_in_flight_max < 1:
+            problems.append("proposals_in_flight_max must be >= 1")
+        if self.log_retained_entries < 0:
+            problems.append("log_retained_entries must be >= 0")
+        if self.log_compaction_entries <= self.log_retained_entries:
+            problems.append("log_compaction_entries must be > log_retained_entries")
+        if self.sync_retry_ms <= 0:
+            problems.append("sync_retry_ms must be > 0")
+        if problems:
+            raise RaftConfigError("; ".join(problems))

@@ -1,0 +1,166 @@
+"""The Raft wire vocabulary: log entries and peer messages, registered on the message codec.
+
+Each message carries the sender's term first; the engine checks shapes (non-negative indices,
+contiguous entries) with `is_well_formed` before acting, since the codec checks only types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from consensus.codec import MESSAGES
+
+
+@MESSAGES.register("raft.Entry")
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One Raft log slot. A block entry carries a block; a no-op (`payload is None`), appended by
+    a new leader so it can commit earlier terms' entries, carries the latest block's height and
+    hash so every index knows the chain tip it ends on."""
+
+    term: int
+    index: int
+    height: int
+    block_hash: bytes
+    payload: bytes | None
+
+    @property
+    def is_block(self) -> bool:
+        return self.payload is not None
+
+
+@MESSAGES.register("raft.AppendEntries")
+@dataclass(frozen=True, slots=True)
+class AppendEntries:
+    term: int
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...]
+    leader_commit: int
+
+
+@MESSAGES.register("raft.AppendResponse")
+@dataclass(frozen=True, slots=True)
+class AppendResponse:
+    """`index` is the last index now matching (success) or the rejected `prev_index` (failure);
+    on failure `hint_index` is where the follower suggests the leader retry from (its guess of
+    the last index that may match)."""
+
+    term: int
+    success: bool
+    index: int
+    hint_index: int
+
+
+@MESSAGES.register("raft.Heartbeat")
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """`commit` is min(follower match, leader commit): safe for the follower to commit to."""
+
+    term: int
+    commit: int
+
+
+@MESSAGES.register("raft.HeartbeatResponse")
+@dataclass(frozen=True, slots=True)
+class HeartbeatResponse:
+    term: int
+
+
+@MESSAGES.register("raft.RequestVote")
+@dataclass(frozen=True, slots=True)
+class RequestVote:
+    """A vote or, with `pre_vote`, a pre-vote: "would you vote for me in `term`?" (no state
+    change on either side)."""
+
+    term: int
+    last_index: int
+    last_term: int
+    pre_vote: bool
+
+
+@MESSAGES.register("raft.VoteResponse")
+@dataclass(frozen=True, slots=True)
+class VoteResponse:
+    term: int
+    granted: bool
+    pre_vote: bool
+
+
+@MESSAGES.register("raft.InstallSnapshot")
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """The leader has compacted the entries the follower needs. Blocks are not shipped here:
+    the follower fetches committed blocks through the driver (`RequestSync`) up to `height`,
+    then adopts (`index`, `snapshot_term`) as its log's base."""
+
+    term: int
+    index: int
+    snapshot_term: int
+    height: int
+    block_hash: bytes
+
+
+RaftMessage = (
+    AppendEntries
+    | AppendResponse
+    | Heartbeat
+    | HeartbeatResponse
+    | RequestVote
+    | VoteResponse
+    | InstallSnapshot
+)
+
+RAFT_MESSAGE_TYPES: tuple[type[RaftMessage], ...] = (
+    AppendEntries,
+    AppendResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    RequestVote,
+    VoteResponse,
+    InstallSnapshot,
+)
+
+INDEX_MAX = 2**62
+HASH_BYTES_MAX = 64
+
+
+def _ok(*numbers: int) -> bool:
+    return all(0 <= n < INDEX_MAX for n in numbers)
+
+
+def is_well_formed(msg: RaftMessage, entries_max: int) -> bool:
+    """Shape checks the codec cannot express; a peer's malformed message is dropped."""
+    match msg:
+        case AppendEntries():
+            if not _ok(msg.term, msg.prev_index, msg.prev_term, msg.leader_commit):
+                return False
+            if len(msg.entries) > entries_max:
+                return False
+            expected = msg.prev_index + 1
+            last_term = msg.prev_term
+            for entry in msg.entries:
+                if entry.index != expected or not _ok(entry.term, entry.height):
+                    return False
+                if entry.term < last_term or entry.term > msg.term:
+                    return False
+                if len(entry.block_hash) > HASH_BYTES_MAX:
+                    return False
+                expected += 1
+                last_term = entry.term
+            return True
+        case AppendResponse():
+            return _ok(msg.term, msg.index, msg.hint_index)
+        case Heartbeat():
+            return _ok(msg.term, msg.commit)
+        case HeartbeatResponse():
+            return _ok(msg.term)
+        case RequestVote():
+            return _ok(msg.term, msg.last_index, msg.last_term)
+        case VoteResponse():
+            return _ok(msg.term)
+        case InstallSnapshot():
+            return _ok(msg.term, msg.index, msg.snapshot_term, msg.height) and (
+                len(msg.block_hash) <= HASH_BYTES_MAX
+            )
+    return False

@@ -1,0 +1,93 @@
+"""The leader's view of one follower: how much of the log it holds and how to send it more.
+
+Modeled on etcd-io/raft's `tracker.Progress`: a follower is probed one append at a time until
+an append lands (`PROBE`), then sent appends optimistically with a bounded number in flight
+(`REPLICATE`), or waits while it fetches compacted blocks out of band (`SNAPSHOT`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class ProgressState(Enum):
+    PROBE = "probe"
+    REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
+
+
+@dataclass(slots=True)
+class Progress:
+    match: int
+    next: int
+    state: ProgressState = ProgressState.PROBE
+    probe_sent: bool = False  # PROBE: paused until a response or heartbeat response
+    snapshot_index: int = 0  # SNAPSHOT: the marker index the follower is catching up to
+    recent_active: bool = False  # heard from since the last CheckQuorum round
+    inflight: deque[int] = field(default_factory=deque)  # REPLICATE: last index per append
+
+    def is_paused(self, appends_in_flight_max: int) -> bool:
+        if self.state is ProgressState.PROBE:
+            return self.probe_sent
+        if self.state is ProgressState.REPLICATE:
+            return len(self.inflight) >= appends_in_flight_max
+        return True
+
+    def become_probe(self) -> None:
+        self.state = ProgressState.PROBE
+        self.next = self.match + 1
+        self.probe_sent = False
+        self.inflight.clear()
+
+    def become_replicate(self) -> None:
+        self.state = ProgressState.REPLICATE
+        self.next = self.match + 1
+        self.probe_sent = False
+        self.inflight.clear()
+
+    def become_snapshot(self, snapshot_index: int) -> None:
+        self.state = ProgressState.SNAPSHOT
+        self.snapshot_index = snapshot_index
+        self.probe_sent = False
+        self.inflight.clear()
+
+    def sent_append(self, last_index: int, entry_count: int) -> None:
+        """Record an append covering entries up to `last_index` (`entry_count` of them)."""
+        if self.state is ProgressState.REPLICATE:
+            if entry_count:
+                self.next = last_index + 1
+                self.inflight.append(last_index)
+        elif self.state is ProgressState.PROBE:
+            self.probe_sent = True
+
+    def acknowledge(self, index: int) -> bool:
+        """The follower matches up to `index`; return whether `match` advanced."""
+        advanced = index > self.match
+        if advanced:
+            self.match = index
+        self.next = max(self.next, index + 1)
+        self.probe_sent = False
+        while self.inflight and self.inflight[0] <= index:
+            self.inflight.popleft()
+        return advanced
+
+    def reject(self, rejected_index: int, hint_index: int) -> bool:
+        """An append at `rejected_index` failed; return whether to resend (False if stale)."""
+        if self.state is ProgressState.REPLICATE:
+            if rejected_index <= self.match:
+                return False
+            self.become_probe()
+            return True
+        if self.state is ProgressState.SNAPSHOT or self.next - 1 != rejected_index:
+            return False
+        self.next = max(min(rejected_index, hint_index + 1), self.match + 1)
+        self.probe_sent = False
+        return True
+
+    def heard_heartbeat(self) -> None:
+        """A heartbeat came back: unpause a probe, free one slot of a (possibly lost) pipeline."""
+        self.probe_sent = False
+        if self.state is ProgressState.REPLICATE and self.inflight:
+            self.inflight.popleft()
