@@ -1,0 +1,148 @@
+"""Voucher records and their indexes: the one place that knows the `voucher/` key layout.
+
+Keys (under the contract's namespace `voucher/`; times are zero-padded so keys sort by time):
+
+| key | value | why |
+|---|---|---|
+| `v/<id>` | the voucher record | one record per voucher, kept forever for audit |
+| `root/<root>` | the root's summary (core, line, issued amount, redeemed, count) | conservation |
+| `r/<root>/<seq:04>` | voucher id | the lineage of a root in creation order |
+| `h/<holder>/<id>` | 1 | a holder's live vouchers (ACTIVE, DISCOUNT_PENDING, OVERDUE) |
+| `doc/<hash>` | root id | one trade document backs one voucher, ever |
+| `line/<core>/<financier>` | {limit, used, expiry_ms, granted_ms} | credit lines |
+| `core/<core>` | {outstanding, overdue} | a core's position without scanning |
+| `due/<maturity:015>/<root>` | core | roots awaiting settlement, earliest first |
+| `od/<core>/<maturity:015>/<id>` | amount | a core's overdue queue, oldest first |
+| `odc/<core>` | 1 | cores that have an overdue queue |
+| `pend/<financier>/<id>` | 1 | discount applications awaiting a financier |
+
+Every amount is an integer in minor units; every time is a block time in milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts.engine import TIME_MS_MAX, Context, ContractError, ReadContext
+
+ACTIVE = "ACTIVE"
+DISCOUNT_PENDING = "DISCOUNT_PENDING"
+REDEEMED = "REDEEMED"
+OVERDUE = "OVERDUE"
+SPLIT = "SPLIT"
+STATES = (ACTIVE, DISCOUNT_PENDING, REDEEMED, OVERDUE, SPLIT)
+LIVE_STATES = (ACTIVE, DISCOUNT_PENDING, OVERDUE)  # states whose amount is still owed
+
+VOUCHERS_PER_ROOT_MAX = 256  # bounds settlement work per maturing root and the lineage view
+TIME_DIGITS = len(str(TIME_MS_MAX))  # 15: every valid time fits, zero-padded, in sorted keys
+SEQ_DIGITS = 4
+assert VOUCHERS_PER_ROOT_MAX < 10**SEQ_DIGITS
+
+Record = dict[str, Any]
+AnyContext = Context | ReadContext
+
+
+def padded_ms(time_ms: int) -> str:
+    assert 0 <= time_ms <= TIME_MS_MAX, time_ms
+    return str(time_ms).zfill(TIME_DIGITS)
+
+
+def load_voucher(ctx: AnyContext, voucher_id: str) -> Record:
+    record = ctx.get(f"v/{voucher_id}")
+    if record is None:
+        raise ContractError("UNKNOWN_VOUCHER", f"no voucher {voucher_id[:16]}…")
+    assert isinstance(record, dict) and record["state"] in STATES
+    return record
+
+
+def load_root(ctx: AnyContext, root_id: str) -> Record:
+    summary = ctx.get(f"root/{root_id}")
+    if summary is None:
+        raise ContractError("UNKNOWN_VOUCHER", f"no root voucher {root_id[:16]}…")
+    assert isinstance(summary, dict)
+    return summary
+
+
+def save_voucher(ctx: Context, record: Record) -> None:
+    assert record["state"] in STATES
+    assert isinstance(record["amount"], int) and record["amount"] > 0
+    ctx.put(f"v/{record['id']}", record)
+
+
+def index_holder(ctx: Context, record: Record) -> None:
+    """Keep `h/<holder>/<id>` present exactly while the voucher is live."""
+    key = f"h/{record['holder']}/{record['id']}"
+    if record["state"] in LIVE_STATES:
+        ctx.put(key, 1)
+    else:
+        ctx.delete(key)
+
+
+def change_holder(ctx: Context, record: Record, holder: str) -> None:
+    """Give a live voucher to a new holder, moving its holder index entry."""
+    assert record["state"] in LIVE_STATES and holder != record["holder"]
+    ctx.delete(f"h/{record['holder']}/{record['id']}")
+    record["holder"] = holder
+    save_voucher(ctx, record)
+    index_holder(ctx, record)
+
+
+def new_voucher(
+    ctx: Context,
+    summary: Record,
+    *,
+    voucher_id: str,
+    parent: str | None,
+    holder: str,
+    amount: int,
+    tier: int,
+) -> Record:
+    """Create a voucher under a root (the root itself or a child) and index it."""
+    assert ctx.get(f"v/{voucher_id}") is None, "derived voucher ids never collide"
+    seq = int(summary["vouchers"])
+    assert seq < VOUCHERS_PER_ROOT_MAX
+    summary["vouchers"] = seq + 1
+    record: Record = {
+        "id": voucher_id,
+        "root": summary["root"],
+        "parent": parent,
+        "seq": seq,
+        "tier": tier,
+        "core": summary["core"],
+        "holder": holder,
+        "amount": amount,
+        "maturity_ms": summary["maturity_ms"],
+        "state": ACTIVE,
+        "created_ms": ctx.time_ms,
+        "children": [],
+        "discount": None,
+    }
+    save_voucher(ctx, record)
+    index_holder(ctx, record)
+    ctx.put(f"r/{summary['root']}/{str(seq).zfill(SEQ_DIGITS)}", voucher_id)
+    return record
+
+
+def core_position(ctx: AnyContext, core: str) -> Record:
+    found = ctx.get(f"core/{core}")
+    return {"outstanding": 0, "overdue": 0} if found is None else dict(found)
+
+
+def put_core_position(ctx: Context, core: str, position: Record) -> None:
+    assert position["outstanding"] >= position["overdue"] >= 0
+    if position["outstanding"] == 0:
+        ctx.delete(f"core/{core}")
+    else:
+        ctx.put(f"core/{core}", position)
+
+
+def release_credit(ctx: Context, summary: Record, amount: int) -> None:
+    """A paid voucher frees its amount on the root's credit line and the core's outstanding."""
+    key = f"line/{summary['core']}/{summary['financier']}"
+    line = ctx.get(key)
+    assert isinstance(line, dict) and line["used"] >= amount
+    line["used"] -= amount
+    ctx.put(key, line)
+    position = core_position(ctx, summary["core"])
+    position["outstanding"] -= amount
+    put_core_position(ctx, summary["core"], position)
