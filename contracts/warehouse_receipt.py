@@ -51,6 +51,7 @@ LIVE_STATES = (ACTIVE, LISTED, PLEDGE_PENDING, PLEDGED, DEFAULTED, REDEEM_PENDIN
 HOLDER_ROLES = ("core_enterprise", "supplier", "dealer", "financier")
 PLEDGING_CONTRACTS = ("contract:prepayment",)  # contracts allowed to hold pledges
 SPLIT_PARTS_MAX = 16
+RECEIPTS_PER_ROOT_MAX = 256  # bounds a lineage (and its view); splits beyond it are refused
 DUE_PER_BLOCK_MAX = 256
 LIST_MAX = 500
 
@@ -144,7 +145,7 @@ def _issue(
         "issued_ms": ctx.time_ms,
     }
     ctx.put(f"doc/{doc}", receipt_id)
-    ctx.put(f"root/{receipt_id}", {"issued": goods["quantity"], "redeemed": 0})
+    ctx.put(f"root/{receipt_id}", {"issued": goods["quantity"], "redeemed": 0, "count": 1})
     ctx.put(f"tree/{receipt_id}/{receipt_id}", 1)
     ctx.put(f"own/{owner}/{receipt_id}", 1)
     _save(ctx, receipt)
@@ -169,6 +170,14 @@ def _split(
     """Replace parent by children (owner, quantity, state, pledge); quantities sum to parent's."""
     assert sum(quantity for _, quantity, _, _ in parts) == parent["quantity"], "conservation"
     assert all(quantity > 0 for _, quantity, _, _ in parts)
+    totals = ctx.get(f"root/{parent['root']}")
+    assert isinstance(totals, dict)
+    if totals["count"] + len(parts) > RECEIPTS_PER_ROOT_MAX:
+        raise ContractError(
+            "LINEAGE_FULL", f"a lineage holds at most {RECEIPTS_PER_ROOT_MAX} receipts"
+        )
+    totals["count"] += len(parts)
+    ctx.put(f"root/{parent['root']}", totals)
     children: list[Receipt] = []
     for index, (owner, quantity, state, pledge) in enumerate(parts):
         child_id = ctx.derive_id("warehouse_receipt:split", parent["id"], index)
