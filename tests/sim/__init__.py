@@ -1,0 +1,1 @@
+"""Deterministic simulation of consensus engines under network and crash faults."""
