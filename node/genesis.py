@@ -128,10 +128,11 @@ def parse_genesis(raw: bytes) -> Genesis:
         for item in doc.get("balances", [])
     )
     block_doc = doc.get("block", {})
+    defaults = BlockLimits()
     block = BlockLimits(
-        txs_max=int(block_doc.get("txs_max", BlockLimits.txs_max)),
-        bytes_max=int(block_doc.get("bytes_max", BlockLimits.bytes_max)),
-        interval_ms=int(block_doc.get("interval_ms", BlockLimits.interval_ms)),
+        txs_max=int(block_doc.get("txs_max", defaults.txs_max)),
+        bytes_max=int(block_doc.get("bytes_max", defaults.bytes_max)),
+        interval_ms=int(block_doc.get("interval_ms", defaults.interval_ms)),
     )
     if not (1 <= block.txs_max <= 50_000 and 1_000 <= block.bytes_max <= 64_000_000):
         raise ConfigError("genesis: block.txs_max must be 1..50000, bytes_max 1e3..64e6")

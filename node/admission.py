@@ -1,0 +1,199 @@
+"""Admission: the gate between clients and the mempool. Nothing bad reaches consensus.
+
+A batch is admitted whole or refused whole, with an `AdmissionError` naming the first bad tx:
+size limits, parse, chain id, sender key, membership, duplicates (in the batch, the mempool and
+the committed index), then Ed25519 signatures checked in worker threads (the GIL is released
+while verifying) and remembered, so each signature is checked once per node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from node.config import Limits
+from node.identity import is_weak_public_key, verify_signature
+from node.mempool import Mempool, MempoolFull
+from proto import types_pb2
+
+log = logging.getLogger(__name__)
+
+NAME_CHARS_MAX = 64
+
+
+class AdmissionError(Exception):
+    """A refused submission; `status` is the gRPC status name the API answers with."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    tx_id: bytes
+    tx: types_pb2.SignedTx
+    sender: bytes
+
+
+def _verify_chunk(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
+    return [verify_signature(key, sig, body) for key, sig, body in items]
+
+
+class VerifiedCache:
+    """Tx ids whose signatures this node has checked (bounded, oldest forgotten first)."""
+
+    def __init__(self, size_max: int) -> None:
+        self._ids: OrderedDict[bytes, None] = OrderedDict()
+        self._size_max = size_max
+
+    def __contains__(self, tx_id: bytes) -> bool:
+        return tx_id in self._ids
+
+    def add(self, tx_id: bytes) -> None:
+        self._ids[tx_id] = None
+        if len(self._ids) > self._size_max:
+            self._ids.popitem(last=False)
+
+
+class SignatureVerifier:
+    """Batched Ed25519 checks on a thread pool; remembers what passed."""
+
+    def __init__(self, threads: int, cache_max: int) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="verify")
+        self._threads = threads
+        self.cache = VerifiedCache(cache_max)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def verify(self, items: Sequence[tuple[bytes, bytes, bytes, bytes]]) -> list[bool]:
+        """items: (tx_id, public_key, signature, body). Returns validity per item."""
+        results = [True] * len(items)
+        todo = [i for i, item in enumerate(items) if item[0] not in self.cache]
+        if not todo:
+            return results
+        loop = asyncio.get_running_loop()
+        chunk = max(64, -(-len(todo) // self._threads))
+        groups = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
+        futures = [
+            loop.run_in_executor(
+                self._pool, _verify_chunk, [(items[i][1], items[i][2], items[i][3]) for i in group]
+            )
+            for group in groups
+        ]
+        for group, oks in zip(groups, await asyncio.gather(*futures), strict=True):
+            for index, ok in zip(group, oks, strict=True):
+                results[index] = ok
+                if ok:
+                    self.cache.add(items[index][0])
+        return results
+
+
+class Admission:
+    def __init__(
+        self,
+        chain_id: str,
+        limits: Limits,
+        mempool: Mempool,
+        verifier: SignatureVerifier,
+        is_committed: Callable[[bytes], bool],
+        is_member: Callable[[bytes], bool],
+    ) -> None:
+        self.chain_id = chain_id
+        self.limits = limits
+        self.mempool = mempool
+        self.verifier = verifier
+        self.is_committed = is_committed
+        self.is_member = is_member
+
+    def check_request_size(self, txs: Sequence[types_pb2.SignedTx]) -> None:
+        if not txs:
+            raise AdmissionError("INVALID_ARGUMENT", "the request carries no txs")
+        if len(txs) > self.limits.request_txs_max:
+            raise AdmissionError(
+                "RESOURCE_EXHAUSTED",
+                f"{len(txs)} txs in one request; at most {self.limits.request_txs_max}",
+            )
+
+    def parse(self, txs: Sequence[types_pb2.SignedTx]) -> list[Checked]:
+        """Everything but signatures; raises on the first bad tx."""
+        self.check_request_size(txs)
+        checked: list[Checked] = []
+        seen: set[bytes] = set()
+        for index, tx in enumerate(txs):
+            where = f"tx {index}"
+            size = len(tx.body) + len(tx.signature)
+            if size > self.limits.tx_bytes_max:
+                raise AdmissionError(
+                    "RESOURCE_EXHAUSTED",
+                    f"{where} is {size} bytes; at most {self.limits.tx_bytes_max}",
+                )
+            body = types_pb2.TxBody()
+            try:
+                body.ParseFromString(tx.body)
+            except DecodeError:
+                raise AdmissionError("INVALID_ARGUMENT", f"{where}: body is not a TxBody") from None
+            if body.chain_id != self.chain_id:
+                raise AdmissionError(
+                    "INVALID_ARGUMENT",
+                    f"{where} is for chain {body.chain_id!r}; this is {self.chain_id!r}",
+                )
+            if is_weak_public_key(body.sender):
+                raise AdmissionError(
+                    "INVALID_ARGUMENT", f"{where}: sender must be a valid 32-byte Ed25519 key"
+                )
+            if len(tx.signature) != 64:
+                raise AdmissionError("INVALID_ARGUMENT", f"{where}: signature must be 64 bytes")
+            if not (0 < len(body.contract) <= NAME_CHARS_MAX and 0 < len(body.method) <= (
+                NAME_CHARS_MAX
+            )):
+                raise AdmissionError("INVALID_ARGUMENT", f"{where}: contract and method needed")
+            tx_id = hashlib.sha256(tx.body).digest()
+            if tx_id in seen:
+                raise AdmissionError("ALREADY_EXISTS", f"{where} repeats a tx in the batch")
+            seen.add(tx_id)
+            if tx_id in self.mempool or self.is_committed(tx_id):
+                raise AdmissionError(
+                    "ALREADY_EXISTS", f"{where} ({tx_id.hex()}) was already submitted"
+                )
+            if not self.is_member(body.sender):
+                raise AdmissionError(
+                    "PERMISSION_DENIED",
+                    f"{where}: sender {body.sender.hex()[:16]}… is not a consortium member",
+                )
+            checked.append(Checked(tx_id, tx, body.sender))
+        return checked
+
+    async def check(self, txs: Sequence[types_pb2.SignedTx]) -> list[Checked]:
+        """Parse and verify signatures; raises AdmissionError on the first bad tx."""
+        checked = self.parse(txs)
+        oks = await self.verifier.verify(
+            [(c.tx_id, c.sender, c.tx.signature, c.tx.body) for c in checked]
+        )
+        for index, ok in enumerate(oks):
+            if not ok:
+                raise AdmissionError(
+                    "INVALID_ARGUMENT", f"tx {index}: the signature does not match the body"
+                )
+        return checked
+
+    async def admit(self, txs: Sequence[types_pb2.SignedTx]) -> list[bytes]:
+        checked = await self.check(txs)
+        # Re-check duplicates: another request may have admitted the same tx meanwhile.
+        for index, item in enumerate(checked):
+            if item.tx_id in self.mempool:
+                raise AdmissionError("ALREADY_EXISTS", f"tx {index} was already submitted")
+        try:
+            self.mempool.add_batch((c.tx_id, c.tx) for c in checked)
+        except MempoolFull as exc:
+            raise AdmissionError("RESOURCE_EXHAUSTED", f"{exc}; retry later") from None
+        return [c.tx_id for c in checked]

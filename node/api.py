@@ -1,0 +1,221 @@
+"""The client API: the `Ledger` gRPC service every node serves.
+
+This is the one place that chooses gRPC status codes. Admission errors carry the status name;
+contract errors in queries map to INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION.
+A follower admits (parses and verifies) a batch itself, then forwards it to the leader, so a
+client may talk to any node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import grpc
+
+from contracts.engine import ContractError, Engine, encode
+from node.admission import Admission, AdmissionError
+from node.config import Limits
+from node.driver import Driver
+from proto import ledger_pb2, ledger_pb2_grpc, types_pb2
+
+log = logging.getLogger(__name__)
+
+_NOT_FOUND_CODES = ("UNKNOWN_CONTRACT", "UNKNOWN_VIEW", "UNKNOWN_MEMBER")
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class LedgerService(ledger_pb2_grpc.LedgerServicer):
+    def __init__(
+        self,
+        node_id: str,
+        consensus: str,
+        driver: Driver,
+        admission: Admission,
+        contracts: Engine,
+        limits: Limits,
+        validators: list[str],
+    ) -> None:
+        self.node_id = node_id
+        self.consensus = consensus
+        self.driver = driver
+        self.admission = admission
+        self.contracts = contracts
+        self.limits = limits
+        self.validators = validators
+
+    async def _abort(self, context: Ctx, status: str, msg: str) -> Any:
+        await context.abort(getattr(grpc.StatusCode, status), msg)
+
+    async def Submit(
+        self, request: ledger_pb2.SubmitRequest, context: Ctx
+    ) -> ledger_pb2.SubmitResponse:
+        txs = list(request.txs)
+        status = self.driver.engine.status
+        try:
+            if status.leader is None:
+                raise AdmissionError(
+                    "UNAVAILABLE", "no leader is elected yet; retry in a moment"
+                )
+            if status.leader == self.node_id:
+                tx_ids = await self.admission.admit(txs)
+            else:
+                checked = await self.admission.check(txs)
+                tx_ids = [c.tx_id for c in checked]
+                waiters = self.driver.wait_for(tx_ids) if request.wait else []
+                transport = self.driver.transport
+                assert transport is not None
+                try:
+                    await transport.forward(status.leader, txs)
+                except AdmissionError:
+                    self.driver.forget_waiters(tx_ids)
+                    raise
+                return await self._respond(request, context, tx_ids, waiters)
+        except AdmissionError as exc:
+            return await self._abort(context, exc.status, exc.message)
+        waiters = self.driver.wait_for(tx_ids) if request.wait else []
+        return await self._respond(request, context, tx_ids, waiters)
+
+    async def _respond(
+        self,
+        request: ledger_pb2.SubmitRequest,
+        context: Ctx,
+        tx_ids: list[bytes],
+        waiters: list[asyncio.Future[types_pb2.Receipt]],
+    ) -> ledger_pb2.SubmitResponse:
+        if not request.wait:
+            return ledger_pb2.SubmitResponse(tx_ids=tx_ids)
+        timeout_ms = min(
+            request.timeout_ms or self.limits.submit_wait_ms_default,
+            self.limits.submit_wait_ms_max,
+        )
+        try:
+            async with asyncio.timeout(timeout_ms / 1000):
+                receipts = await asyncio.gather(*waiters)
+        except TimeoutError:
+            pending = sum(1 for w in waiters if not w.done())
+            self.driver.forget_waiters(tx_ids)
+            return await self._abort(
+                context,
+                "DEADLINE_EXCEEDED",
+                f"{pending} of {len(tx_ids)} txs not committed within {timeout_ms} ms; they "
+                "were admitted and may still commit: look them up with GetTx",
+            )
+        finally:
+            if any(not w.done() for w in waiters):
+                self.driver.forget_waiters(tx_ids)
+        return ledger_pb2.SubmitResponse(tx_ids=tx_ids, receipts=receipts)
+
+    async def GetTx(
+        self, request: ledger_pb2.GetTxRequest, context: Ctx
+    ) -> ledger_pb2.GetTxResponse:
+        storage = self.driver.storage
+        location = storage.tx_location(request.tx_id)
+        if location is None:
+            pending = request.tx_id in self.driver.mempool
+            msg = "the tx is admitted and not yet committed" if pending else "no such tx"
+            return await self._abort(context, "NOT_FOUND", msg)
+        height, index = location
+        block = await asyncio.to_thread(storage.get_block, height)
+        assert block is not None
+        return ledger_pb2.GetTxResponse(tx=block.block.txs[index], receipt=block.receipts[index])
+
+    async def Query(
+        self, request: ledger_pb2.QueryRequest, context: Ctx
+    ) -> ledger_pb2.QueryResponse:
+        if len(request.args_json) > self.limits.query_args_bytes_max:
+            return await self._abort(context, "INVALID_ARGUMENT", "query args are too large")
+        try:
+            args = json.loads(request.args_json or "{}")
+            if not isinstance(args, dict):
+                raise ValueError("args must be a JSON object")
+        except (ValueError, RecursionError) as exc:
+            return await self._abort(context, "INVALID_ARGUMENT", f"args_json: {exc}")
+        height = self.driver.head.height
+        try:
+            result = await asyncio.to_thread(
+                self.contracts.query,
+                self.driver.state,
+                request.contract,
+                request.view,
+                args,
+                height,
+            )
+        except ContractError as exc:
+            if exc.code == "INVALID_ARGS":
+                status = "INVALID_ARGUMENT"
+            elif exc.code in _NOT_FOUND_CODES or exc.code.endswith("NOT_FOUND"):
+                status = "NOT_FOUND"
+            else:
+                status = "FAILED_PRECONDITION"
+            return await self._abort(context, status, f"{exc.code}: {exc.message}")
+        return ledger_pb2.QueryResponse(result_json=encode(result).decode(), height=height)
+
+    async def GetBlock(
+        self, request: ledger_pb2.GetBlockRequest, context: Ctx
+    ) -> types_pb2.CommittedBlock:
+        height = request.height or self.driver.head.height
+        block = await asyncio.to_thread(self.driver.storage.get_block, height)
+        if block is None:
+            at = self.driver.head.height
+            msg = f"no block {height}; the chain is at {at}"
+            return await self._abort(context, "NOT_FOUND", msg)
+        return block
+
+    async def GetChainInfo(
+        self, request: ledger_pb2.GetChainInfoRequest, context: Ctx
+    ) -> ledger_pb2.ChainInfo:
+        head = self.driver.head
+        status = self.driver.engine.status
+        return ledger_pb2.ChainInfo(
+            chain_id=self.driver.genesis.chain_id,
+            node_id=self.node_id,
+            height=head.height,
+            app_hash=head.app_hash,
+            last_block_hash=head.block_hash,
+            consensus=self.consensus,
+            role=status.role,
+            round=status.round,
+            leader=status.leader or "",
+            mempool_size=len(self.driver.mempool),
+            validators=self.validators,
+        )
+
+    async def Subscribe(
+        self, request: ledger_pb2.SubscribeRequest, context: Ctx
+    ) -> Any:
+        if self.driver.subscriber_count >= self.limits.subscribers_max:
+            await self._abort(context, "RESOURCE_EXHAUSTED", "too many subscribers; retry later")
+            return
+        sub = self.driver.subscribe(self.limits.subscriber_queue_blocks_max)
+        try:
+            next_height = request.from_height or self.driver.head.height + 1
+            # Replay what is stored, then follow the live feed (skipping what was replayed).
+            while next_height <= self.driver.head.height:
+                block = await asyncio.to_thread(self.driver.storage.get_block, next_height)
+                assert block is not None
+                yield block
+                next_height += 1
+            while True:
+                committed = await sub.queue.get()
+                if committed is None:
+                    return
+                height = committed.block.header.height
+                if height < next_height:
+                    continue
+                if height > next_height:  # cannot happen unless blocks were skipped
+                    await self._abort(context, "INTERNAL", "subscription lost its place")
+                    return
+                yield committed
+                next_height += 1
+                if sub.overflowed and sub.queue.empty():
+                    await self._abort(
+                        context,
+                        "RESOURCE_EXHAUSTED",
+                        f"subscriber too slow; resubscribe from height {next_height}",
+                    )
+                    return
+        finally:
+            self.driver.unsubscribe(sub)

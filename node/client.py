@@ -1,0 +1,197 @@
+"""The Python SDK: an async `LedgerClient` for any node's `Ledger` service.
+
+    async with LedgerClient("127.0.0.1:7001") as client:
+        info = await client.chain_info()
+        receipt = await client.call(account, info.chain_id, "cash", "transfer", {...})
+        balance = await client.query("cash", "balance", {"account": account.account_id})
+
+RPC failures raise `LedgerError` with the gRPC status name and the node's message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from node.identity import Account
+from proto import ledger_pb2, ledger_pb2_grpc, types_pb2
+
+MESSAGE_BYTES_MAX = 128 * 1024 * 1024
+
+
+class LedgerError(Exception):
+    """A failed call: `status` is the gRPC status name (e.g. INVALID_ARGUMENT)."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def _error(exc: grpc.aio.AioRpcError) -> LedgerError:
+    return LedgerError(exc.code().name, exc.details() or "")
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptView:
+    """A receipt in plain Python: what scripts and tests want to read."""
+
+    tx_id: str
+    ok: bool
+    error_code: str
+    message: str
+    height: int
+    result: Any
+    events: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, receipt: types_pb2.Receipt) -> ReceiptView:
+        return cls(
+            tx_id=receipt.tx_id.hex(),
+            ok=receipt.status == types_pb2.SUCCESS,
+            error_code=receipt.error_code,
+            message=receipt.message,
+            height=receipt.height,
+            result=json.loads(receipt.result_json) if receipt.result_json else None,
+            events=[event_dict(e) for e in receipt.events],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tx_id": self.tx_id,
+            "status": "SUCCESS" if self.ok else "FAILED",
+            "error_code": self.error_code,
+            "message": self.message,
+            "height": self.height,
+            "result": self.result,
+            "events": self.events,
+        }
+
+
+def event_dict(event: types_pb2.Event) -> dict[str, Any]:
+    return {"contract": event.contract, "name": event.name, **json.loads(event.attrs_json)}
+
+
+class LedgerClient:
+    def __init__(self, address: str, *, timeout_s: float = 60.0) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._channel = grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+                ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+            ],
+        )
+        self._stub = ledger_pb2_grpc.LedgerStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def __aenter__(self) -> LedgerClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def submit(
+        self, txs: Sequence[types_pb2.SignedTx], *, wait: bool = False, timeout_ms: int = 0
+    ) -> ledger_pb2.SubmitResponse:
+        request = ledger_pb2.SubmitRequest(txs=txs, wait=wait, timeout_ms=timeout_ms)
+        deadline = self.timeout_s + timeout_ms / 1000
+        try:
+            response: ledger_pb2.SubmitResponse = await self._stub.Submit(
+                request, timeout=deadline
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc) from None
+        return response
+
+    async def submit_and_wait(
+        self, txs: Sequence[types_pb2.SignedTx], *, timeout_ms: int = 0
+    ) -> list[ReceiptView]:
+        response = await self.submit(txs, wait=True, timeout_ms=timeout_ms)
+        return [ReceiptView.of(r) for r in response.receipts]
+
+    async def call(
+        self,
+        account: Account,
+        chain_id: str,
+        contract: str,
+        method: str,
+        args: Mapping[str, Any],
+    ) -> ReceiptView:
+        """Sign one call, submit it and wait for its receipt."""
+        tx = account.build_tx(chain_id, contract, method, args)
+        return (await self.submit_and_wait([tx]))[0]
+
+    async def query(
+        self, contract: str, view: str, args: Mapping[str, Any] | None = None
+    ) -> Any:
+        request = ledger_pb2.QueryRequest(
+            contract=contract, view=view, args_json=json.dumps(dict(args or {}))
+        )
+        try:
+            response = await self._stub.Query(request, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc) from None
+        return json.loads(response.result_json)
+
+    async def get_tx(self, tx_id: bytes) -> ledger_pb2.GetTxResponse:
+        try:
+            response: ledger_pb2.GetTxResponse = await self._stub.GetTx(
+                ledger_pb2.GetTxRequest(tx_id=tx_id), timeout=self.timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc) from None
+        return response
+
+    async def get_block(self, height: int = 0) -> types_pb2.CommittedBlock:
+        try:
+            block: types_pb2.CommittedBlock = await self._stub.GetBlock(
+                ledger_pb2.GetBlockRequest(height=height), timeout=self.timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc) from None
+        return block
+
+    async def chain_info(self, *, timeout_s: float | None = None) -> ledger_pb2.ChainInfo:
+        try:
+            info: ledger_pb2.ChainInfo = await self._stub.GetChainInfo(
+                ledger_pb2.GetChainInfoRequest(), timeout=timeout_s or self.timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc) from None
+        return info
+
+    async def healthy(self, *, timeout_s: float = 2.0) -> bool:
+        try:
+            response = await self._health.Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def subscribe(self, from_height: int = 0) -> AsyncIterator[types_pb2.CommittedBlock]:
+        """Committed blocks from `from_height` (0 = the next one), as they commit."""
+        call = self._stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=from_height))
+        try:
+            async for block in call:
+                yield block
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc) from None
+        finally:
+            call.cancel()

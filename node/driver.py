@@ -1,0 +1,390 @@
+"""The driver: feeds the consensus engine, carries out its actions, applies committed blocks.
+
+One task owns the engine. It takes every input that is ready (ticks, peer messages, wake-ups)
+in one batch, calls the engine for each, then carries out all resulting actions in order:
+persist (one synced write for the whole batch) before any send, so a crash never forgets a
+vote. Commits go to a second task that executes blocks in height order and writes each in one
+atomic batch; only then are waiting clients answered and subscribers fed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from google.protobuf.message import DecodeError
+
+from consensus.engine import (
+    Action,
+    BlockProposal,
+    Broadcast,
+    Commit,
+    Engine,
+    Persist,
+    RequestSync,
+    Send,
+)
+from node.executor import Executor, block_hash_of, txs_hash
+from node.genesis import Genesis
+from node.mempool import Mempool
+from node.state import StoreState
+from node.storage import ChainHead, Storage
+from proto import types_pb2
+
+log = logging.getLogger(__name__)
+
+INBOX_BATCH_MAX = 512
+INBOX_ITEMS_MAX = 50_000
+COMMIT_QUEUE_MAX = 1_024
+
+
+class FatalError(Exception):
+    """The node must stop: continuing could corrupt or fork the ledger."""
+
+
+class PeerTransport(Protocol):
+    """How the driver reaches other validators (node/transport.py implements it)."""
+
+    def send(self, to: str, msg: Any) -> None: ...
+
+    def broadcast(self, msg: Any) -> None: ...
+
+    async def forward(self, to: str, txs: list[types_pb2.SignedTx]) -> None: ...
+
+    def fetch_blocks(self, peer: str, from_height: int) -> AsyncIterator[types_pb2.CommittedBlock]:
+        ...
+
+
+@dataclass(slots=True)
+class _Subscriber:
+    queue: asyncio.Queue[types_pb2.CommittedBlock | None]
+    overflowed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Tick:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    sender: str
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Synced:
+    height: int
+    block_hash: bytes
+
+
+@dataclass(slots=True)
+class DriverStats:
+    blocks_committed: int = 0
+    txs_committed: int = 0
+    proposals: int = 0
+    started_s: float = field(default_factory=time.monotonic)
+
+
+class Driver:
+    def __init__(
+        self,
+        node_id: str,
+        genesis: Genesis,
+        storage: Storage,
+        executor: Executor,
+        engine: Engine,
+        mempool: Mempool,
+        *,
+        tick_ms: int = 10,
+        empty_block_interval_ms: int = 1_000,
+        wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.node_id = node_id
+        self.genesis = genesis
+        self.storage = storage
+        self.executor = executor
+        self.engine = engine
+        self.mempool = mempool
+        self.transport: PeerTransport | None = None
+        self.tick_ms = tick_ms
+        self.empty_block_interval_ms = empty_block_interval_ms
+        self.wall_clock_ms = wall_clock_ms
+        self.head: ChainHead = storage.head()
+        self.state = StoreState(storage.get_state, storage.iter_state)
+        self.stats = DriverStats()
+        self._inbox: asyncio.Queue[_Tick | _Message | _Synced] = asyncio.Queue(INBOX_ITEMS_MAX)
+        self._commits: asyncio.Queue[Commit] = asyncio.Queue(COMMIT_QUEUE_MAX)
+        self._waiters: dict[bytes, list[asyncio.Future[types_pb2.Receipt]]] = {}
+        self._subscribers: list[_Subscriber] = []
+        self._last_proposal_ms = 0
+        self._proposed_height = self.head.height
+        self._was_proposer = False
+        self._sync_task: asyncio.Task[None] | None = None
+        self._head_changed = asyncio.Event()
+        self.stopped = asyncio.Event()
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        actions = self.engine.start(self._now_ms())
+        await self._carry_out(actions)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._ticker(), name="ticker")
+                group.create_task(self._engine_loop(), name="engine")
+                group.create_task(self._commit_loop(), name="commit")
+        finally:
+            if self._sync_task is not None:
+                self._sync_task.cancel()
+            for sub in self._subscribers:
+                sub.overflowed = sub.overflowed or sub.queue.full()
+                if not sub.queue.full():
+                    sub.queue.put_nowait(None)  # end of stream
+            self.stopped.set()
+
+    def deliver(self, sender: str, msg: Any) -> bool:
+        """A peer message for the engine; False when the inbox is full (the peer retries)."""
+        try:
+            self._inbox.put_nowait(_Message(sender, msg))
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def _now_ms(self) -> int:
+        return int(time.monotonic() * 1000)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_ms / 1000)
+            if self._inbox.empty():
+                self._inbox.put_nowait(_Tick())
+
+    async def _engine_loop(self) -> None:
+        while True:
+            batch = [await self._inbox.get()]
+            while len(batch) < INBOX_BATCH_MAX and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            actions: list[Action] = []
+            ticked = False
+            for item in batch:
+                if isinstance(item, _Message):
+                    actions += self.engine.receive(item.sender, item.msg)
+                elif isinstance(item, _Synced):
+                    actions += self.engine.synced(item.height, item.block_hash)
+                elif not ticked:
+                    ticked = True
+                    actions += self.engine.tick(self._now_ms())
+            actions += self._maybe_propose()
+            await self._carry_out(actions)
+
+    async def _carry_out(self, actions: list[Action]) -> None:
+        records = [record for a in actions if isinstance(a, Persist) for record in a.records]
+        if records:
+            await asyncio.to_thread(self.storage.put_consensus, records)
+        for action in actions:
+            match action:
+                case Send(to, msg):
+                    if self.transport is not None:
+                        self.transport.send(to, msg)
+                case Broadcast(msg):
+                    if self.transport is not None:
+                        self.transport.broadcast(msg)
+                case Commit():
+                    await self._commits.put(action)
+                case RequestSync(from_node, from_height):
+                    self._start_sync(from_node, from_height)
+                case Persist():
+                    pass
+
+    # --- proposing --------------------------------------------------------------------------
+
+    def _maybe_propose(self) -> list[Action]:
+        status = self.engine.status
+        is_proposer = status.next_height is not None
+        if self._was_proposer and not is_proposer:
+            moved = self.mempool.requeue_in_flight()
+            if moved:
+                log.info("no longer proposer; %d txs back to pending", moved)
+        self._was_proposer = is_proposer
+        if status.next_height is None or status.next_parent_hash is None:
+            return []
+        # The header carries the parent's app hash, so the parent must be executed first.
+        if status.next_height != self.head.height + 1 or self._proposed_height >= (
+            status.next_height
+        ):
+            return []
+        now = self.wall_clock_ms()
+        limits = self.genesis.block
+        pending = self.mempool.pending_count
+        due = now - self._last_proposal_ms >= limits.interval_ms
+        if not (pending >= limits.txs_max or (pending and due)) and (
+            now - self.head.time_ms < self.empty_block_interval_ms
+            or self.empty_block_interval_ms <= 0
+        ):
+            return []
+        taken = self.mempool.take(limits.txs_max, limits.bytes_max)
+        header = types_pb2.BlockHeader(
+            chain_id=self.genesis.chain_id,
+            height=status.next_height,
+            time_ms=max(now, self.head.time_ms + 1),
+            parent_hash=status.next_parent_hash,
+            prev_app_hash=self.head.app_hash,
+            txs_hash=txs_hash(tx_id for tx_id, _ in taken),
+            proposer=self.node_id,
+            round=status.round,
+        )
+        block = types_pb2.Block(header=header, txs=[tx for _, tx in taken])
+        proposal = BlockProposal(
+            height=header.height,
+            parent_hash=header.parent_hash,
+            block_hash=block_hash_of(header),
+            payload=block.SerializeToString(),
+        )
+        self._last_proposal_ms = now
+        self._proposed_height = header.height
+        self.stats.proposals += 1
+        log.debug("propose height=%d txs=%d", header.height, len(taken))
+        return self.engine.propose(proposal)
+
+    # --- committing -------------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            commit = await self._commits.get()
+            if commit.height <= self.head.height:
+                continue  # applied before a restart, or by sync
+            if commit.height != self.head.height + 1:
+                raise FatalError(
+                    f"commit of height {commit.height} while the chain is at {self.head.height}"
+                )
+            block = types_pb2.Block()
+            try:
+                block.ParseFromString(commit.block)
+            except DecodeError:
+                raise FatalError(f"committed block {commit.height} does not parse") from None
+            committed = await asyncio.to_thread(
+                self._execute_and_store, block, commit.block_hash, commit.certificate
+            )
+            self._after_commit(committed)
+
+    def _execute_and_store(
+        self, block: types_pb2.Block, block_hash: bytes, certificate: bytes
+    ) -> types_pb2.CommittedBlock:
+        header = block.header
+        head = self.head
+        if block_hash_of(header) != block_hash:
+            raise FatalError(f"block {header.height}: hash does not match its header")
+        if header.parent_hash != head.block_hash or header.height != head.height + 1:
+            raise FatalError(f"block {header.height} does not extend our chain head")
+        if header.prev_app_hash != head.app_hash:
+            raise FatalError(
+                f"block {header.height} carries app hash {header.prev_app_hash.hex()[:16]} for "
+                f"height {head.height}; ours is {head.app_hash.hex()[:16]}: this node's state "
+                "diverged from the proposer's. Stopping for safety."
+            )
+        outcome = self.executor.execute(block, self.state, head.app_hash, self.storage.has_tx)
+        committed = types_pb2.CommittedBlock(
+            block=block,
+            block_hash=block_hash,
+            receipts=outcome.receipts,
+            end_block_events=outcome.end_block_events,
+            app_hash=outcome.app_hash,
+            certificate=certificate,
+        )
+        self.storage.commit_block(committed, outcome.writes, outcome.indexed)
+        self.head = ChainHead(header.height, outcome.app_hash, block_hash, header.time_ms)
+        return committed
+
+    def _after_commit(self, committed: types_pb2.CommittedBlock) -> None:
+        receipts = committed.receipts
+        self.mempool.remove_committed(r.tx_id for r in receipts)
+        self.stats.blocks_committed += 1
+        self.stats.txs_committed += len(receipts)
+        for receipt in receipts:
+            for future in self._waiters.pop(receipt.tx_id, ()):
+                if not future.done():
+                    future.set_result(receipt)
+        for sub in self._subscribers:
+            if sub.overflowed:
+                continue
+            try:
+                sub.queue.put_nowait(committed)
+            except asyncio.QueueFull:
+                sub.overflowed = True
+        self._head_changed.set()
+        self._head_changed = asyncio.Event()
+        if self._inbox.empty():
+            self._inbox.put_nowait(_Tick())  # wake the proposer for the next height
+
+    # --- catch-up ---------------------------------------------------------------------------
+
+    def _start_sync(self, peer: str, from_height: int) -> None:
+        if self._sync_task is not None and not self._sync_task.done():
+            return
+        if self.transport is None:
+            return
+        self._sync_task = asyncio.create_task(self._sync(peer, max(from_height, 1)))
+
+    async def _sync(self, peer: str, from_height: int) -> None:
+        assert self.transport is not None
+        log.info("syncing from %s at height %d", peer, from_height)
+        try:
+            async for fetched in self.transport.fetch_blocks(peer, self.head.height + 1):
+                if fetched.block.header.height != self.head.height + 1:
+                    continue
+                committed = await asyncio.to_thread(
+                    self._execute_and_store, fetched.block, fetched.block_hash, fetched.certificate
+                )
+                if committed.app_hash != fetched.app_hash:
+                    raise FatalError(
+                        f"block {self.head.height} from {peer}: app hash differs from ours"
+                    )
+                self._after_commit(committed)
+        except FatalError:
+            raise
+        except Exception as exc:  # a peer that fails mid-sync: try again on the next request
+            log.warning("sync from %s stopped: %s", peer, exc)
+        self._inbox.put_nowait(_Synced(self.head.height, self.head.block_hash))
+
+    # --- clients ----------------------------------------------------------------------------
+
+    def wait_for(self, tx_ids: list[bytes]) -> list[asyncio.Future[types_pb2.Receipt]]:
+        loop = asyncio.get_running_loop()
+        futures = []
+        for tx_id in tx_ids:
+            future: asyncio.Future[types_pb2.Receipt] = loop.create_future()
+            self._waiters.setdefault(tx_id, []).append(future)
+            futures.append(future)
+        return futures
+
+    def forget_waiters(self, tx_ids: list[bytes]) -> None:
+        for tx_id in tx_ids:
+            futures = self._waiters.get(tx_id)
+            if futures is None:
+                continue
+            remaining = [f for f in futures if not f.done()]
+            if remaining:
+                self._waiters[tx_id] = remaining
+            else:
+                del self._waiters[tx_id]
+
+    def subscribe(self, queue_max: int) -> _Subscriber:
+        sub = _Subscriber(asyncio.Queue(queue_max))
+        self._subscribers.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: _Subscriber) -> None:
+        if sub in self._subscribers:
+            self._subscribers.remove(sub)
+
+    async def wait_head_change(self) -> None:
+        await self._head_changed.wait()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)

@@ -1,0 +1,239 @@
+"""Generating a local network on disk and running its node processes.
+
+`write_network` makes a directory a consortium can run from: member keys, node signing keys,
+a genesis file and one TOML config per node. `NodeProcess` starts `scfchain node` for one
+config, waits until it is healthy, and stops it by PID (SIGTERM, then SIGKILL).
+The cluster launcher (`node/launcher.py`) and the tests build on these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from node.identity import Account
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSpec:
+    name: str
+    roles: tuple[str, ...]
+    balance: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLayout:
+    node_id: str
+    client_addr: str
+    peer_addr: str
+    config_path: str
+    data_dir: str
+    log_file: str
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkLayout:
+    root: str
+    chain_id: str
+    consensus: str
+    genesis_path: str
+    nodes: tuple[NodeLayout, ...]
+    accounts: dict[str, str]  # member name -> key file
+
+    def account(self, name: str) -> Account:
+        return Account.load(self.accounts[name])
+
+
+def write_network(
+    root: str,
+    *,
+    nodes: int,
+    consensus: str,
+    members: list[MemberSpec],
+    chain_id: str = "scf-local",
+    base_port: int | None = None,
+    block: dict[str, int] | None = None,
+    consensus_params: dict[str, int] | None = None,
+    node_options: dict[str, object] | None = None,
+) -> NetworkLayout:
+    """Write keys, genesis and configs for `nodes` validators under root."""
+    os.makedirs(os.path.join(root, "keys"), exist_ok=True)
+    accounts: dict[str, str] = {}
+    member_docs, balances = [], []
+    for member in members:
+        path = os.path.join(root, "keys", f"{member.name}.pem")
+        account = Account.load(path) if os.path.exists(path) else _new_key(path)
+        accounts[member.name] = path
+        member_docs.append(
+            {"name": member.name, "account": account.account_id, "roles": list(member.roles)}
+        )
+        if member.balance:
+            balances.append({"account": account.account_id, "amount": member.balance})
+    layouts, validators = [], []
+    for index in range(nodes):
+        node_id = f"node{index + 1}"
+        node_dir = os.path.join(root, "nodes", node_id)
+        os.makedirs(node_dir, exist_ok=True)
+        key_path = os.path.join(node_dir, "node_key.pem")
+        signer = Account.load(key_path) if os.path.exists(key_path) else _new_key(key_path)
+        if base_port is None:
+            client_port, peer_port = free_port(), free_port()
+        else:
+            client_port, peer_port = base_port + 2 * index, base_port + 2 * index + 1
+        layout = NodeLayout(
+            node_id=node_id,
+            client_addr=f"{LOOPBACK}:{client_port}",
+            peer_addr=f"{LOOPBACK}:{peer_port}",
+            config_path=os.path.join(node_dir, "config.toml"),
+            data_dir=os.path.join(node_dir, "data"),
+            log_file=os.path.join(node_dir, "node.log"),
+        )
+        layouts.append(layout)
+        validators.append(
+            {"id": node_id, "public_key": signer.public_key.hex(), "peer_addr": layout.peer_addr}
+        )
+    genesis_path = os.path.join(root, "genesis.json")
+    genesis = {
+        "chain_id": chain_id,
+        "genesis_time_ms": int(time.time() * 1000),
+        "consensus": {"engine": consensus, "params": consensus_params or {}},
+        "validators": validators,
+        "members": member_docs,
+        "balances": balances,
+        "block": block or {},
+    }
+    with open(genesis_path, "w") as handle:
+        json.dump(genesis, handle, indent=2)
+    for layout in layouts:
+        _write_config(layout, genesis_path, node_options or {})
+    return NetworkLayout(
+        root, chain_id, consensus, genesis_path, tuple(layouts), accounts
+    )
+
+
+def _new_key(path: str) -> Account:
+    account = Account.generate()
+    account.save(path)
+    return account
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(str(value))
+
+
+def _write_config(layout: NodeLayout, genesis_path: str, options: dict[str, object]) -> None:
+    node_dir = os.path.dirname(layout.config_path)
+    lines = [
+        f"node_id = {_toml_value(layout.node_id)}",
+        f"data_dir = {_toml_value(os.path.relpath(layout.data_dir, node_dir))}",
+        f"genesis = {_toml_value(os.path.relpath(genesis_path, node_dir))}",
+        f"client_addr = {_toml_value(layout.client_addr)}",
+        f"peer_addr = {_toml_value(layout.peer_addr)}",
+        'signing_key = "node_key.pem"',
+    ]
+    tables: dict[str, dict[str, object]] = {}
+    for key, value in sorted(options.items()):
+        if "." in key:
+            table, name = key.split(".", 1)
+            tables.setdefault(table, {})[name] = value
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for table, values in sorted(tables.items()):
+        lines.append(f"\n[{table}]")
+        lines.extend(f"{name} = {_toml_value(value)}" for name, value in sorted(values.items()))
+    with open(layout.config_path, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+@dataclass
+class NodeProcess:
+    """One `scfchain node` process, started and stopped by PID."""
+
+    layout: NodeLayout
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert self.process is None or self.process.poll() is not None, "already running"
+        log = open(self.layout.log_file, "ab")  # noqa: SIM115 - owned by the child
+        env = {**os.environ, **self.env}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "node", "--config", self.layout.config_path],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        log.close()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self, grace_s: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after the grace period. Returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.process.send_signal(signal.SIGKILL)
+                self.process.wait(10)
+        return self.process.returncode
+
+    async def wait_healthy(self, timeout_s: float = 30.0) -> None:
+        from node.client import LedgerClient
+
+        deadline = time.monotonic() + timeout_s
+        async with LedgerClient(self.layout.client_addr) as client:
+            while time.monotonic() < deadline:
+                if not self.alive():
+                    raise RuntimeError(
+                        f"{self.layout.node_id} exited with {self.process and self.process.poll()}"
+                        f"; see {self.layout.log_file}:\n{tail(self.layout.log_file)}"
+                    )
+                if await client.healthy(timeout_s=1.0):
+                    return
+                await asyncio.sleep(0.1)
+        raise TimeoutError(
+            f"{self.layout.node_id} not healthy after {timeout_s:.0f}s; see {self.layout.log_file}"
+        )
+
+
+def tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            return "".join(handle.readlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,211 @@
+"""The node process: wires storage, contracts, consensus, mempool and the gRPC services.
+
+`scfchain node --config FILE` runs `run_node`. SIGTERM or SIGINT stops it gracefully: the API
+stops taking requests, the driver finishes the block it is writing, the store is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from contracts import default_engine
+from node.admission import Admission, SignatureVerifier
+from node.api import LedgerService
+from node.config import ConfigError, NodeConfig, load_config
+from node.driver import Driver, FatalError
+from node.engines import build_engine
+from node.executor import Executor
+from node.genesis import Genesis, load_genesis
+from node.mempool import Mempool
+from node.storage import Storage, StorageError
+from proto import ledger_pb2, ledger_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+GRPC_SEND_BYTES_MAX = 128 * 1024 * 1024
+
+
+class _NodeIdFilter(logging.Filter):
+    def __init__(self, node_id: str) -> None:
+        super().__init__()
+        self.node_id = node_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.node = self.node_id
+        return True
+
+
+def setup_logging(node_id: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_NodeIdFilter(node_id))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s node=%(node)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def open_chain(config: NodeConfig, genesis: Genesis) -> Storage:
+    """Open the store; write genesis on first start; refuse a store of another chain."""
+    storage = Storage(os.path.join(config.data_dir, "chain"))
+    found = storage.genesis_id()
+    if found is None:
+        writes, app_hash = genesis.state_writes()
+        storage.init_genesis(genesis.genesis_id, writes, app_hash, genesis.time_ms)
+        log.info("new chain %s initialised from genesis", genesis.chain_id)
+    elif found != genesis.genesis_id:
+        storage.close()
+        raise ConfigError(
+            f"the data directory {config.data_dir} holds another chain (genesis differs); "
+            "use a fresh data directory or the genesis it was made with"
+        )
+    return storage
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.genesis = load_genesis(config.genesis)
+        self.genesis.validator(config.node_id)  # refuses a node that is not a validator
+        self.storage = open_chain(config, self.genesis)
+        limits = config.limits
+        self.contracts = default_engine()
+        self.mempool = Mempool(limits.mempool_txs_max, limits.mempool_bytes_max)
+        self.verifier = SignatureVerifier(limits.verify_threads, limits.verified_cache_max)
+        self.driver = Driver(
+            config.node_id,
+            self.genesis,
+            self.storage,
+            Executor(self.contracts, self.genesis.chain_id),
+            build_engine(config, self.genesis, self.storage),
+            self.mempool,
+            tick_ms=config.tick_ms,
+            empty_block_interval_ms=self.genesis.consensus_params.get(
+                "empty_block_interval_ms", 1_000
+            ),
+        )
+        self.admission = Admission(
+            self.genesis.chain_id,
+            limits,
+            self.mempool,
+            self.verifier,
+            self.storage.has_tx,
+            lambda sender: self.storage.get_state(f"consortium/m/{sender.hex()}") is not None,
+        )
+        self.health = health.aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+
+    async def start_api(self) -> None:
+        limits = self.config.limits
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limits.request_bytes_max + 4096),
+                ("grpc.max_send_message_length", GRPC_SEND_BYTES_MAX),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        service = LedgerService(
+            self.config.node_id,
+            self.genesis.consensus,
+            self.driver,
+            self.admission,
+            self.contracts,
+            limits,
+            [v.node_id for v in self.genesis.validators],
+        )
+        ledger_pb2_grpc.add_LedgerServicer_to_server(service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = (
+            ledger_pb2.DESCRIPTOR.services_by_name["Ledger"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, server)
+        try:
+            server.add_insecure_port(self.config.client_addr)
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {self.config.client_addr}: {exc}") from exc
+        await server.start()
+        self.server = server
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("scfchain.Ledger", health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving %s (%s) at %s, height %d",
+            self.genesis.chain_id,
+            self.genesis.consensus,
+            self.config.client_addr,
+            self.storage.head().height,
+        )
+
+    async def run(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start_api()
+        driver_task = asyncio.create_task(self.driver.run(), name="driver")
+        stop_task = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            done, _ = await asyncio.wait(
+                {driver_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if driver_task in done:
+                driver_task.result()  # re-raises why the driver stopped
+        finally:
+            log.info("stopping")
+            await self.health.enter_graceful_shutdown()
+            if self.server is not None:
+                await self.server.stop(grace=1.0)
+            for task in (driver_task, stop_task):
+                task.cancel()
+            await asyncio.gather(driver_task, stop_task, return_exceptions=True)
+            self.verifier.close()
+            self.storage.close()
+            log.info("stopped")
+
+
+def run_node(config_path: str) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"scfchain node: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.node_id, config.log_level)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a pinned dependency
+        runner = asyncio.run
+    try:
+        node = Node(config)
+        runner(node.run())
+    except (ConfigError, StorageError) as exc:
+        log.critical("%s", exc)
+        return 2
+    except (FatalError, BaseExceptionGroup) as exc:
+        fatal = _fatal_errors(exc)
+        if not fatal:
+            raise
+        for error in fatal:
+            log.critical("FATAL: %s", error)
+        return 3
+    return 0
+
+
+def _fatal_errors(exc: BaseException) -> list[BaseException]:
+    """The FatalError / StorageError inside a (possibly nested) exception group."""
+    if isinstance(exc, FatalError | StorageError):
+        return [exc]
+    if isinstance(exc, BaseExceptionGroup):
+        return [inner for sub in exc.exceptions for inner in _fatal_errors(sub)]
+    return []
