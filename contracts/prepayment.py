@@ -1,4 +1,4 @@
-"""Prepayment financing: a financier pays a core enterprise for a dealer's goods, held as collateral.
+"""Prepayment financing: a financier pays a core for a dealer's goods, held as its collateral.
 
 Keys (namespace `prepayment/`):
   `d/<id>`               the deal record
@@ -63,10 +63,13 @@ def _load(ctx: Context | ReadContext, deal_id: str) -> Deal:
 def _save(ctx: Context, deal: Deal) -> None:
     financed, repaid = int(deal["financed"]), int(deal["repaid"])
     quantity, released = int(deal["quantity"]), int(deal["released"])
+    returned = int(deal["returned"])
     assert deal["state"] in STATES
-    assert 0 <= repaid <= financed and 0 <= released <= quantity
+    assert 0 <= repaid <= financed and min(released, returned) >= 0
+    assert released + returned <= quantity, "goods are conserved"
     assert released * financed <= repaid * quantity, "goods never released beyond repayment"
     assert deal["state"] != REPAID or released == quantity, "full repayment releases all goods"
+    assert returned == 0 or deal["state"] == BOUGHT_BACK, "only a buy-back returns goods"
     ctx.put(f"d/{deal['id']}", deal)
 
 
@@ -131,7 +134,7 @@ def apply(ctx: Context, args: Args) -> JsonValue:
         "warehouse": warehouse, "commodity": commodity, "quantity": quantity, "unit": unit,
         "price": price, "margin": margin, "financed": price - margin, "rate_bps": rate_bps,
         "due_ms": due_ms, "state": APPLIED, "approved_ms": None, "receipt_id": None,
-        "repaid": 0, "interest_paid": 0, "released": 0,
+        "repaid": 0, "interest_paid": 0, "released": 0, "returned": 0,
     }
     for party in (ctx.sender, core, financier, warehouse):
         ctx.put(f"party/{party}/{deal_id}", 1)
@@ -225,7 +228,6 @@ def _release(ctx: Context, deal: Deal, quantity: int, to: str) -> None:
                      {"receipt_id": deal["receipt_id"], "quantity": quantity, "to": to})
     assert isinstance(found, dict)
     deal["receipt_id"] = found["pledged_id"]
-    deal["released"] = int(deal["released"]) + quantity
 
 
 @prepayment.method
@@ -249,6 +251,7 @@ def repay(ctx: Context, args: Args) -> JsonValue:
     quantity = int(deal["quantity"])
     release = quantity * repaid // financed - int(deal["released"])
     _release(ctx, deal, release, ctx.sender)
+    deal["released"] = int(deal["released"]) + release
     if repaid == financed:
         deal["state"] = REPAID
         ctx.delete(due_key(int(deal["due_ms"]), str(deal["id"])))
@@ -276,13 +279,14 @@ def _settle_buyback(ctx: Context, deal: Deal, outstanding: int, accrued: int) ->
     """The core pays the financier what is outstanding; the remaining goods go to the core."""
     ctx.call("cash", "move", {"from": deal["core"], "to": deal["financier"],
                               "amount": outstanding + accrued, "reason": "prepayment buy-back"})
-    returned = int(deal["quantity"]) - int(deal["released"])
+    returned = 0  # if the goods were never lodged, the core never parted with them
     if deal["receipt_id"] is not None:
+        returned = int(deal["quantity"]) - int(deal["released"])
         _release(ctx, deal, returned, str(deal["core"]))
-    else:
-        returned = 0  # the goods were never lodged; the core keeps them
+        assert deal["receipt_id"] is None, "every remaining unit went back to the core"
+    deal["returned"] = returned
     deal["state"] = BOUGHT_BACK
-    ctx.put(f"d/{deal['id']}", deal)  # released < quantity by design: the core took the rest
+    _save(ctx, deal)
     ctx.emit(
         "BuybackSettled", deal_id=deal["id"], core=deal["core"], dealer=deal["dealer"],
         financier=deal["financier"], principal=outstanding, interest=accrued,
