@@ -159,7 +159,11 @@ class Args:
             if required:
                 raise ContractError("INVALID_ARGS", f"missing argument {name!r}")
             return None
-        return self._values[name]
+        value = self._values[name]
+        if value is None and required:
+            # An explicit null for a required argument is a bad argument, not a missing default.
+            raise ContractError("INVALID_ARGS", f"argument {name!r} must not be null")
+        return value
 
     def integer(
         self, name: str, *, minimum: int = 1, maximum: int = AMOUNT_MAX, default: int | None = None
