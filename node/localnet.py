@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from node.identity import Account
+from node.tls import issue_node_cert, make_ca
 
 LOOPBACK = "127.0.0.1"
 
@@ -107,6 +108,10 @@ def write_network(
         validators.append(
             {"id": node_id, "public_key": signer.public_key.hex(), "peer_addr": layout.peer_addr}
         )
+    if consensus != "solo":  # peer links use mutual TLS with certificates from the CA
+        ca = make_ca(os.path.join(root, "ca"))
+        for layout in layouts:
+            issue_node_cert(ca, layout.node_id, os.path.dirname(layout.config_path))
     genesis_path = os.path.join(root, "genesis.json")
     genesis = {
         "chain_id": chain_id,
@@ -120,7 +125,13 @@ def write_network(
     with open(genesis_path, "w") as handle:
         json.dump(genesis, handle, indent=2)
     for layout in layouts:
-        _write_config(layout, genesis_path, node_options or {})
+        options = dict(node_options or {})
+        if consensus != "solo":
+            node_dir = os.path.dirname(layout.config_path)
+            options["tls.ca_cert"] = os.path.relpath(os.path.join(root, "ca", "ca.crt"), node_dir)
+            options["tls.cert"] = "tls.crt"
+            options["tls.key"] = "tls.key"
+        _write_config(layout, genesis_path, options)
     return NetworkLayout(
         root, chain_id, consensus, genesis_path, tuple(layouts), accounts
     )
