@@ -32,6 +32,7 @@ from contracts.voucher_state import (
     REDEEMED,
     TIME_DIGITS,
     VOUCHERS_PER_ROOT_MAX,
+    Record,
     core_position,
     index_holder,
     load_root,
@@ -50,11 +51,12 @@ QUEUE_CHUNK = 64  # overdue entries read per scan
 def settle_block(ctx: Context) -> None:
     """The voucher contract's block-end hook (see the module docstring)."""
     fresh = _queue_matured_roots(ctx)
+    fresh_ids = frozenset(fresh)  # membership tests only; never iterated
     budget = PAYMENTS_PER_BLOCK_MAX
     for key, _ in list(ctx.scan("odc/")):
         if budget <= 0:
             break
-        budget -= _pay_queue(ctx, key[len("odc/"):], budget, fresh)
+        budget -= _pay_queue(ctx, key[len("odc/"):], budget, fresh_ids)
     for voucher_id in fresh:
         record = load_voucher(ctx, voucher_id)
         if record["state"] == OVERDUE:
@@ -73,10 +75,13 @@ def _queue_matured_roots(ctx: Context) -> list[str]:
     """Move every live voucher of each matured root into its core's queue; return their ids."""
     fresh: list[str] = []
     prefix_chars = len("due/") + TIME_DIGITS + 1
-    for key, core in list(ctx.scan("due/", DUE_ROOTS_PER_BLOCK_MAX)):
+    matured: list[tuple[str, str, int]] = []  # read lazily: stop at the first future maturity
+    for key, core in ctx.scan("due/", DUE_ROOTS_PER_BLOCK_MAX):
         maturity_ms = int(key[len("due/") : len("due/") + TIME_DIGITS])
         if maturity_ms > ctx.time_ms:
             break
+        matured.append((key, core, maturity_ms))
+    for key, core, maturity_ms in matured:
         root_id = key[prefix_chars:]
         ctx.delete(key)
         summary = load_root(ctx, root_id)
@@ -102,7 +107,7 @@ def _queue_matured_roots(ctx: Context) -> list[str]:
     return fresh
 
 
-def _cancel_discount_at_maturity(ctx: Context, record: dict[str, object]) -> None:
+def _cancel_discount_at_maturity(ctx: Context, record: Record) -> None:
     discount = record["discount"]
     assert isinstance(discount, dict)
     ctx.delete(f"pend/{discount['financier']}/{record['id']}")
@@ -118,25 +123,34 @@ def _cancel_discount_at_maturity(ctx: Context, record: dict[str, object]) -> Non
     )
 
 
-def _pay_queue(ctx: Context, core: str, budget: int, fresh: list[str]) -> int:
+def _pay_queue(ctx: Context, core: str, budget: int, fresh: frozenset[str]) -> int:
     """Pay the core's queue in order while its balance allows; return how many were paid."""
     balance = ctx.call("cash", "balance_internal", {"account": core})
     assert isinstance(balance, int) and balance >= 0
-    fresh_ids = frozenset(fresh)  # membership only; never iterated
+    prefix = f"od/{core}/"
     paid = 0
     while paid < budget:
-        batch = list(ctx.scan(f"od/{core}/", min(QUEUE_CHUNK, budget - paid)))
-        if not batch:
+        payable: list[tuple[str, int]] = []
+        read = 0
+        blocked = False
+        # Read lazily and stop at the first voucher the balance cannot cover.
+        for key, amount in ctx.scan(prefix, min(QUEUE_CHUNK, budget - paid)):
+            read += 1
+            if amount > balance:
+                blocked = True
+                break
+            payable.append((key, amount))
+            balance -= amount
+        for key, _amount in payable:
+            voucher_id = key.rsplit("/", 1)[1]
+            _redeem(ctx, core, voucher_id, overdue=voucher_id not in fresh)
+            ctx.delete(key)
+            paid += 1
+        if read == 0:
             ctx.delete(f"odc/{core}")
             return paid
-        for key, amount in batch:
-            if amount > balance:
-                return paid
-            voucher_id = key.rsplit("/", 1)[1]
-            _redeem(ctx, core, voucher_id, overdue=voucher_id not in fresh_ids)
-            ctx.delete(key)
-            balance -= amount
-            paid += 1
+        if blocked:
+            return paid
     return paid
 
 
