@@ -21,11 +21,13 @@ from node.admission import Admission, SignatureVerifier
 from node.api import LedgerService
 from node.config import ConfigError, NodeConfig, load_config
 from node.driver import Driver, FatalError
-from node.engines import build_engine
+from node.engines import build_engine, signs_messages
 from node.executor import Executor
 from node.genesis import Genesis, load_genesis
+from node.identity import Account
 from node.mempool import Mempool
 from node.storage import Storage, StorageError
+from node.transport import PeerTransportGrpc
 from proto import ledger_pb2, ledger_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,32 @@ class Node:
         )
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
+        self.transport: PeerTransportGrpc | None = None
+        if len(self.genesis.validators) > 1:
+            self.transport = self._build_transport()
+
+    def _build_transport(self) -> PeerTransportGrpc:
+        if self.config.tls is None:
+            raise ConfigError("a multi-node network needs a [tls] table (ca_cert, cert, key)")
+        try:
+            signer = Account.load(self.config.signing_key)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load signing_key {self.config.signing_key}: {exc}") from exc
+        if signer.public_key != self.genesis.validator(self.config.node_id).public_key:
+            raise ConfigError("signing_key does not match this node's key in genesis")
+        transport = PeerTransportGrpc(
+            self.config.node_id,
+            self.genesis,
+            self.config.tls,
+            self.storage,
+            signer,
+            sign_messages=signs_messages(self.genesis),
+        )
+        transport.deliver = self.driver.deliver
+        transport.admission = self.admission
+        transport.is_leader = lambda: self.driver.engine.status.leader == self.config.node_id
+        self.driver.transport = transport
+        return transport
 
     async def start_api(self) -> None:
         limits = self.config.limits
@@ -151,6 +179,8 @@ class Node:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if self.transport is not None:
+            await self.transport.start(self.config.peer_addr)
         await self.start_api()
         driver_task = asyncio.create_task(self.driver.run(), name="driver")
         stop_task = asyncio.create_task(stop.wait(), name="stop")
@@ -165,6 +195,8 @@ class Node:
             await self.health.enter_graceful_shutdown()
             if self.server is not None:
                 await self.server.stop(grace=1.0)
+            if self.transport is not None:
+                await self.transport.stop()
             for task in (driver_task, stop_task):
                 task.cancel()
             await asyncio.gather(driver_task, stop_task, return_exceptions=True)
@@ -189,7 +221,7 @@ def run_node(config_path: str) -> int:
     try:
         node = Node(config)
         runner(node.run())
-    except (ConfigError, StorageError) as exc:
+    except (ConfigError, StorageError, OSError) as exc:
         log.critical("%s", exc)
         return 2
     except (FatalError, BaseExceptionGroup) as exc:

@@ -1,0 +1,305 @@
+"""The peer transport: consensus messages, tx forwarding and block sync over gRPC with mutual TLS.
+
+Every validator serves the `Peer` service on its peer address and keeps one channel to every
+other validator. Both ends present certificates from the consortium CA; a caller whose
+certificate does not name a validator (or names another node than it claims) is refused.
+Outbound messages are queued per peer (bounded) and sent in batches by one task per peer, so
+one slow or dead peer never blocks the engine; a lost batch is the engine's to retransmit.
+When `sign_messages` is set (PBFT), every envelope carries the sender's Ed25519 signature over
+(from_node, payload), checked in worker threads before the message reaches the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+
+from consensus.codec import CodecError, decode_message, encode_message
+from node.admission import Admission, AdmissionError
+from node.config import TlsFiles
+from node.genesis import Genesis
+from node.identity import Account, verify_signature
+from node.storage import Storage
+from node.tls import read
+from proto import peer_pb2, peer_pb2_grpc, types_pb2
+
+log = logging.getLogger(__name__)
+
+PEER_QUEUE_MESSAGES_MAX = 20_000
+BATCH_MESSAGES_MAX = 256
+BATCH_BYTES_MAX = 48 * 1024 * 1024
+DELIVER_TIMEOUT_S = 5.0
+FORWARD_TIMEOUT_S = 10.0
+FETCH_BLOCKS_MAX = 256
+RETRY_DELAY_MIN_S = 0.05
+RETRY_DELAY_MAX_S = 1.0
+GRPC_MESSAGE_BYTES_MAX = 64 * 1024 * 1024
+_OPTIONS = [
+    ("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES_MAX),
+    ("grpc.max_send_message_length", GRPC_MESSAGE_BYTES_MAX),
+    ("grpc.keepalive_time_ms", 10_000),
+]
+
+Deliver = Callable[[str, Any], bool]
+
+
+def _signed_bytes(from_node: str, payload: bytes) -> bytes:
+    return from_node.encode() + b"\x00" + payload
+
+
+class _PeerLink:
+    """One outbound channel and its queue of engine messages (encoded when sent).
+
+    Made inside the running event loop (`PeerTransportGrpc.start`): grpc.aio channels bind to
+    the loop they are created in.
+    """
+
+    def __init__(self, peer_id: str, addr: str, creds: grpc.ChannelCredentials) -> None:
+        self.peer_id = peer_id
+        options = [*_OPTIONS, ("grpc.ssl_target_name_override", peer_id)]
+        self.channel = grpc.aio.secure_channel(addr, creds, options=options)
+        self.stub = peer_pb2_grpc.PeerStub(self.channel)
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(PEER_QUEUE_MESSAGES_MAX)
+        self.dropped = 0
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+
+class PeerService(peer_pb2_grpc.PeerServicer):
+    def __init__(self, transport: PeerTransportGrpc) -> None:
+        self.transport = transport
+
+    def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+        names = context.auth_context().get("x509_common_name") or []
+        return names[0].decode() if names else None
+
+    async def Deliver(
+        self, request: peer_pb2.PeerBatch, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> peer_pb2.PeerAck:
+        caller = self._caller(context)
+        if caller is None or caller != request.from_node or not self.transport.is_peer(caller):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a validator of this chain")
+        accepted = await self.transport.accept(request)
+        return peer_pb2.PeerAck(accepted=accepted)
+
+    async def Forward(
+        self, request: peer_pb2.ForwardRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> peer_pb2.ForwardResponse:
+        caller = self._caller(context)
+        if caller is None or not self.transport.is_peer(caller):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a validator of this chain")
+        try:
+            admitted = await self.transport.admit_forwarded(list(request.txs))
+        except AdmissionError as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.status), exc.message)
+        return peer_pb2.ForwardResponse(admitted=admitted)
+
+    async def FetchBlocks(
+        self, request: peer_pb2.FetchBlocksRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        caller = self._caller(context)
+        if caller is None or not self.transport.is_peer(caller):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a validator of this chain")
+        storage = self.transport.storage
+        count = min(request.max_blocks or FETCH_BLOCKS_MAX, FETCH_BLOCKS_MAX)
+        height = max(request.from_height, 1)
+        for _ in range(count):
+            raw = await asyncio.to_thread(storage.get_block_raw, height)
+            if raw is None:
+                return
+            block = types_pb2.CommittedBlock()
+            block.ParseFromString(raw)
+            yield block
+            height += 1
+
+
+class PeerTransportGrpc:
+    """The node's `PeerTransport`; see the module docstring."""
+
+    def __init__(
+        self,
+        node_id: str,
+        genesis: Genesis,
+        tls: TlsFiles,
+        storage: Storage,
+        signer: Account,
+        *,
+        sign_messages: bool,
+    ) -> None:
+        self.node_id = node_id
+        self.genesis = genesis
+        self.storage = storage
+        self.signer = signer
+        self.sign_messages = sign_messages
+        self.deliver: Deliver = lambda sender, msg: False
+        self.admission: Admission | None = None
+        self.is_leader: Callable[[], bool] = lambda: False
+        self._keys = {v.node_id: v.public_key for v in genesis.validators}
+        self._ca = read(tls.ca_cert)
+        self._cert = read(tls.cert)
+        self._key = read(tls.key)
+        self._peer_addrs = {
+            v.node_id: v.peer_addr for v in genesis.validators if v.node_id != node_id
+        }
+        self._links: dict[str, _PeerLink] = {}
+        self._verify_pool = ThreadPoolExecutor(2, thread_name_prefix="peer-verify")
+        self._server: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def is_peer(self, node_id: str) -> bool:
+        return node_id in self._peer_addrs
+
+    async def start(self, listen_addr: str) -> None:
+        server = grpc.aio.server(options=_OPTIONS)
+        peer_pb2_grpc.add_PeerServicer_to_server(PeerService(self), server)
+        creds = grpc.ssl_server_credentials(
+            [(self._key, self._cert)], root_certificates=self._ca, require_client_auth=True
+        )
+        try:
+            server.add_secure_port(listen_addr, creds)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen for peers on {listen_addr}: {exc}") from exc
+        await server.start()
+        self._server = server
+        creds = grpc.ssl_channel_credentials(self._ca, self._key, self._cert)
+        self._links = {
+            peer: _PeerLink(peer, addr, creds) for peer, addr in self._peer_addrs.items()
+        }
+        for link in self._links.values():
+            self._tasks.append(asyncio.create_task(self._pump(link), name=f"peer-{link.peer_id}"))
+        log.info("peer transport on %s (mutual TLS) to %s", listen_addr, sorted(self._links))
+        for task in self._tasks:
+            task.add_done_callback(_log_crash)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.stop(grace=0.5)
+        for link in self._links.values():
+            await link.channel.close()
+        self._verify_pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- outbound ---------------------------------------------------------------------------
+
+    def send(self, to: str, msg: Any) -> None:
+        link = self._links.get(to)
+        if link is None:
+            return
+        try:
+            link.queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            link.dropped += 1
+            if link.dropped % 1000 == 1:
+                log.warning("queue to %s is full; dropped %d messages", to, link.dropped)
+
+    def broadcast(self, msg: Any) -> None:
+        for peer in self._links:
+            self.send(peer, msg)
+
+    def _envelope(self, msg: Any) -> peer_pb2.PeerEnvelope:
+        payload = encode_message(msg)
+        signature = self.signer.sign(_signed_bytes(self.node_id, payload)) if (
+            self.sign_messages
+        ) else b""
+        return peer_pb2.PeerEnvelope(from_node=self.node_id, payload=payload, signature=signature)
+
+    async def _pump(self, link: _PeerLink) -> None:
+        delay = RETRY_DELAY_MIN_S
+        while True:
+            msgs = [await link.queue.get()]
+            while len(msgs) < BATCH_MESSAGES_MAX and not link.queue.empty():
+                msgs.append(link.queue.get_nowait())
+            envelopes = []
+            for msg in msgs:
+                try:
+                    envelopes.append(self._envelope(msg))
+                except CodecError as exc:
+                    log.error("cannot encode %s for %s: %s", type(msg).__name__, link.peer_id, exc)
+            batch = peer_pb2.PeerBatch(from_node=self.node_id, envelopes=envelopes)
+            try:
+                await link.stub.Deliver(batch, timeout=DELIVER_TIMEOUT_S)
+                log.debug("delivered %d messages to %s", len(envelopes), link.peer_id)
+                delay = RETRY_DELAY_MIN_S
+            except grpc.aio.AioRpcError as exc:
+                log.debug("deliver to %s failed: %s", link.peer_id, exc.code().name)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_DELAY_MAX_S)
+
+    async def forward(self, to: str, txs: list[types_pb2.SignedTx]) -> None:
+        link = self._links.get(to)
+        if link is None:
+            raise AdmissionError("UNAVAILABLE", f"the leader {to} is not a known validator")
+        try:
+            await link.stub.Forward(
+                peer_pb2.ForwardRequest(from_node=self.node_id, txs=txs), timeout=FORWARD_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise AdmissionError(
+                    "UNAVAILABLE", f"the leader {to} cannot be reached; retry in a moment"
+                ) from None
+            raise AdmissionError(code.name, exc.details() or code.name) from None
+
+    async def fetch_blocks(
+        self, peer: str, from_height: int
+    ) -> AsyncIterator[types_pb2.CommittedBlock]:
+        link = self._links[peer]
+        height = from_height
+        while True:
+            got = 0
+            call = link.stub.FetchBlocks(
+                peer_pb2.FetchBlocksRequest(from_height=height, max_blocks=FETCH_BLOCKS_MAX),
+                timeout=60,
+            )
+            async for block in call:
+                got += 1
+                height = block.block.header.height + 1
+                yield block
+            if got < FETCH_BLOCKS_MAX:
+                return
+
+    # --- inbound ----------------------------------------------------------------------------
+
+    async def accept(self, batch: peer_pb2.PeerBatch) -> int:
+        envelopes = [e for e in batch.envelopes if e.from_node == batch.from_node]
+        if self.sign_messages:
+            key = self._keys[batch.from_node]
+            loop = asyncio.get_running_loop()
+            oks = await loop.run_in_executor(
+                self._verify_pool,
+                lambda: [
+                    verify_signature(key, e.signature, _signed_bytes(e.from_node, e.payload))
+                    for e in envelopes
+                ],
+            )
+            bad = len(envelopes) - sum(oks)
+            if bad:
+                log.warning("dropped %d badly signed messages from %s", bad, batch.from_node)
+            envelopes = [e for e, ok in zip(envelopes, oks, strict=True) if ok]
+        accepted = 0
+        for envelope in envelopes:
+            try:
+                msg = decode_message(envelope.payload)
+            except CodecError as exc:
+                log.warning("undecodable message from %s: %s", batch.from_node, exc)
+                continue
+            if not self.deliver(batch.from_node, msg):
+                break  # inbox full: the rest is dropped, the engine retransmits
+            accepted += 1
+        return accepted
+
+    async def admit_forwarded(self, txs: list[types_pb2.SignedTx]) -> int:
+        if self.admission is None or not self.is_leader():
+            raise AdmissionError("UNAVAILABLE", f"{self.node_id} is not the leader now; retry")
+        return len(await self.admission.admit(txs))
