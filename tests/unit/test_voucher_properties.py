@@ -275,8 +275,8 @@ class VoucherMachine(RuleBasedStateMachine):
 
 
 VoucherMachine.TestCase.settings = settings(
-    max_examples=60,
-    stateful_step_count=30,
+    max_examples=150,
+    stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
