@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the supply-chain-finance story on a local cluster")
     demo.add_argument("--keep", action="store_true", help="keep the cluster directory")
     demo.set_defaults(func=_demo)
+
+    from bench.cli import add_parser as add_bench_parser  # `scfchain bench` lives in bench/
+
+    add_bench_parser(sub)
     return parser
 
 

@@ -1,0 +1,149 @@
+"""The cluster under test: a fresh local network the bench starts and stops, or a running one.
+
+A fresh cluster is written with `node.localnet` from the workload's members, whose keys derive
+from the run seed (so a run is reproducible); `--target DIR` reads `DIR/cluster.json` (written by
+`scfchain cluster up`) and registers and funds the bench members with the cluster's admin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from bench.signing import account_for
+from bench.workloads import Member
+from node.identity import Account
+from node.localnet import MemberSpec, NodeProcess, tail, write_network
+
+CHAIN_ID = "scf-bench"
+
+
+class BenchError(Exception):
+    """The benchmark cannot run; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEndpoint:
+    node_id: str
+    client_addr: str
+    pid: int | None
+    log_file: str = ""
+
+
+@dataclass(slots=True)
+class Cluster:
+    chain_id: str
+    consensus: str
+    nodes: list[NodeEndpoint]
+    accounts: dict[str, Account]  # the cluster's own accounts by name (target clusters)
+    roles: dict[str, str] = field(default_factory=dict)  # account name -> role (target)
+    processes: list[NodeProcess] = field(default_factory=list)
+    fresh: bool = True
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.stop(grace_s=10)
+
+
+async def start_fresh(
+    root: str,
+    *,
+    nodes: int,
+    consensus: str,
+    members: list[Member],
+    seed: int,
+    block_txs_max: int,
+    block_interval_ms: int,
+    node_options: dict[str, object] | None = None,
+) -> Cluster:
+    """Write a network whose members are the workload's (plus an admin), start every node."""
+    os.makedirs(os.path.join(root, "keys"), exist_ok=True)
+    specs = [MemberSpec("admin", ("admin",))]
+    specs += [MemberSpec(m.name, m.roles, m.balance) for m in members]
+    for spec in specs:  # seeded keys: write_network keeps keys it finds
+        path = os.path.join(root, "keys", f"{spec.name}.pem")
+        if not os.path.exists(path):
+            account_for(seed, spec.name).save(path)
+    net = write_network(
+        root,
+        nodes=nodes,
+        consensus=consensus,
+        members=specs,
+        chain_id=CHAIN_ID,
+        block={"txs_max": block_txs_max, "interval_ms": block_interval_ms},
+        node_options=node_options,
+    )
+    processes = [NodeProcess(layout) for layout in net.nodes]
+    cluster = Cluster(
+        chain_id=net.chain_id,
+        consensus=consensus,
+        nodes=[],
+        accounts={},
+        processes=processes,
+    )
+    try:
+        for proc in processes:
+            proc.start()
+        for proc in processes:
+            await proc.wait_healthy(timeout_s=60)
+    except (RuntimeError, TimeoutError) as exc:
+        cluster.stop()
+        log_tail = "\n".join(tail(p.layout.log_file, 40) for p in processes)
+        if "not available" in log_tail or "not available" in str(exc):
+            line = next((ln for ln in log_tail.splitlines() if "not available" in ln), "")
+            raise BenchError(
+                f"the node refused consensus {consensus!r}: it is not available in this build"
+                f" ({line.strip()[-160:]})"
+            ) from None
+        raise BenchError(f"the cluster did not start: {exc}") from None
+    cluster.nodes = [
+        NodeEndpoint(p.layout.node_id, p.layout.client_addr, p.pid, p.layout.log_file)
+        for p in processes
+    ]
+    return cluster
+
+
+def load_target(directory: str) -> Cluster:
+    """A running cluster described by DIR/cluster.json (the launcher's file)."""
+    path = os.path.join(directory, "cluster.json")
+    try:
+        with open(path) as handle:
+            doc = json.load(handle)
+    except OSError as exc:
+        raise BenchError(f"--target {directory}: cannot read {path}: {exc}") from None
+    except ValueError as exc:
+        raise BenchError(f"--target {directory}: {path} is not JSON: {exc}") from None
+    try:
+        nodes = [
+            NodeEndpoint(n["id"], n["client_addr"], n.get("pid"), n.get("log_file", ""))
+            for n in doc["nodes"]
+        ]
+        accounts, roles = {}, {}
+        for item in doc.get("accounts", []):
+            key_file = item["key_file"]
+            if not os.path.isabs(key_file):
+                key_file = os.path.join(directory, key_file)
+            accounts[item["name"]] = Account.load(key_file)
+            roles[item["name"]] = item.get("role", "")
+        return Cluster(
+            chain_id=doc["chain_id"],
+            consensus=doc.get("consensus", "?"),
+            nodes=nodes,
+            accounts=accounts,
+            roles=roles,
+            fresh=False,
+        )
+    except (KeyError, TypeError) as exc:
+        raise BenchError(f"--target {directory}: cluster.json lacks {exc}") from None
+
+
+def admin_of(cluster: Cluster) -> str:
+    """The name of an admin account of a target cluster."""
+    for name, role in cluster.roles.items():
+        if role == "admin" or "admin" in role.split(","):
+            return name
+    raise BenchError(
+        "the target's cluster.json names no admin account; the bench needs one to register "
+        "its members"
+    )

@@ -1,0 +1,282 @@
+"""Benchmark reports: round figures from raw timings, and report.json / report.md / report.png.
+
+`report.json` holds `machine`, `config` and `rounds`; each round has `label`, `consensus`,
+`nodes`, `workload`, `clients`, `submitted`, `committed`, `failed`, `failed_by_code`,
+`send_rate_tps`, `committed_tps`, `latency_ms` {min, p50, p95, p99, max} and `nodes_stats`
+(per node `cpu_percent`, `rss_mb_max`, `blocks`), plus extras the plot and the Markdown use
+(`duration_s`, `blocks`, `mean_block_txs`, `tps_series`, `latency_quantiles_ms`, `mix`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+LATENCY_KEYS = ("min", "p50", "p95", "p99", "max")
+ROUND_KEYS = (
+    "label", "consensus", "nodes", "workload", "clients", "submitted", "committed", "failed",
+    "failed_by_code", "send_rate_tps", "committed_tps", "latency_ms", "nodes_stats",
+)
+NODE_KEYS = ("cpu_percent", "rss_mb_max", "blocks")
+SERIES_BIN_S = 0.5
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values (0 for none)."""
+    if not sorted_values:
+        return 0.0
+    assert 0.0 <= fraction <= 1.0
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return float(sorted_values[rank - 1])
+
+
+def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(latencies_ms)
+    if not ordered:
+        return {key: 0.0 for key in LATENCY_KEYS}
+    return {
+        "min": round(ordered[0], 2),
+        "p50": round(percentile(ordered, 0.50), 2),
+        "p95": round(percentile(ordered, 0.95), 2),
+        "p99": round(percentile(ordered, 0.99), 2),
+        "max": round(ordered[-1], 2),
+    }
+
+
+def quantiles(latencies_ms: Sequence[float], points: int = 101) -> list[float]:
+    """Latency at 0 %, 1 %, ... 100 %: enough to draw the distribution from the JSON alone."""
+    ordered = sorted(latencies_ms)
+    if not ordered:
+        return []
+    return [round(percentile(ordered, i / (points - 1)), 2) for i in range(points)]
+
+
+def tps_series(commit_s: Sequence[float], start_s: float, bin_s: float = SERIES_BIN_S
+               ) -> list[list[float]]:
+    """[[seconds since start, committed tx/s in that bin], ...]."""
+    if not commit_s:
+        return []
+    bins: dict[int, int] = {}
+    for at in commit_s:
+        slot = int((at - start_s) // bin_s)
+        bins[slot] = bins.get(slot, 0) + 1
+    last = max(bins)
+    return [[round((i + 1) * bin_s, 2), bins.get(i, 0) / bin_s] for i in range(last + 1)]
+
+
+def round_figures(
+    *,
+    submit_s: Sequence[float],
+    commit_s: Sequence[float],
+    codes: Sequence[str | None],
+) -> dict[str, Any]:
+    """Counts, rates and latency of one measured phase from per-tx timings.
+
+    A tx counts as submitted when it was sent; committed when its receipt says SUCCESS; failed
+    otherwise (failed receipt, refused submission, never committed), by code.
+    """
+    sent = [i for i, at in enumerate(submit_s) if at]
+    committed = [i for i in sent if codes[i] == ""]
+    failed_by_code: dict[str, int] = {}
+    for i in sent:
+        code = codes[i]
+        if code != "":
+            key = code or "TIMEOUT"
+            failed_by_code[key] = failed_by_code.get(key, 0) + 1
+    receipted = [i for i in sent if codes[i] is not None and not str(codes[i]).startswith(
+        ("REFUSED_", "TIMEOUT", "NOT_SUBMITTED"))]
+    latencies = [(commit_s[i] - submit_s[i]) * 1000 for i in receipted]
+    first = min((submit_s[i] for i in sent), default=0.0)
+    last_sent = max((submit_s[i] for i in sent), default=0.0)
+    last_commit = max((commit_s[i] for i in committed), default=first)
+    window = max(last_commit - first, 1e-9)
+    send_window = last_sent - first
+    return {
+        "submitted": len(sent),
+        "committed": len(committed),
+        "failed": len(sent) - len(committed),
+        "failed_by_code": dict(sorted(failed_by_code.items())),
+        "send_rate_tps": round(len(sent) / send_window, 1) if send_window > 0 else 0.0,
+        "committed_tps": round(len(committed) / window, 1) if committed else 0.0,
+        "latency_ms": latency_summary(latencies),
+        "duration_s": round(window, 3) if committed else 0.0,
+        "tps_series": tps_series([commit_s[i] for i in committed], first),
+        "latency_quantiles_ms": quantiles(latencies),
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+    }
+    try:
+        import psutil
+
+        info["ram_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def check_schema(report: dict[str, Any]) -> None:
+    """Raise AssertionError when report lacks a field the issue's schema lists."""
+    assert set(report) >= {"machine", "config", "rounds"}, sorted(report)
+    for item in report["rounds"]:
+        missing = [key for key in ROUND_KEYS if key not in item]
+        assert not missing, f"round {item.get('label')} lacks {missing}"
+        assert set(item["latency_ms"]) == set(LATENCY_KEYS)
+        for node in item["nodes_stats"]:
+            assert all(key in node for key in NODE_KEYS), node
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing.
+
+
+def write_json(path: str, report: dict[str, Any]) -> None:
+    check_schema(report)
+    with open(path, "w") as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+
+
+def _node_cell(round_: dict[str, Any]) -> str:
+    stats = round_["nodes_stats"]
+    if not stats:
+        return "-"
+    cpu = max(s["cpu_percent"] for s in stats)
+    rss = max(s["rss_mb_max"] for s in stats)
+    return f"{cpu:.0f} % / {rss:.0f} MB"
+
+
+TABLE_HEADERS = (
+    "round", "consensus", "nodes", "workload", "clients", "submitted", "committed", "failed",
+    "send tx/s", "committed tx/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
+    "blocks (mean txs)", "node CPU max / RSS max",
+)
+
+
+def table_rows(rounds: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for r in rounds:
+        lat = r["latency_ms"]
+        rows.append([
+            r["label"], r["consensus"], str(r["nodes"]), r["workload"], str(r["clients"]),
+            f"{r['submitted']:,}", f"{r['committed']:,}", f"{r['failed']:,}",
+            f"{r['send_rate_tps']:,.0f}", f"{r['committed_tps']:,.0f}",
+            f"{lat['p50']:.0f}", f"{lat['p95']:.0f}", f"{lat['p99']:.0f}", f"{lat['max']:.0f}",
+            f"{r.get('blocks', 0)} ({r.get('mean_block_txs', 0):.0f})", _node_cell(r),
+        ])
+    return rows
+
+
+def markdown(report: dict[str, Any]) -> str:
+    machine, config, rounds = report["machine"], report["config"], report["rounds"]
+    lines = [
+        "# scfchain benchmark",
+        "",
+        f"Machine: {machine.get('cpus')} CPUs ({machine.get('cpu_model')}), "
+        f"{machine.get('ram_gb', '?')} GB RAM, Python {machine.get('python')}, "
+        f"{machine.get('platform')}.",
+        "",
+        f"Command: `{config.get('command', '')}`",
+        "",
+        "| " + " | ".join(TABLE_HEADERS) + " |",
+        "|" + "---|" * len(TABLE_HEADERS),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(rounds)]
+    lines += ["", "## Per node", ""]
+    lines += [
+        "| round | node | CPU % | peak RSS MB | blocks | mean block txs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rounds:
+        for node in r["nodes_stats"]:
+            lines.append(
+                f"| {r['label']} | {node.get('node_id', '?')} | {node['cpu_percent']:.0f} | "
+                f"{node['rss_mb_max']:.0f} | {node['blocks']} | "
+                f"{node.get('mean_block_txs', 0):.0f} |"
+            )
+    failures = [(r["label"], r["failed_by_code"]) for r in rounds if r["failed_by_code"]]
+    if failures:
+        lines += ["", "## Failures by code", ""]
+        for label, codes in failures:
+            lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in codes.items()))
+    mixes = [(r["label"], r.get("mix")) for r in rounds if r.get("mix")]
+    if mixes:
+        lines += ["", "## Load mix", ""]
+        for label, mix in mixes:
+            lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in mix.items()))
+    lines += ["", "![committed TPS and latency](report.png)", ""]
+    return "\n".join(lines)
+
+
+def write_png(path: str, rounds: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (tps_ax, lat_ax) = plt.subplots(1, 2, figsize=(13, 4.8))
+    for r in rounds:
+        series = r.get("tps_series") or []
+        if series:
+            tps_ax.plot([p[0] for p in series], [p[1] for p in series], label=r["label"])
+        q = r.get("latency_quantiles_ms") or []
+        if q:
+            lat_ax.plot(q, [i / (len(q) - 1) * 100 for i in range(len(q))], label=r["label"])
+    tps_ax.set_title("committed tx/s over time")
+    tps_ax.set_xlabel(f"seconds since the first submit ({SERIES_BIN_S} s bins)")
+    tps_ax.set_ylabel("tx/s")
+    tps_ax.grid(alpha=0.3)
+    lat_ax.set_title("submit-to-commit latency (CDF)")
+    lat_ax.set_xlabel("ms")
+    lat_ax.set_ylabel("% of txs at or below")
+    lat_ax.grid(alpha=0.3)
+    if rounds:
+        tps_ax.legend(fontsize=7)
+        lat_ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_all(out_dir: str, report: dict[str, Any]) -> list[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [os.path.join(out_dir, name) for name in ("report.json", "report.md", "report.png")]
+    write_json(paths[0], report)
+    with open(paths[1], "w") as handle:
+        handle.write(markdown(report))
+    write_png(paths[2], report["rounds"])
+    return paths
+
+
+def print_table(report: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="scfchain bench", show_lines=False)
+    for header in TABLE_HEADERS:
+        table.add_column(header, justify="left" if header in ("round", "workload") else "right")
+    for row in table_rows(report["rounds"]):
+        table.add_row(*row)
+    console.print(table)

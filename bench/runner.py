@@ -1,0 +1,341 @@
+"""One benchmark round: cluster, plan, pre-signing, setup, warm-up, measured load, figures.
+
+The clock starts only after every tx is signed and every setup stage has committed; the warm-up
+then runs closed-loop and is not counted. Node CPU and peak RSS come from psutil on the node
+PIDs, sampled while the measured load runs; block counts from each node's chain height.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from bench.cluster import BenchError, Cluster, admin_of, load_target, start_fresh
+from bench.load import Batch, Phase, Sender, Tracker
+from bench.report import round_figures
+from bench.signing import account_for, sign_all
+from bench.workloads import (
+    Builder,
+    Call,
+    Member,
+    Plan,
+    Sizes,
+    Unsigned,
+    iter_chunks,
+    label_counts,
+    make_plan,
+    members_of,
+)
+from node.client import LedgerClient, LedgerError
+
+SETUP_BATCH_TXS = 1_000
+SAMPLE_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class RoundConfig:
+    label: str
+    consensus: str
+    nodes: int
+    workload: str
+    clients: int
+    txs: int
+    batch_txs: int
+    rate_tps: float | None
+    duration_s: float | None
+    warmup_txs: int
+    seed: int
+    accounts: int
+    block_txs_max: int
+    block_interval_ms: int
+    commit_timeout_s: float
+    work_dir: str
+    target: str | None = None
+    keep: bool = False
+
+
+class NodeSampler:
+    """CPU % (from CPU time over wall time) and peak RSS of each node process."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.procs: dict[str, psutil.Process | None] = {}
+        for node_id, pid in pids.items():
+            try:
+                self.procs[node_id] = psutil.Process(pid) if pid else None
+            except psutil.Error:
+                self.procs[node_id] = None
+        self.rss_max: dict[str, float] = dict.fromkeys(pids, 0.0)
+        self._cpu0: dict[str, float] = {}
+        self._t0 = 0.0
+        self.cpu_percent: dict[str, float] = dict.fromkeys(pids, 0.0)
+
+    def _cpu(self, proc: psutil.Process) -> float:
+        times = proc.cpu_times()
+        return float(times.user + times.system)
+
+    def begin(self) -> None:
+        self._t0 = time.perf_counter()
+        for node_id, proc in self.procs.items():
+            if proc is not None:
+                try:
+                    self._cpu0[node_id] = self._cpu(proc)
+                except psutil.Error:
+                    self.procs[node_id] = None
+        self.sample()
+
+    def sample(self) -> None:
+        for node_id, proc in self.procs.items():
+            if proc is None:
+                continue
+            try:
+                rss_mb = proc.memory_info().rss / 2**20
+            except psutil.Error:
+                continue
+            self.rss_max[node_id] = max(self.rss_max[node_id], rss_mb)
+
+    def end(self) -> None:
+        self.sample()
+        wall = max(time.perf_counter() - self._t0, 1e-9)
+        for node_id, proc in self.procs.items():
+            if proc is None or node_id not in self._cpu0:
+                continue
+            try:
+                self.cpu_percent[node_id] = (self._cpu(proc) - self._cpu0[node_id]) / wall * 100
+            except psutil.Error:
+                pass
+
+
+async def _heights(cluster: Cluster) -> dict[str, int]:
+    out = {}
+    for node in cluster.nodes:
+        async with LedgerClient(node.client_addr, timeout_s=10) as client:
+            try:
+                out[node.node_id] = (await client.chain_info()).height
+            except LedgerError:
+                out[node.node_id] = -1
+    return out
+
+
+def _registration(cluster: Cluster, plan_members: list[Member], seed: int, salt: int,
+                  public_keys: dict[str, bytes]) -> list[list[Unsigned]]:
+    """Setup stages that make the bench members members of a target cluster, with cash."""
+    admin = admin_of(cluster)
+    keys = {**public_keys, admin: cluster.accounts[admin].public_key,
+            "benchbank": account_for(seed, "benchbank").public_key}
+    build = Builder(cluster.chain_id, keys, salt)
+    register = [
+        build.build(Call(admin, "consortium", "register", {
+            "account": keys[m.name].hex(), "name": f"bench-{seed}-{m.name}"[:64],
+            "roles": list(m.roles)}))
+        for m in [*plan_members, Member("benchbank", ("financier",))]
+    ]
+    deposit = [
+        build.build(Call("benchbank", "cash", "deposit", {
+            "account": keys[m.name].hex(), "amount": m.balance}))
+        for m in plan_members if m.balance
+    ]
+    return [register, deposit]
+
+
+class Round:
+    def __init__(self, config: RoundConfig, progress: Any = None) -> None:
+        self.config = config
+        self.progress = progress
+        self.cluster: Cluster | None = None
+        self.notes: list[str] = []
+
+    def say(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(f"[dim]{self.config.label}:[/dim] {text}")
+
+    async def run(self) -> dict[str, Any]:
+        cfg = self.config
+        try:
+            return await self._run()
+        finally:
+            if self.cluster is not None and self.cluster.fresh and not cfg.keep:
+                self.cluster.stop()
+
+    async def _start_cluster(self) -> Cluster:
+        cfg = self.config
+        members = members_of(cfg.workload, cfg.accounts)
+        if cfg.target:
+            return load_target(cfg.target)
+        safe = cfg.label.replace("/", "-")
+        root = tempfile.mkdtemp(prefix=f"bench-{safe}-", dir=cfg.work_dir)
+        self.say(f"starting {cfg.nodes} x {cfg.consensus} node(s) in {root}")
+        return await start_fresh(
+            root, nodes=cfg.nodes, consensus=cfg.consensus, members=members, seed=cfg.seed,
+            block_txs_max=cfg.block_txs_max, block_interval_ms=cfg.block_interval_ms,
+        )
+
+    async def _run(self) -> dict[str, Any]:
+        cfg = self.config
+        # Plan and sign before any cluster or channel exists (workers are spawned anyway).
+        members = members_of(cfg.workload, cfg.accounts)
+        public_keys = {m.name: account_for(cfg.seed, m.name).public_key for m in members}
+        salt = 0 if not cfg.target else int(time.time())
+        chain_id = load_target(cfg.target).chain_id if cfg.target else "scf-bench"
+        sizes = Sizes(load=cfg.txs, warmup=cfg.warmup_txs, time_ms=int(time.time() * 1000),
+                      salt=salt)
+        plan = make_plan(cfg.workload, seed=cfg.seed, chain_id=chain_id,
+                         public_keys=public_keys, sizes=sizes, accounts=cfg.accounts)
+        self.cluster = cluster = await self._start_cluster()
+        if cluster.chain_id != chain_id:
+            raise BenchError(f"chain id {cluster.chain_id!r}, expected {chain_id!r}")
+        if not cluster.fresh:
+            plan.setup = _registration(cluster, plan.members, cfg.seed, salt + 1,
+                                       public_keys) + plan.setup
+        started = time.perf_counter()
+        everything = [tx for stage in plan.setup for tx in stage] + plan.warmup + plan.load
+        signed = sign_all(everything, cfg.seed, accounts=cluster.accounts)
+        self.say(f"signed {len(signed):,} txs in {time.perf_counter() - started:.1f} s "
+                 f"({sum(len(s) for s in plan.setup):,} setup, {len(plan.warmup):,} warm-up, "
+                 f"{len(plan.load):,} measured)")
+        tx_ids = [tx.tx_id for tx in everything]
+        clients = [
+            LedgerClient(cluster.nodes[i % len(cluster.nodes)].client_addr, timeout_s=120)
+            for i in range(cfg.clients)
+        ]
+        watcher = LedgerClient(cluster.nodes[0].client_addr, timeout_s=120)
+        tracker = Tracker(watcher)
+        try:
+            height = (await watcher.chain_info()).height
+            tracker.start(height + 1)
+            sender = Sender(clients, tracker, signed, tx_ids)
+            return await self._phases(plan, sender, tracker, cluster)
+        finally:
+            await tracker.stop()
+            for client in [*clients, watcher]:
+                await client.close()
+
+    async def _setup(self, plan: Plan, sender: Sender, tracker: Tracker) -> int:
+        offset = 0
+        for number, stage in enumerate(plan.setup, 1):
+            phase = Phase(f"setup{number}", len(stage))
+            batches = [Batch(phase, idx, len(idx))
+                       for idx in iter_chunks(list(range(len(stage))), SETUP_BATCH_TXS)]
+            await asyncio.gather(*(
+                sender.send(sender.clients[i % len(sender.clients)], b, offset)
+                for i, b in enumerate(batches)))
+            await self._wait(phase, tracker)
+            bad = [(stage[i].label, c) for i, c in enumerate(phase.code) if c]
+            if bad:
+                raise BenchError(
+                    f"setup stage {number}: {len(bad)} of {len(stage)} txs failed, e.g. "
+                    f"{bad[:3]}; the workload's setup must succeed"
+                )
+            offset += len(stage)
+        if plan.setup:
+            self.say(f"setup committed ({offset:,} txs in {len(plan.setup)} stages)")
+        return offset
+
+    async def _wait(self, phase: Phase, tracker: Tracker) -> None:
+        try:
+            async with asyncio.timeout(self.config.commit_timeout_s):
+                await phase.done.wait()
+        except TimeoutError:
+            tracker.give_up(phase)
+        if tracker.error is not None:
+            raise BenchError(f"the Subscribe stream failed: {tracker.error}")
+
+    async def _phases(
+        self, plan: Plan, sender: Sender, tracker: Tracker, cluster: Cluster
+    ) -> dict[str, Any]:
+        cfg = self.config
+        offset = await self._setup(plan, sender, tracker)
+        if plan.warmup:
+            warm = Phase("warmup", len(plan.warmup))
+            await sender.closed_loop(warm, offset, cfg.batch_txs, None)
+            await self._wait(warm, tracker)
+            self.say(f"warm-up done ({len(plan.warmup):,} txs)")
+            offset += len(plan.warmup)
+        phase = Phase("load", len(plan.load))
+        sampler = NodeSampler({n.node_id: n.pid for n in cluster.nodes})
+        heights0 = await _heights(cluster)
+        blocks0 = len(tracker.blocks)
+        task_id = None
+        if self.progress is not None:
+            task_id = self.progress.add_task(cfg.label, total=phase.size)
+
+        def update() -> None:
+            if self.progress is not None and task_id is not None:
+                self.progress.update(task_id, completed=phase.finished)
+
+        tracker.on_block = update
+        sampler.begin()
+        started = time.perf_counter()
+        deadline = started + cfg.duration_s if cfg.duration_s else None
+
+        async def sample() -> None:
+            while True:
+                await asyncio.sleep(SAMPLE_S)
+                sampler.sample()
+
+        sampling = asyncio.create_task(sample())
+        try:
+            if cfg.rate_tps:
+                await sender.open_loop(phase, offset, cfg.rate_tps, cfg.batch_txs, deadline)
+            else:
+                await sender.closed_loop(phase, offset, cfg.batch_txs, deadline)
+            if deadline is not None:
+                for i, code in enumerate(phase.code):  # never sent: not part of the round
+                    if code is None and not phase.submit_s[i]:
+                        phase.finish(i, "NOT_SUBMITTED", time.perf_counter())
+            await self._wait(phase, tracker)
+        finally:
+            sampling.cancel()
+            sampler.end()
+            tracker.on_block = None
+        update()
+        heights1 = await _heights(cluster)
+        figures = round_figures(submit_s=phase.submit_s, commit_s=phase.commit_s,
+                                codes=phase.code)
+        first = min((s for s in phase.submit_s if s), default=started)
+        last = max((c for c in phase.commit_s if c), default=first)
+        window = [b for b in tracker.blocks[blocks0:] if first <= b.at_s <= last + 1e-6]
+        block_txs = sum(b.txs for b in window)
+        mean_block = round(block_txs / len(window), 1) if window else 0.0
+        nodes_stats = [
+            {
+                "node_id": n.node_id,
+                "pid": n.pid,
+                "cpu_percent": round(sampler.cpu_percent[n.node_id], 1),
+                "rss_mb_max": round(sampler.rss_max[n.node_id], 1),
+                "blocks": max(0, heights1[n.node_id] - heights0[n.node_id]),
+                "mean_block_txs": mean_block,
+            }
+            for n in cluster.nodes
+        ]
+        return {
+            "label": cfg.label,
+            "consensus": cluster.consensus,
+            "nodes": len(cluster.nodes),
+            "workload": cfg.workload,
+            "clients": cfg.clients,
+            **{k: figures[k] for k in (
+                "submitted", "committed", "failed", "failed_by_code", "send_rate_tps",
+                "committed_tps", "latency_ms")},
+            "nodes_stats": nodes_stats,
+            "mode": f"open-loop {cfg.rate_tps:g} tx/s" if cfg.rate_tps else "closed-loop",
+            "batch_txs": cfg.batch_txs,
+            "duration_s": figures["duration_s"],
+            "blocks": len(window),
+            "mean_block_txs": mean_block,
+            "submit_retries": sender.retries,
+            "mix": label_counts(plan.load),
+            "tps_series": figures["tps_series"],
+            "latency_quantiles_ms": figures["latency_quantiles_ms"],
+        }
+
+
+def default_work_dir() -> str:
+    path = os.path.join(tempfile.gettempdir(), "scfchain-bench")
+    os.makedirs(path, exist_ok=True)
+    return path
