@@ -448,7 +448,7 @@ class RaftEngine:
         )
         candidate = matches[self._quorum - 1]
         # Figure 8: only an entry of the current term is committed by counting replicas.
-        if candidate <= self._commit_index:
+        if candidate <= self._commit_index or self._log.term_at(candidate) != self._term:
             return False
         self._commit_to(candidate, out)
         return True
