@@ -1,7 +1,8 @@
 """A seeded fault schedule for any engine: chaos for a while, then heal and demand progress.
 
 During chaos the network is lossy and slow, nodes crash (sometimes halfway through carrying
-out an action list) and restart, and partitions come and go. Then everything heals: within a
+out an action list) and restart (sometimes at once, so in-flight messages reach the new
+incarnation), and partitions come and go. Then everything heals: within a
 bounded time a new block must commit and all nodes must converge on one chain.
 """
 
@@ -21,8 +22,8 @@ class ChaosPlan:
         )
     )
     # Per tick, the chance of one fault event (crash, restart, partition or heal).
-    event_rate: float = 0.03
-    mid_action_crash_rate: float = 0.002
+    event_rate: float = 0.05
+    mid_action_crash_rate: float = 0.005
     progress_bound_ms: int = 5_000
     converge_bound_ms: int = 5_000
 
@@ -59,8 +60,15 @@ def heal_and_converge(sim: Simulator, plan: ChaosPlan) -> None:
 def _fault_event(sim: Simulator) -> None:
     rng = sim.rng
     node_ids = sorted(sim.nodes)
-    kind = rng.choice(("crash", "restart", "restart", "partition", "heal"))
-    if kind == "crash":
+    kind = rng.choice(("crash", "restart", "restart", "bounce", "partition", "heal"))
+    if kind == "bounce":
+        # Crash and come straight back: messages already in flight reach the new incarnation.
+        up = [n.node_id for n in sim.up_nodes()]
+        if up:
+            node_id = rng.choice(up)
+            sim.crash(node_id)
+            sim.restart(node_id)
+    elif kind == "crash":
         up = [n.node_id for n in sim.up_nodes()]
         if up:
             sim.crash(rng.choice(up))

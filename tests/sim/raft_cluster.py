@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from consensus.engine import Engine
 from consensus.raft import RaftEngine
 from consensus.raft_config import RaftConfig
@@ -33,3 +35,21 @@ def raft_factory(config: RaftConfig = SIM_RAFT_CONFIG) -> EngineFactory:
         )
 
     return build
+
+
+def varied_raft_config(rng: random.Random) -> RaftConfig:
+    """A seed-chosen variant of the sim timing: one entry per append and no pipelining make
+    the rare interleavings (Figure 8, divergent suffixes) likelier; tiny logs force syncs."""
+    entries_max = rng.choice((1, 2, 8))
+    compaction = rng.choice(((24, 8), (6, 1), (200, 50)))
+    return RaftConfig(
+        election_timeout_min_ms=rng.choice((100, 150)),
+        election_timeout_max_ms=300,
+        heartbeat_interval_ms=30,
+        append_entries_max=entries_max,
+        appends_in_flight_max=rng.choice((1, 4)),
+        proposals_in_flight_max=rng.choice((1, 4)),
+        log_compaction_entries=compaction[0],
+        log_retained_entries=compaction[1],
+        sync_retry_ms=200,
+    )

@@ -11,12 +11,13 @@ Replay one seed: `SIM_SEED=123 pytest tests/sim -k raft`; more seeds: `SIM_SEEDS
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 
 from tests.sim.chaos import ChaosPlan, run_chaos
-from tests.sim.raft_cluster import raft_factory
-from tests.sim.simulator import SimConfig, Simulator
+from tests.sim.raft_cluster import raft_factory, varied_raft_config
+from tests.sim.simulator import NetworkFaults, SimConfig, Simulator
 
 
 def _seeds() -> list[int]:
@@ -32,7 +33,15 @@ def test_raft_stays_safe_under_chaos_and_converges_after_healing(
     node_count: int, seed: int
 ) -> None:
     """Safety invariants hold throughout; after healing, a block commits and all converge."""
-    sim = Simulator(SimConfig(node_count=node_count), raft_factory(), seed=seed)
-    run_chaos(sim, ChaosPlan())
+    variant = random.Random(f"config:{seed}:{node_count}")
+    factory = raft_factory(varied_raft_config(variant))
+    faults = NetworkFaults(
+        drop_rate=variant.choice((0.02, 0.1, 0.2)),
+        duplicate_rate=0.05,
+        delay_min_ms=1,
+        delay_max_ms=variant.choice((20, 60, 120)),
+    )
+    sim = Simulator(SimConfig(node_count=node_count), factory, seed=seed)
+    run_chaos(sim, ChaosPlan(faults=faults))
     assert sim.converged()
     assert sim.stats.commits > 0
