@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="keep the cluster directory")
     demo.set_defaults(func=_demo)
 
+    from node import cli_client, cli_cluster
+
+    cli_cluster.register(sub)
+    cli_client.register(sub)
+
     from bench.cli import add_parser as add_bench_parser  # `scfchain bench` lives in bench/
 
     add_bench_parser(sub)

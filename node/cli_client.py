@@ -1,0 +1,328 @@
+"""`scfchain tx|query|watch|voucher tree`: calling a running cluster by member name.
+
+Each command finds the cluster through `--dir DIR/cluster.json`, signs with the sample member's
+key from `DIR/keys/`, and talks to the first node that answers (or `--node ID`). In `--args`,
+a string `"@name"` stands for that member's account id, so `{"to": "@tier1a"}` works.
+People get names instead of hex, amounts as money; `--json` prints one JSON document
+(`watch --json`: one per block, a line each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+from rich.tree import Tree
+
+from node.cli_cluster import make_console
+from node.client import LedgerClient, LedgerError, ReceiptView, event_dict
+from node.launcher import Cluster, ClusterError, load_cluster
+from node.sample_consortium import money
+
+MONEY_KEYS = frozenset({
+    "amount", "balance", "limit", "used", "payout", "interest", "principal", "paid",
+    "remainder", "redeemed", "live", "total", "outstanding", "overdue", "price",
+})
+STATE_STYLES = {
+    "ACTIVE": "green", "DISCOUNT_PENDING": "yellow", "OVERDUE": "red", "REDEEMED": "dim",
+    "SPLIT": "blue",
+}
+
+
+class ClientCommandError(Exception):
+    """Bad input to a client command; the message says what to fix."""
+
+
+def _guarded(command: str, func: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (ClusterError, ClientCommandError) as exc:
+            print(f"scfchain {command}: {exc}", file=sys.stderr)
+            return 1
+        except LedgerError as exc:
+            print(f"scfchain {command}: the node refused: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding a node, reading arguments, showing names.
+
+
+async def connect(cluster: Cluster, node_id: str | None = None) -> LedgerClient:
+    """A client of the named node, or of the first node that answers a health check."""
+    nodes = [cluster.node(node_id)] if node_id else cluster.nodes
+    for node in nodes:
+        client = LedgerClient(node.client_addr, timeout_s=60.0)
+        if await client.healthy(timeout_s=1.0):
+            return client
+        await client.close()
+    which = node_id or "any node"
+    raise ClusterError(
+        f"{which} of {cluster.root} does not answer; is the cluster up? "
+        f"(`scfchain cluster status --dir {cluster.root}`)"
+    )
+
+
+def parse_call(target: str, what: str) -> tuple[str, str]:
+    contract, dot, name = target.partition(".")
+    if not dot or not contract or not name:
+        raise ClientCommandError(f"expected CONTRACT.{what.upper()}, e.g. cash.transfer; got "
+                                 f"{target!r}")
+    return contract, name
+
+
+def parse_args_json(text: str, cluster: Cluster) -> dict[str, Any]:
+    """--args as a JSON object; "@name" strings become that member's account id."""
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ClientCommandError(f"--args is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ClientCommandError("--args must be a JSON object, e.g. '{\"amount\": 100}'")
+    resolved = _resolve_names(doc, cluster)
+    assert isinstance(resolved, dict)
+    return resolved
+
+
+def _resolve_names(value: Any, cluster: Cluster) -> Any:
+    if isinstance(value, str) and value.startswith("@"):
+        return cluster.account_id(value[1:])
+    if isinstance(value, list):
+        return [_resolve_names(item, cluster) for item in value]
+    if isinstance(value, dict):
+        return {key: _resolve_names(item, cluster) for key, item in value.items()}
+    return value
+
+
+def humanize(value: Any, names: dict[str, str], key: str = "") -> Any:
+    """Account ids as member names, amounts as money; for people, never for --json."""
+    if isinstance(value, str) and value in names:
+        return names[value]
+    if isinstance(value, int) and not isinstance(value, bool) and key in MONEY_KEYS:
+        return money(value)
+    if isinstance(value, list):
+        return [humanize(item, names, key) for item in value]
+    if isinstance(value, dict):
+        return {k: humanize(item, names, k) for k, item in value.items()}
+    return value
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12] + "…"
+    return text
+
+
+def event_line(event: dict[str, Any], names: dict[str, str]) -> str:
+    shown = humanize(event, names)
+    attrs = " ".join(f"{k}={_short(v)}" for k, v in shown.items() if k not in ("contract", "name"))
+    return f"{event['contract']}.{event['name']} {attrs}"
+
+
+# ---------------------------------------------------------------------------------------------
+# tx, query
+
+
+def _tx(args: argparse.Namespace) -> int:
+    cluster = load_cluster(args.dir)
+    contract, method = parse_call(args.call, "method")
+    account = cluster.account(args.as_name)
+    call_args = parse_args_json(args.args, cluster)
+
+    async def run() -> ReceiptView:
+        client = await connect(cluster, args.node)
+        async with client:
+            return await client.call(account, cluster.chain_id, contract, method, call_args)
+
+    receipt = asyncio.run(run())
+    if args.json:
+        print(json.dumps(receipt.to_json()))
+    else:
+        print_receipt(make_console(), receipt, cluster.names())
+    return 0 if receipt.ok else 1
+
+
+def print_receipt(console: Console, receipt: ReceiptView, names: dict[str, str]) -> None:
+    if receipt.ok:
+        console.print(Text.assemble(("SUCCESS", "bold green"),
+                                    f" at height {receipt.height}, tx {receipt.tx_id}"))
+    else:
+        console.print(Text.assemble(("FAILED", "bold red"), f" {receipt.error_code}: "
+                                    f"{receipt.message} (height {receipt.height}, tx "
+                                    f"{receipt.tx_id})"))
+    if receipt.result is not None:
+        console.print(f"result: {json.dumps(humanize(receipt.result, names), ensure_ascii=False)}")
+    for event in receipt.events:
+        console.print(f"event: {event_line(event, names)}")
+
+
+def _query(args: argparse.Namespace) -> int:
+    cluster = load_cluster(args.dir)
+    contract, view = parse_call(args.call, "view")
+    call_args = parse_args_json(args.args, cluster)
+
+    async def run() -> Any:
+        client = await connect(cluster, args.node)
+        async with client:
+            return await client.query(contract, view, call_args)
+
+    result = asyncio.run(run())
+    if args.json:
+        print(json.dumps(result))
+    else:
+        make_console().print_json(json.dumps(humanize(result, cluster.names()), ensure_ascii=False))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# watch
+
+
+def _watch(args: argparse.Namespace) -> int:
+    cluster = load_cluster(args.dir)
+    names = cluster.names()
+    console = make_console()
+
+    async def run() -> None:
+        client = await connect(cluster, args.node)
+        shown = 0
+        async with client:
+            async for committed in client.subscribe(from_height=args.from_height):
+                if args.json:
+                    print(json.dumps(block_json(committed)), flush=True)
+                else:
+                    print_block(console, committed, names)
+                shown += 1
+                if args.count and shown >= args.count:
+                    return
+
+    asyncio.run(run())
+    return 0
+
+
+def block_json(committed: Any) -> dict[str, Any]:
+    header = committed.block.header
+    return {
+        "height": header.height,
+        "time_ms": header.time_ms,
+        "proposer": header.proposer,
+        "round": header.round,
+        "block_hash": committed.block_hash.hex(),
+        "app_hash": committed.app_hash.hex(),
+        "txs": [
+            ReceiptView.of(receipt).to_json() | {"result": None}
+            for receipt in committed.receipts
+        ],
+        "end_block_events": [event_dict(event) for event in committed.end_block_events],
+    }
+
+
+def print_block(console: Console, committed: Any, names: dict[str, str]) -> None:
+    header = committed.block.header
+    console.print(Text.assemble(
+        (f"block {header.height}", "bold"),
+        f" · {len(committed.receipts)} txs · by {header.proposer} (round {header.round}) · "
+        f"app hash {committed.app_hash.hex()[:16]}…",
+    ))
+    for receipt in committed.receipts:
+        view = ReceiptView.of(receipt)
+        outcome = "ok" if view.ok else f"FAILED {view.error_code}"
+        console.print(f"  tx {view.tx_id[:12]}… {outcome}")
+        for event in view.events:
+            console.print(f"    {event_line(event, names)}")
+    for event in committed.end_block_events:
+        console.print(f"  end of block: {event_line(event_dict(event), names)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# voucher tree
+
+
+def voucher_tree(lineage: dict[str, Any], names: dict[str, str]) -> Tree:
+    """The lineage of a root voucher as a rich tree: tier, holder, amount, state."""
+    records = {node["id"]: node for node in lineage["tree"]}
+    core = names.get(lineage["core"], lineage["core"][:12] + "…")
+    label = Text.assemble(
+        (f"voucher {lineage['root'][:12]}…", "bold"),
+        f" · obligor {core} · issued {money(lineage['amount'])} · "
+        f"live {money(lineage['live'])} · redeemed {money(lineage['redeemed'])}",
+    )
+    tree = Tree(label)
+
+    def add(parent: Tree, voucher_id: str) -> None:
+        record = records[voucher_id]
+        holder = names.get(record["holder"], record["holder"][:12] + "…")
+        branch = parent.add(Text.assemble(
+            f"tier {record['tier']} · {holder} · {money(record['amount'])} · ",
+            (record["state"], STATE_STYLES.get(record["state"], "")),
+            (f" · {voucher_id[:12]}…", "dim"),
+        ))
+        for child in record.get("children") or []:
+            if child in records:
+                add(branch, child)
+
+    add(tree, lineage["root"])
+    return tree
+
+
+def _voucher_tree(args: argparse.Namespace) -> int:
+    cluster = load_cluster(args.dir)
+
+    async def run() -> Any:
+        client = await connect(cluster, args.node)
+        async with client:
+            return await client.query("voucher", "lineage", {"root": args.root_id})
+
+    lineage = asyncio.run(run())
+    if args.json:
+        print(json.dumps(lineage))
+    else:
+        make_console().print(voucher_tree(lineage, cluster.names()))
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add `tx`, `query`, `watch` and `voucher tree` to the `scfchain` parser."""
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--dir", required=True, help="the cluster directory")
+        parser.add_argument("--node", help="ask this node (default: the first that answers)")
+        parser.add_argument("--json", action="store_true", help="print JSON")
+
+    tx = sub.add_parser("tx", help="sign a call as a member, submit it, print its receipt")
+    tx.add_argument("call", metavar="CONTRACT.METHOD", help="e.g. cash.transfer")
+    tx.add_argument("--as", dest="as_name", required=True, metavar="NAME",
+                    help="the member who signs (a name from cluster.json)")
+    tx.add_argument("--args", default="{}", help='JSON object; "@name" = that member\'s account')
+    common(tx)
+    tx.set_defaults(func=_guarded("tx", _tx))
+
+    query = sub.add_parser("query", help="call a read-only contract view")
+    query.add_argument("call", metavar="CONTRACT.VIEW", help="e.g. cash.balance")
+    query.add_argument("--args", default="{}", help='JSON object; "@name" = that member\'s account')
+    common(query)
+    query.set_defaults(func=_guarded("query", _query))
+
+    watch = sub.add_parser("watch", help="stream committed blocks and their events")
+    watch.add_argument("--from", dest="from_height", type=int, default=0,
+                       help="first height (default: the next block)")
+    watch.add_argument("--count", type=int, default=0, help="stop after this many blocks")
+    common(watch)
+    watch.set_defaults(func=_guarded("watch", _watch))
+
+    voucher = sub.add_parser("voucher", help="voucher views for people")
+    voucher_sub = voucher.add_subparsers(dest="voucher_command", required=True)
+    tree = voucher_sub.add_parser("tree", help="the lineage tree of a root voucher")
+    tree.add_argument("root_id", metavar="ROOT_ID", help="the root voucher's id (64 hex)")
+    common(tree)
+    tree.set_defaults(func=_guarded("voucher tree", _voucher_tree))

@@ -1,0 +1,310 @@
+"""`scfchain cluster up|status|down|restart|kill`: the launcher's command line.
+
+The work is in `node.launcher`; this module parses arguments, prints tables (rich) or one JSON
+document (`--json`), and follows the nodes' logs while a foreground `up` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from node.launcher import (
+    CONSENSUS_KINDS,
+    GRACE_S_DEFAULT,
+    READY_TIMEOUT_S_DEFAULT,
+    Cluster,
+    ClusterError,
+    NodeStatus,
+    app_hash_divergence,
+    kill_node,
+    load_cluster,
+    node_statuses,
+    prepare_cluster,
+    restart_node,
+    running_pids,
+    start_cluster,
+    stop_cluster,
+)
+
+NODE_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "white")
+LOG_POLL_S = 0.2
+LOG_CHUNK_BYTES_MAX = 1 << 20  # read at most this much of one log per poll
+PIPE_WIDTH = 120  # columns of tables written to a pipe or file
+ROUND_NAMES = {"raft": "term", "pbft": "view", "solo": "round"}
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"scfchain {command}: {message}", file=sys.stderr)
+    return 1
+
+
+def _guarded(command: str, func: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except ClusterError as exc:
+            return _fail(command, str(exc))
+
+    return run
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console that stays wide enough for the tables when output is not a terminal."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
+    return console
+
+
+def _console(args: argparse.Namespace) -> Console:
+    # With --json the one JSON document owns stdout; anything else goes to stderr.
+    return make_console(stderr=bool(getattr(args, "json", False)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables.
+
+
+def status_table(cluster: Cluster, statuses: list[NodeStatus]) -> Table:
+    round_name = ROUND_NAMES.get(cluster.consensus, "round")
+    table = Table(title=f"{cluster.chain_id} · {cluster.consensus} · {cluster.root}")
+    for column in ("node", "state", "height", "app hash", "role", round_name, "mempool", "pid",
+                   "client address"):
+        table.add_column(column, justify="right" if column in ("height", "mempool") else "left")
+    for status in statuses:
+        state = Text("up", style="green") if status.up else Text("down", style="red")
+        role = Text(status.role, style="bold") if status.role in ("leader", "primary") else (
+            Text(status.role))
+        table.add_row(
+            status.id,
+            state,
+            str(status.height) if status.up else "-",
+            status.app_hash[:12] + "…" if status.app_hash else "-",
+            role if status.up else Text("-"),
+            str(status.round) if status.up else "-",
+            str(status.mempool_size) if status.up else "-",
+            str(status.pid) if status.pid else "-",
+            status.client_addr,
+        )
+    return table
+
+
+def _nodes_json(statuses: list[NodeStatus]) -> list[dict[str, Any]]:
+    return [status.to_json() for status in statuses]
+
+
+# ---------------------------------------------------------------------------------------------
+# up
+
+
+class _Stop(Exception):
+    """SIGTERM to a foreground launcher: stop the cluster as Ctrl-C would."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop()
+
+
+def _up(args: argparse.Namespace) -> int:
+    console = _console(args)
+    cluster, resumed = prepare_cluster(
+        args.dir,
+        nodes=args.nodes,
+        consensus=args.consensus,
+        base_port=args.base_port,
+        fresh=args.fresh,
+        chain_id=args.chain_id,
+    )
+    if resumed:
+        console.print(
+            f"resuming the {cluster.consensus} chain {cluster.chain_id} in {cluster.root}"
+        )
+    else:
+        console.print(
+            f"created a {len(cluster.nodes)}-node {cluster.consensus} cluster "
+            f"{cluster.chain_id} in {cluster.root}"
+        )
+    offsets = {node.id: _size(node.log_file) for node in cluster.nodes}
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        asyncio.run(start_cluster(cluster, timeout_s=args.timeout))
+        statuses = asyncio.run(node_statuses(cluster))
+        if args.json:
+            print(json.dumps({"chain_id": cluster.chain_id, "consensus": cluster.consensus,
+                              "cluster_file": cluster.path, "nodes": _nodes_json(statuses)}))
+        else:
+            console.print(status_table(cluster, statuses))
+        if args.detach:
+            console.print(
+                f"running in the background; `scfchain cluster status --dir {args.dir}` shows "
+                f"it, `scfchain cluster down --dir {args.dir}` stops it"
+            )
+            return 0
+        console.print("following the node logs; Ctrl-C stops the cluster")
+        _follow_logs(cluster, offsets, make_console(stderr=args.json))
+    except (KeyboardInterrupt, _Stop):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if not args.detach and running_pids(cluster):
+            console.print("stopping the cluster …")
+            outcome = stop_cluster(cluster, args.grace)
+            console.print(", ".join(f"{node_id} {what}" for node_id, what in outcome.items()))
+    return 0
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _follow_logs(cluster: Cluster, offsets: dict[str, int], console: Console) -> None:
+    """Print new log lines of every node, prefixed and coloured, until interrupted."""
+    width = max(len(node.id) for node in cluster.nodes)
+    colours = {node.id: NODE_COLOURS[i % len(NODE_COLOURS)] for i, node in
+               enumerate(cluster.nodes)}
+    partial = {node.id: b"" for node in cluster.nodes}
+    reported_down: set[str] = set()
+    while True:
+        for node in cluster.nodes:
+            try:
+                with open(node.log_file, "rb") as handle:
+                    handle.seek(offsets[node.id])
+                    chunk = handle.read(LOG_CHUNK_BYTES_MAX)
+            except OSError:
+                continue
+            offsets[node.id] += len(chunk)
+            lines = (partial[node.id] + chunk).split(b"\n")
+            partial[node.id] = lines.pop()
+            for line in lines:
+                console.print(Text.assemble(
+                    (f"{node.id:<{width}} │ ", colours[node.id]),
+                    line.decode(errors="replace"),
+                ))
+        alive = running_pids(cluster)
+        for node in cluster.nodes:
+            if node.id not in alive and node.id not in reported_down:
+                reported_down.add(node.id)
+                console.print(Text(f"{node.id:<{width}} │ (process is not running)", "red"))
+            elif node.id in alive:
+                reported_down.discard(node.id)
+        time.sleep(LOG_POLL_S)
+
+
+# ---------------------------------------------------------------------------------------------
+# status, down, restart, kill
+
+
+def _status(args: argparse.Namespace) -> int:
+    cluster = load_cluster(args.dir)
+
+    async def run() -> tuple[list[NodeStatus], str | None]:
+        statuses = await node_statuses(cluster)
+        return statuses, await app_hash_divergence(cluster, statuses)
+
+    statuses, warning = asyncio.run(run())
+    if args.json:
+        print(json.dumps(_nodes_json(statuses)))
+    else:
+        make_console().print(status_table(cluster, statuses))
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    cluster = load_cluster(args.dir)
+    outcome = stop_cluster(cluster, args.grace)
+    if args.json:
+        print(json.dumps([{"id": node_id, "outcome": what} for node_id, what in outcome.items()]))
+    else:
+        for node_id, what in outcome.items():
+            print(f"{node_id}: {what}")
+    return 0
+
+
+def _restart(args: argparse.Namespace) -> int:
+    cluster = load_cluster(args.dir)
+    proc = asyncio.run(restart_node(cluster, args.node, grace_s=args.grace,
+                                    timeout_s=args.timeout))
+    if args.json:
+        print(json.dumps({"id": args.node, "pid": proc.pid, "up": True}))
+    else:
+        print(f"{args.node} restarted (pid {proc.pid}) and healthy")
+    return 0
+
+
+def _kill(args: argparse.Namespace) -> int:
+    cluster = load_cluster(args.dir)
+    was_running = kill_node(cluster, args.node)
+    if args.json:
+        print(json.dumps({"id": args.node, "killed": was_running}))
+    else:
+        print(f"{args.node} killed (SIGKILL)" if was_running else f"{args.node} was not running")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add `cluster` and its subcommands to the `scfchain` parser."""
+    cluster = sub.add_parser("cluster", help="start, inspect and stop a local multi-node network")
+    commands = cluster.add_subparsers(dest="cluster_command", required=True)
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--dir", required=True, help="the cluster directory")
+        parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+    up = commands.add_parser("up", help="create (or resume) a cluster and start its nodes")
+    common(up)
+    up.add_argument("--nodes", type=int, help="validators (new clusters: 4, or 1 for solo)")
+    up.add_argument("--consensus", choices=CONSENSUS_KINDS, help="new clusters: raft")
+    up.add_argument("--base-port", type=int,
+                    help="client port of node1; node i uses P+2(i-1) and P+2(i-1)+1 for peers "
+                         "(default: free ports)")
+    up.add_argument("--detach", action="store_true", help="leave the nodes running and return")
+    up.add_argument("--fresh", action="store_true", help="wipe the directory's chain first")
+    up.add_argument("--chain-id", default="scf-local", help="chain id of a new cluster")
+    up.add_argument("--timeout", type=float, default=READY_TIMEOUT_S_DEFAULT,
+                    help="seconds to wait for healthy nodes and a leader")
+    up.add_argument("--grace", type=float, default=GRACE_S_DEFAULT,
+                    help="seconds between SIGTERM and SIGKILL when stopping")
+    up.set_defaults(func=_guarded("cluster up", _up))
+
+    status = commands.add_parser("status", help="per node: up/down, height, app hash, role")
+    common(status)
+    status.set_defaults(func=_guarded("cluster status", _status))
+
+    down = commands.add_parser("down", help="stop every node (SIGTERM, then SIGKILL)")
+    common(down)
+    down.add_argument("--grace", type=float, default=GRACE_S_DEFAULT,
+                      help="seconds between SIGTERM and SIGKILL")
+    down.set_defaults(func=_guarded("cluster down", _down))
+
+    restart = commands.add_parser("restart", help="stop one node and start it again")
+    common(restart)
+    restart.add_argument("--node", required=True, help="node id, e.g. node2")
+    restart.add_argument("--grace", type=float, default=GRACE_S_DEFAULT,
+                         help="seconds between SIGTERM and SIGKILL")
+    restart.add_argument("--timeout", type=float, default=READY_TIMEOUT_S_DEFAULT,
+                         help="seconds to wait until it is healthy")
+    restart.set_defaults(func=_guarded("cluster restart", _restart))
+
+    kill = commands.add_parser("kill", help="SIGKILL one node, to try a fault by hand")
+    common(kill)
+    kill.add_argument("--node", required=True, help="node id, e.g. node2")
+    kill.set_defaults(func=_guarded("cluster kill", _kill))

@@ -1,0 +1,614 @@
+"""The cluster launcher: make, start, inspect and stop a local multi-node network, by PID.
+
+A cluster lives in one directory: what `node.localnet.write_network` makes (member keys, node
+keys, a consortium CA and node certificates, genesis, one config per node) plus `cluster.json`,
+which describes the network for programs (chain id, consensus, nodes with their addresses and
+PIDs, the sample members with their keys). Every later command (`status`, `down`, `restart`,
+`kill`, the client commands) finds the network through that file. A PID is only signalled after
+its command line shows it is this cluster's node, so a reused PID is never hit; `down` also
+finds node processes of the directory that the file lost track of, so none is left behind.
+
+This module prints nothing; `node.cli_cluster` is the command line on top of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psutil
+
+from node.client import LedgerClient, LedgerError
+from node.identity import Account
+from node.localnet import LOOPBACK, NodeLayout, NodeProcess, tail, write_network
+from node.sample_consortium import SAMPLE_MEMBERS, sample_member_specs
+
+CLUSTER_FILE = "cluster.json"
+CONSENSUS_KINDS = ("solo", "raft", "pbft")
+NODES_DEFAULT = 4
+NODES_MAX = 16
+GRACE_S_DEFAULT = 10.0
+READY_TIMEOUT_S_DEFAULT = 30.0
+LEADER_ROLES = ("leader", "primary", "solo")
+
+
+class ClusterError(Exception):
+    """Something the person running the cluster must fix; the message says what."""
+
+
+@dataclass(slots=True)
+class ClusterNode:
+    id: str
+    client_addr: str
+    peer_addr: str
+    pid: int | None
+    data_dir: str
+    log_file: str
+    config_path: str
+
+    def layout(self) -> NodeLayout:
+        return NodeLayout(
+            node_id=self.id,
+            client_addr=self.client_addr,
+            peer_addr=self.peer_addr,
+            config_path=self.config_path,
+            data_dir=self.data_dir,
+            log_file=self.log_file,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterAccount:
+    name: str
+    role: str
+    account_id: str
+    key_file: str
+    title: str = ""
+
+
+@dataclass(slots=True)
+class Cluster:
+    """What `cluster.json` holds, and where it lives."""
+
+    root: str
+    chain_id: str
+    consensus: str
+    nodes: list[ClusterNode]
+    accounts: list[ClusterAccount] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.root, CLUSTER_FILE)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chain_id": self.chain_id,
+            "consensus": self.consensus,
+            "nodes": [asdict(node) for node in self.nodes],
+            "accounts": [asdict(account) for account in self.accounts],
+        }
+
+    def save(self) -> None:
+        """Write cluster.json atomically (a reader never sees half a file)."""
+        staging = self.path + ".tmp"
+        with open(staging, "w") as handle:
+            json.dump(self.to_json(), handle, indent=2)
+            handle.write("\n")
+        os.replace(staging, self.path)
+
+    def node(self, node_id: str) -> ClusterNode:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        known = ", ".join(node.id for node in self.nodes)
+        raise ClusterError(f"no node {node_id!r} in {self.root} (nodes: {known})")
+
+    def account(self, name: str) -> Account:
+        for account in self.accounts:
+            if account.name == name:
+                return Account.load(account.key_file)
+        known = ", ".join(account.name for account in self.accounts)
+        raise ClusterError(f"no member {name!r} in {self.root} (members: {known})")
+
+    def account_id(self, name: str) -> str:
+        for account in self.accounts:
+            if account.name == name:
+                return account.account_id
+        raise ClusterError(f"no member {name!r} in {self.root}")
+
+    def names(self) -> dict[str, str]:
+        """account id -> member name, for showing people names instead of hex."""
+        return {account.account_id: account.name for account in self.accounts}
+
+
+def load_cluster(root: str) -> Cluster:
+    root = os.path.abspath(root)
+    if not os.path.isdir(root):
+        raise ClusterError(
+            f"no directory {root}; start a cluster there with `scfchain cluster up --dir {root}`"
+        )
+    path = os.path.join(root, CLUSTER_FILE)
+    try:
+        with open(path) as handle:
+            doc = json.load(handle)
+    except FileNotFoundError:
+        raise ClusterError(
+            f"{root} holds no cluster ({CLUSTER_FILE} is missing); "
+            f"start one with `scfchain cluster up --dir {root}`"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ClusterError(f"cannot read {path}: {exc}") from exc
+    try:
+        return Cluster(
+            root=root,
+            chain_id=doc["chain_id"],
+            consensus=doc["consensus"],
+            nodes=[ClusterNode(**node) for node in doc["nodes"]],
+            accounts=[ClusterAccount(**account) for account in doc["accounts"]],
+        )
+    except (KeyError, TypeError) as exc:
+        raise ClusterError(f"{path} is not a cluster description: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Making a cluster directory.
+
+
+def create_cluster(
+    root: str,
+    *,
+    nodes: int,
+    consensus: str,
+    base_port: int | None = None,
+    chain_id: str = "scf-local",
+    consensus_params: dict[str, int] | None = None,
+    node_options: dict[str, object] | None = None,
+) -> Cluster:
+    """Write a new network with the sample consortium under root (which must be empty)."""
+    root = os.path.abspath(root)
+    if consensus not in CONSENSUS_KINDS:
+        raise ClusterError(f"consensus must be one of {', '.join(CONSENSUS_KINDS)}")
+    if consensus == "solo" and nodes != 1:
+        raise ClusterError("solo consensus runs exactly one node; use --nodes 1")
+    if not 1 <= nodes <= NODES_MAX:
+        raise ClusterError(f"--nodes must be 1..{NODES_MAX}")
+    if base_port is not None:
+        if not 1024 <= base_port <= 65535 - 2 * nodes:
+            raise ClusterError(f"--base-port must leave room for {2 * nodes} ports below 65536")
+        _require_ports_free(
+            [(f"{LOOPBACK}:{base_port + i}", f"node{i // 2 + 1}") for i in range(2 * nodes)]
+        )
+    if os.path.isdir(root) and os.listdir(root):
+        raise ClusterError(f"{root} is not empty and holds no cluster; choose an empty directory")
+    os.makedirs(root, exist_ok=True)
+    net = write_network(
+        root,
+        nodes=nodes,
+        consensus=consensus,
+        members=sample_member_specs(),
+        chain_id=chain_id,
+        base_port=base_port,
+        consensus_params=consensus_params,
+        node_options=node_options,
+    )
+    accounts = [
+        ClusterAccount(
+            name=member.name,
+            role=member.role,
+            account_id=Account.load(net.accounts[member.name]).account_id,
+            key_file=net.accounts[member.name],
+            title=member.title,
+        )
+        for member in SAMPLE_MEMBERS
+    ]
+    cluster = Cluster(
+        root=root,
+        chain_id=chain_id,
+        consensus=consensus,
+        nodes=[
+            ClusterNode(
+                id=layout.node_id,
+                client_addr=layout.client_addr,
+                peer_addr=layout.peer_addr,
+                pid=None,
+                data_dir=layout.data_dir,
+                log_file=layout.log_file,
+                config_path=layout.config_path,
+            )
+            for layout in net.nodes
+        ],
+        accounts=accounts,
+    )
+    cluster.save()
+    return cluster
+
+
+def prepare_cluster(
+    root: str,
+    *,
+    nodes: int | None,
+    consensus: str | None,
+    base_port: int | None = None,
+    fresh: bool = False,
+    chain_id: str = "scf-local",
+    consensus_params: dict[str, int] | None = None,
+    node_options: dict[str, object] | None = None,
+) -> tuple[Cluster, bool]:
+    """The cluster to start in root: the existing one (resumed) or a new one.
+
+    Returns (cluster, resumed). `fresh` wipes an existing cluster directory first; a directory
+    that holds something other than a cluster is never wiped.
+    """
+    root = os.path.abspath(root)
+    exists = os.path.exists(os.path.join(root, CLUSTER_FILE))
+    if exists:
+        running = running_pids(load_cluster(root))
+        if running:
+            pids = ", ".join(f"{node_id} pid {pid}" for node_id, pid in running.items())
+            raise ClusterError(
+                f"the cluster in {root} is already running ({pids}); "
+                f"see `scfchain cluster status --dir {root}` or stop it with `cluster down`"
+            )
+    if exists and fresh:
+        shutil.rmtree(root)
+        exists = False
+    if not exists:
+        chosen = consensus or "raft"
+        count = nodes if nodes is not None else (1 if chosen == "solo" else NODES_DEFAULT)
+        cluster = create_cluster(
+            root,
+            nodes=count,
+            consensus=chosen,
+            base_port=base_port,
+            chain_id=chain_id,
+            consensus_params=consensus_params,
+            node_options=node_options,
+        )
+        return cluster, False
+    cluster = load_cluster(root)
+    if consensus is not None and consensus != cluster.consensus:
+        raise ClusterError(
+            f"{root} holds a {cluster.consensus} cluster; resume it without --consensus "
+            "or start over with --fresh"
+        )
+    if nodes is not None and nodes != len(cluster.nodes):
+        raise ClusterError(
+            f"{root} holds a {len(cluster.nodes)}-node cluster; resume it without --nodes "
+            "or start over with --fresh"
+        )
+    if base_port is not None:
+        first = int(cluster.nodes[0].client_addr.rpartition(":")[2])
+        if first != base_port:
+            raise ClusterError(
+                f"{root} holds a cluster on ports from {first}; resume it without --base-port "
+                "or start over with --fresh"
+            )
+    return cluster, True
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes, by PID.
+
+
+def _port_free(addr: str) -> bool:
+    host, _, port = addr.rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the gRPC server does
+        try:
+            sock.bind((host, int(port)))
+        except OSError:
+            return False
+    return True
+
+
+def _require_ports_free(addrs: list[tuple[str, str]]) -> None:
+    busy = [f"{addr} ({owner})" for addr, owner in addrs if not _port_free(addr)]
+    if busy:
+        raise ClusterError(
+            f"port already in use: {', '.join(busy)}; stop what holds it or choose another "
+            "--base-port (on a new directory)"
+        )
+
+
+def _is_node_of(proc: psutil.Process, config_paths: set[str]) -> bool:
+    try:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return any(arg in config_paths for arg in proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def _node_process(node: ClusterNode) -> psutil.Process | None:
+    """The live process of node by its recorded PID, or None."""
+    if node.pid is None:
+        return None
+    try:
+        proc = psutil.Process(node.pid)
+    except psutil.NoSuchProcess:
+        return None
+    return proc if _is_node_of(proc, {node.config_path}) else None
+
+
+def _strays(cluster: Cluster) -> dict[str, psutil.Process]:
+    """Node processes of this directory, found by command line (also ones the file lost)."""
+    by_config = {node.config_path: node.id for node in cluster.nodes}
+    found: dict[str, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        for arg in cmdline:
+            if arg in by_config and _is_node_of(proc, {arg}):
+                found.setdefault(by_config[arg], proc)
+    return found
+
+
+def running_pids(cluster: Cluster) -> dict[str, int]:
+    """node id -> PID of every node process of this cluster that is running."""
+    running = {node.id: proc.pid for node in cluster.nodes if (proc := _node_process(node))}
+    for node_id, proc in _strays(cluster).items():
+        running.setdefault(node_id, proc.pid)
+    return running
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        os.waitpid(proc.pid, os.WNOHANG)  # reap it if it is our child
+    except ChildProcessError:
+        pass
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return True
+
+
+def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until every process has exited; return the ones still running at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    left = [proc for proc in procs if not _gone(proc)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [proc for proc in left if not _gone(proc)]
+    return left
+
+
+def _signal(proc: psutil.Process, sig: signal.Signals) -> None:
+    try:
+        proc.send_signal(sig)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        pass
+
+
+def stop_processes(procs: dict[str, psutil.Process], grace_s: float) -> dict[str, str]:
+    """SIGTERM every process, SIGKILL the ones still running after grace_s; wait for all."""
+    for proc in procs.values():
+        _signal(proc, signal.SIGTERM)
+    late = _wait_gone(list(procs.values()), grace_s)
+    for proc in late:
+        _signal(proc, signal.SIGKILL)
+    still = _wait_gone(late, 10.0)
+    if still:
+        pids = ", ".join(str(proc.pid) for proc in still)
+        raise ClusterError(f"processes {pids} survived SIGKILL; check them by hand")
+    late_pids = {proc.pid for proc in late}
+    return {
+        node_id: "killed after the grace period" if proc.pid in late_pids else "stopped"
+        for node_id, proc in procs.items()
+    }
+
+
+def _processes(cluster: Cluster, node_ids: set[str] | None = None) -> dict[str, psutil.Process]:
+    procs = {
+        node.id: proc
+        for node in cluster.nodes
+        if (node_ids is None or node.id in node_ids) and (proc := _node_process(node))
+    }
+    for node_id, proc in _strays(cluster).items():
+        if node_ids is None or node_id in node_ids:
+            procs.setdefault(node_id, proc)
+    return procs
+
+
+def stop_cluster(cluster: Cluster, grace_s: float = GRACE_S_DEFAULT) -> dict[str, str]:
+    """`cluster down`: stop every node process of the cluster; node id -> what happened."""
+    outcome = stop_processes(_processes(cluster), grace_s)
+    for node in cluster.nodes:
+        outcome.setdefault(node.id, "was not running")
+        node.pid = None
+    cluster.save()
+    return outcome
+
+
+def kill_node(cluster: Cluster, node_id: str) -> bool:
+    """SIGKILL one node, as a crash would. False if it was not running."""
+    node = cluster.node(node_id)
+    procs = _processes(cluster, {node_id})
+    for proc in procs.values():
+        _signal(proc, signal.SIGKILL)
+    if _wait_gone(list(procs.values()), 10.0):
+        raise ClusterError(f"{node_id} survived SIGKILL; check it by hand")
+    node.pid = None
+    cluster.save()
+    return bool(procs)
+
+
+def start_node(cluster: Cluster, node: ClusterNode) -> NodeProcess:
+    """Start one node process and record its PID in cluster.json."""
+    proc = NodeProcess(node.layout())
+    proc.start()
+    node.pid = proc.pid
+    cluster.save()
+    return proc
+
+
+async def restart_node(
+    cluster: Cluster, node_id: str, *, grace_s: float = GRACE_S_DEFAULT,
+    timeout_s: float = READY_TIMEOUT_S_DEFAULT,
+) -> NodeProcess:
+    """Stop one node (SIGTERM, then SIGKILL) if it runs, start it again, wait until healthy."""
+    node = cluster.node(node_id)
+    stop_processes(_processes(cluster, {node_id}), grace_s)
+    node.pid = None
+    _require_ports_free([(node.client_addr, node_id), (node.peer_addr, node_id)])
+    proc = start_node(cluster, node)
+    try:
+        await proc.wait_healthy(timeout_s)
+    except (RuntimeError, TimeoutError) as exc:
+        stop_processes(_processes(cluster, {node_id}), 2.0)
+        node.pid = None
+        cluster.save()
+        raise ClusterError(f"{node_id} did not come back: {exc}") from None
+    return proc
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting a whole cluster.
+
+
+async def start_cluster(
+    cluster: Cluster, *, timeout_s: float = READY_TIMEOUT_S_DEFAULT
+) -> list[NodeProcess]:
+    """Start every node, wait until all are healthy and a leader or primary serves.
+
+    On any failure every process started here is stopped before ClusterError is raised, so
+    nothing is left running.
+    """
+    running = running_pids(cluster)
+    if running:
+        raise ClusterError(f"the cluster in {cluster.root} is already running ({running})")
+    addrs = [(n.client_addr, f"{n.id} client") for n in cluster.nodes]
+    if cluster.consensus != "solo":
+        addrs += [(n.peer_addr, f"{n.id} peer") for n in cluster.nodes]
+    _require_ports_free(addrs)
+    procs: list[NodeProcess] = []
+    try:
+        for node in cluster.nodes:
+            procs.append(start_node(cluster, node))
+        await _wait_ready(cluster, procs, timeout_s)
+    except BaseException as exc:
+        stop_processes(_processes(cluster), 2.0)
+        for node in cluster.nodes:
+            node.pid = None
+        cluster.save()
+        if isinstance(exc, ClusterError | RuntimeError | TimeoutError):
+            raise ClusterError(str(exc)) from None
+        raise
+    return procs
+
+
+async def _wait_ready(cluster: Cluster, procs: list[NodeProcess], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    try:
+        async with asyncio.TaskGroup() as group:
+            for proc in procs:
+                group.create_task(proc.wait_healthy(timeout_s))
+    except* (RuntimeError, TimeoutError) as failed:
+        raise ClusterError(str(failed.exceptions[0])) from None
+    clients = [LedgerClient(node.client_addr, timeout_s=2.0) for node in cluster.nodes]
+    try:
+        while True:
+            leaders: list[str] = []
+            for client in clients:
+                try:
+                    info = await client.chain_info(timeout_s=1.0)
+                except LedgerError:
+                    info = None
+                leaders.append(info.leader if info is not None else "")
+            if all(leaders):
+                return
+            for proc in procs:
+                if not proc.alive():
+                    raise ClusterError(
+                        f"{proc.layout.node_id} exited while waiting for a leader; see "
+                        f"{proc.layout.log_file}:\n{tail(proc.layout.log_file)}"
+                    )
+            if time.monotonic() >= deadline:
+                waiting = [c.address for c, leader in zip(clients, leaders, strict=True)
+                           if not leader]
+                raise ClusterError(
+                    f"no leader or primary after {timeout_s:.0f}s (nodes at {waiting} know none);"
+                    f" see the logs in {cluster.root}/nodes/*/node.log"
+                )
+            await asyncio.sleep(0.1)
+    finally:
+        for client in clients:
+            await client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Status.
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    id: str
+    up: bool
+    pid: int | None
+    client_addr: str
+    height: int = 0
+    app_hash: str = ""
+    role: str = ""
+    round: int = 0
+    leader: str = ""
+    mempool_size: int = 0
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def node_statuses(cluster: Cluster, *, timeout_s: float = 2.0) -> list[NodeStatus]:
+    """Every node's process and chain state (a node is up when its process answers)."""
+    pids = running_pids(cluster)
+
+    async def one(node: ClusterNode) -> NodeStatus:
+        pid = pids.get(node.id)
+        if pid is None:
+            return NodeStatus(node.id, False, None, node.client_addr, error="not running")
+        try:
+            async with LedgerClient(node.client_addr, timeout_s=timeout_s) as client:
+                info = await client.chain_info()
+        except LedgerError as exc:
+            return NodeStatus(node.id, False, pid, node.client_addr, error=str(exc))
+        return NodeStatus(
+            id=node.id,
+            up=True,
+            pid=pid,
+            client_addr=node.client_addr,
+            height=info.height,
+            app_hash=info.app_hash.hex(),
+            role=info.role,
+            round=info.round,
+            leader=info.leader,
+            mempool_size=info.mempool_size,
+        )
+
+    return list(await asyncio.gather(*(one(node) for node in cluster.nodes)))
+
+
+async def app_hash_divergence(cluster: Cluster, statuses: list[NodeStatus]) -> str | None:
+    """A warning when up nodes disagree on the app hash at the highest height they share."""
+    up = [status for status in statuses if status.up]
+    if len(up) < 2:
+        return None
+    common = min(status.height for status in up)
+    if common == 0:
+        return None
+    hashes: dict[str, str] = {}
+    for status in up:
+        try:
+            async with LedgerClient(status.client_addr, timeout_s=2.0) as client:
+                block = await client.get_block(common)
+        except LedgerError:
+            continue
+        hashes[status.id] = block.app_hash.hex()
+    if len(set(hashes.values())) <= 1:
+        return None
+    listing = ", ".join(f"{node_id} {value[:16]}…" for node_id, value in sorted(hashes.items()))
+    return f"app hashes differ at height {common}: {listing}"

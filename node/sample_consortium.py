@@ -1,0 +1,58 @@
+"""The sample consortium that `scfchain cluster up` and `make demo` put in genesis.
+
+One admin, one core enterprise, suppliers at three tiers (two at tier 1, one each at tiers 2
+and 3), a dealer, two financiers (a bank and a factoring company), a warehouse, an exchange and
+an auditor. Starting cash sits where the story needs it: the core pays vouchers at maturity,
+the financiers discount vouchers and lend, the dealer pays a loan's interest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from node.localnet import MemberSpec
+
+MINOR_PER_UNIT = 100  # amounts are integers in minor units (cents)
+
+
+@dataclass(frozen=True, slots=True)
+class SampleMember:
+    name: str  # what `--as NAME` takes and what the key file is called
+    role: str
+    title: str  # who it stands for, in the narration
+    balance: int = 0  # starting cash, minor units
+
+
+SAMPLE_MEMBERS: tuple[SampleMember, ...] = (
+    SampleMember("admin", "admin", "the consortium operator"),
+    SampleMember("core", "core_enterprise", "Apex Motors, the core enterprise", 50_000_000_00),
+    SampleMember("tier1a", "supplier", "Brightline Seats, a tier-1 supplier"),
+    SampleMember("tier1b", "supplier", "Coastal Glass, a tier-1 supplier"),
+    SampleMember("tier2", "supplier", "Delta Foams, a tier-2 supplier"),
+    SampleMember("tier3", "supplier", "Evergreen Textiles, a tier-3 supplier"),
+    SampleMember("dealer", "dealer", "Fairway Auto, a dealer", 1_000_000_00),
+    SampleMember("bank", "financier", "Granite Bank", 100_000_000_00),
+    SampleMember("factor", "financier", "Harbor Factoring", 20_000_000_00),
+    SampleMember("warehouse", "warehouse", "Ironside Logistics, a bonded warehouse"),
+    SampleMember("exchange", "exchange", "Jade Commodity Exchange"),
+    SampleMember("auditor", "auditor", "Keystone Audit"),
+)
+
+
+def sample_member_specs() -> list[MemberSpec]:
+    """The sample members as `write_network` takes them."""
+    return [MemberSpec(m.name, (m.role,), m.balance) for m in SAMPLE_MEMBERS]
+
+
+def sample_member(name: str) -> SampleMember:
+    for member in SAMPLE_MEMBERS:
+        if member.name == name:
+            return member
+    raise KeyError(name)
+
+
+def money(amount: int) -> str:
+    """Minor units as a person reads them: 12_345_67 -> '12,345.67'."""
+    sign = "-" if amount < 0 else ""
+    units, cents = divmod(abs(amount), MINOR_PER_UNIT)
+    return f"{sign}{units:,}.{cents:02d}"
