@@ -27,7 +27,10 @@ MEMBERS: dict[str, tuple[str, ...]] = {
 
 
 def make_chain(**balances: int) -> LocalChain:
-    return LocalChain(members=dict(MEMBERS), balances=dict(balances))
+    """The consortium with starting cash by member name (zero means none)."""
+    return LocalChain(
+        members=dict(MEMBERS), balances={name: cash for name, cash in balances.items() if cash}
+    )
 
 
 def doc(text: str) -> str:
