@@ -28,6 +28,7 @@ from consensus.engine import (
     RequestSync,
     Send,
 )
+from node import crashpoints
 from node.executor import Executor, block_hash_of, txs_hash
 from node.genesis import Genesis
 from node.mempool import Mempool
@@ -186,6 +187,7 @@ class Driver:
         records = [record for a in actions if isinstance(a, Persist) for record in a.records]
         if records:
             await asyncio.to_thread(self.storage.put_consensus, records)
+            crashpoints.reached("after_persist_before_send")
         for action in actions:
             match action:
                 case Send(to, msg):
@@ -296,7 +298,9 @@ class Driver:
             app_hash=outcome.app_hash,
             certificate=certificate,
         )
+        crashpoints.reached("mid_block_commit")
         self.storage.commit_block(committed, outcome.writes, outcome.indexed)
+        crashpoints.reached("after_commit_before_reply")
         self.head = ChainHead(header.height, outcome.app_hash, block_hash, header.time_ms)
         return committed
 
@@ -345,6 +349,7 @@ class Driver:
                         f"block {self.head.height} from {peer}: app hash differs from ours"
                     )
                 self._after_commit(committed)
+                crashpoints.reached("during_state_transfer")
         except FatalError:
             raise
         except Exception as exc:  # a peer that fails mid-sync: try again on the next request
