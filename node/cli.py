@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the supply-chain-finance story on a local cluster")
     demo.add_argument("--keep", action="store_true", help="keep the cluster directory")
+    demo.add_argument("--dir", help="run in this (new or cluster) directory, not a temporary one")
     demo.set_defaults(func=_demo)
 
     from node import cli_client, cli_cluster

@@ -19,21 +19,23 @@ MINOR_PER_UNIT = 100  # amounts are integers in minor units (cents)
 class SampleMember:
     name: str  # what `--as NAME` takes and what the key file is called
     role: str
-    title: str  # who it stands for, in the narration
+    title: str  # the organisation it stands for, in the narration
     balance: int = 0  # starting cash, minor units
 
 
 SAMPLE_MEMBERS: tuple[SampleMember, ...] = (
-    SampleMember("admin", "admin", "the consortium operator"),
-    SampleMember("core", "core_enterprise", "Apex Motors, the core enterprise", 50_000_000_00),
-    SampleMember("tier1a", "supplier", "Brightline Seats, a tier-1 supplier"),
-    SampleMember("tier1b", "supplier", "Coastal Glass, a tier-1 supplier"),
-    SampleMember("tier2", "supplier", "Delta Foams, a tier-2 supplier"),
-    SampleMember("tier3", "supplier", "Evergreen Textiles, a tier-3 supplier"),
-    SampleMember("dealer", "dealer", "Fairway Auto, a dealer", 1_000_000_00),
+    SampleMember("admin", "admin", "Consortium Operator"),
+    SampleMember("core", "core_enterprise", "Apex Motors", 50_000_000_00),
+    # The tiers are where the story places the suppliers; on the chain all four are suppliers
+    # and a voucher's tier counts how often it was passed on.
+    SampleMember("tier1a", "supplier", "Brightline Seats"),
+    SampleMember("tier1b", "supplier", "Coastal Glass"),
+    SampleMember("tier2", "supplier", "Delta Foams"),
+    SampleMember("tier3", "supplier", "Evergreen Textiles"),
+    SampleMember("dealer", "dealer", "Fairway Auto", 1_000_000_00),
     SampleMember("bank", "financier", "Granite Bank", 100_000_000_00),
     SampleMember("factor", "financier", "Harbor Factoring", 20_000_000_00),
-    SampleMember("warehouse", "warehouse", "Ironside Logistics, a bonded warehouse"),
+    SampleMember("warehouse", "warehouse", "Ironside Logistics"),
     SampleMember("exchange", "exchange", "Jade Commodity Exchange"),
     SampleMember("auditor", "auditor", "Keystone Audit"),
 )
