@@ -123,7 +123,7 @@ class Driver:
         self._waiters: dict[bytes, list[asyncio.Future[types_pb2.Receipt]]] = {}
         self._subscribers: list[_Subscriber] = []
         self._last_proposal_ms = 0
-        self._proposed_height = self.head.height
+        self._proposed: tuple[int, int] = (-1, 0)  # (round, height) of our last proposal
         self._was_proposer = False
         self._sync_task: asyncio.Task[None] | None = None
         self._head_changed = asyncio.Event()
@@ -216,8 +216,10 @@ class Driver:
         if status.next_height is None or status.next_parent_hash is None:
             return []
         # The header carries the parent's app hash, so the parent must be executed first.
-        if status.next_height != self.head.height + 1 or self._proposed_height >= (
-            status.next_height
+        # One proposal per (round, height): a new round may re-propose an abandoned height.
+        if status.next_height != self.head.height + 1 or self._proposed == (
+            status.round,
+            status.next_height,
         ):
             return []
         now = self.wall_clock_ms()
@@ -248,7 +250,7 @@ class Driver:
             payload=block.SerializeToString(),
         )
         self._last_proposal_ms = now
-        self._proposed_height = header.height
+        self._proposed = (status.round, header.height)
         self.stats.proposals += 1
         log.debug("propose height=%d txs=%d", header.height, len(taken))
         return self.engine.propose(proposal)
