@@ -130,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
 
     from bench.report import machine_info, print_table, write_all
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     try:
         configs = round_configs(args)
     except BenchError as exc:

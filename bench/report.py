@@ -271,12 +271,20 @@ def write_all(out_dir: str, report: dict[str, Any]) -> list[str]:
     return paths
 
 
+CONSOLE_HEADERS = (
+    "round", "submitted", "committed", "failed", "send tx/s", "committed tx/s",
+    "latency ms p50 / p95 / p99 / max", "blocks (mean txs)", "node CPU / RSS max",
+)
+
+
 def print_table(report: dict[str, Any], console: Any) -> None:
+    """The console table: the Markdown table's figures, with the round's setup in its label."""
     from rich.table import Table
 
-    table = Table(title="scfchain bench", show_lines=False)
-    for header in TABLE_HEADERS:
-        table.add_column(header, justify="left" if header in ("round", "workload") else "right")
+    table = Table(title="scfchain bench")
+    for header in CONSOLE_HEADERS:
+        table.add_column(header, justify="left" if header == "round" else "right")
     for row in table_rows(report["rounds"]):
-        table.add_row(*row)
+        latency = " / ".join(row[10:14])
+        table.add_row(row[0], *row[5:10], latency, *row[14:16])
     console.print(table)

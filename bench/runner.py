@@ -258,6 +258,8 @@ class Round:
             offset += len(plan.warmup)
         phase = Phase("load", len(plan.load))
         sampler = NodeSampler({n.node_id: n.pid for n in cluster.nodes})
+        loadgen = NodeSampler({"bench": os.getpid()})
+        load_avg_1m = round(os.getloadavg()[0], 2)
         heights0 = await _heights(cluster)
         blocks0 = len(tracker.blocks)
         task_id = None
@@ -270,6 +272,7 @@ class Round:
 
         tracker.on_block = update
         sampler.begin()
+        loadgen.begin()
         started = time.perf_counter()
         deadline = started + cfg.duration_s if cfg.duration_s else None
 
@@ -292,6 +295,7 @@ class Round:
         finally:
             sampling.cancel()
             sampler.end()
+            loadgen.end()
             tracker.on_block = None
         update()
         heights1 = await _heights(cluster)
@@ -329,6 +333,8 @@ class Round:
             "blocks": len(window),
             "mean_block_txs": mean_block,
             "submit_retries": sender.retries,
+            "loadgen_cpu_percent": round(loadgen.cpu_percent["bench"], 1),
+            "load_avg_1m_at_start": load_avg_1m,
             "mix": label_counts(plan.load),
             "tps_series": figures["tps_series"],
             "latency_quantiles_ms": figures["latency_quantiles_ms"],

@@ -1,0 +1,39 @@
+"""`scfchain bench` end to end on a fresh solo node: a small cash-transfer round writes
+report.json (in the issue's schema), report.md and report.png, and every submitted tx commits.
+The run's speed is reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.report import check_schema
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_small_solo_round_commits_every_tx_and_writes_the_report(tmp_path) -> None:
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "node.cli", "bench", "--nodes", "1", "--consensus", "solo",
+         "--workload", "cash-transfer", "--txs", "500", "--clients", "2", "--batch", "100",
+         "--warmup", "50", "--accounts", "8", "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=110,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    check_schema(report)
+    (round_,) = report["rounds"]
+    assert round_["submitted"] == 500
+    assert round_["committed"] == round_["submitted"]
+    assert round_["failed"] == 0 and round_["failed_by_code"] == {}
+    assert round_["nodes_stats"][0]["blocks"] >= 1
+    assert round_["latency_ms"]["min"] <= round_["latency_ms"]["p50"] <= round_["latency_ms"][
+        "max"]
+    assert "solo-1n/cash-transfer/c2" in (out / "report.md").read_text()
+    assert (out / "report.png").stat().st_size > 0
+    assert "committed" in result.stdout  # the table was printed

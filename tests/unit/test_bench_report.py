@@ -1,0 +1,167 @@
+"""The benchmark's arithmetic and files, from synthetic timings: percentiles, round figures,
+the report.json schema, report.md and report.png, sweep parsing, and the workloads (seeded,
+reproducible, and every generated tx succeeding when executed in-process by the real executor).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from bench.cli import parse_sweep
+from bench.cluster import BenchError
+from bench.report import (
+    check_schema,
+    latency_summary,
+    markdown,
+    percentile,
+    round_figures,
+    tps_series,
+    write_all,
+)
+from bench.signing import account_for, sign_all
+from bench.workloads import Sizes, derive_id, make_plan, members_of
+from contracts import default_engine
+from contracts.cash import seed_balances
+from contracts.consortium import seed_members
+from node.executor import Executor, txs_hash
+from node.state import MemoryState, Overlay
+from proto import types_pb2
+
+
+def test_nearest_rank_percentiles_of_one_to_hundred() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.95) == 95.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 1.0) == 100.0
+    assert percentile(values, 0.0) == 1.0
+    assert percentile([], 0.5) == 0.0
+    summary = latency_summary(list(reversed(values)))
+    assert summary == {"min": 1.0, "p50": 50.0, "p95": 95.0, "p99": 99.0, "max": 100.0}
+
+
+def test_round_figures_count_failures_by_code_and_time_only_receipted_txs() -> None:
+    # 6 txs: 3 succeed, 1 fails in the contract, 1 is refused at submission, 1 never sent.
+    submit = [10.0, 10.0, 10.5, 10.5, 11.0, 0.0]
+    commit = [10.1, 10.2, 11.0, 11.0, 11.0, 0.0]
+    codes: list[str | None] = ["", "", "", "INSUFFICIENT_FUNDS", "REFUSED_UNAVAILABLE",
+                               "NOT_SUBMITTED"]
+    figures = round_figures(submit_s=submit, commit_s=commit, codes=codes)
+    assert figures["submitted"] == 5
+    assert figures["committed"] == 3
+    assert figures["failed"] == 2
+    assert figures["failed_by_code"] == {"INSUFFICIENT_FUNDS": 1, "REFUSED_UNAVAILABLE": 1}
+    assert figures["committed_tps"] == 3.0  # 3 txs from the first submit (10.0) to 11.0
+    assert figures["send_rate_tps"] == 5.0  # 5 sent between 10.0 and 11.0
+    # latencies of the four receipted txs: 100, 200, 500, 500 ms
+    assert figures["latency_ms"]["min"] == pytest.approx(100.0)
+    assert figures["latency_ms"]["max"] == pytest.approx(500.0)
+    assert figures["latency_ms"]["p50"] == pytest.approx(200.0)
+    assert figures["duration_s"] == pytest.approx(1.0)
+
+
+def test_tps_series_bins_commits_per_half_second() -> None:
+    series = tps_series([0.1, 0.2, 0.3, 1.2], start_s=0.0, bin_s=0.5)
+    assert series == [[0.5, 6.0], [1.0, 0.0], [1.5, 2.0]]
+
+
+def _synthetic_report() -> dict[str, object]:
+    figures = round_figures(submit_s=[1.0, 1.0, 1.2], commit_s=[1.3, 1.5, 1.6],
+                            codes=["", "", ""])
+    round_ = {
+        "label": "solo-1n/cash-transfer/c2", "consensus": "solo", "nodes": 1,
+        "workload": "cash-transfer", "clients": 2, **figures,
+        "nodes_stats": [{"node_id": "node1", "pid": 1, "cpu_percent": 93.5,
+                         "rss_mb_max": 81.0, "blocks": 2, "mean_block_txs": 1.5}],
+        "blocks": 2, "mean_block_txs": 1.5, "mix": {"cash.transfer": 3},
+    }
+    return {"machine": {"cpus": 2}, "config": {"command": "scfchain bench"},
+            "rounds": [round_]}
+
+
+def test_report_files_follow_the_schema(tmp_path) -> None:
+    report = _synthetic_report()
+    paths = write_all(str(tmp_path), report)
+    assert [os.path.basename(p) for p in paths] == ["report.json", "report.md", "report.png"]
+    loaded = json.loads((tmp_path / "report.json").read_text())
+    check_schema(loaded)
+    assert loaded["rounds"][0]["committed"] == 3
+    assert set(loaded["rounds"][0]["latency_ms"]) == {"min", "p50", "p95", "p99", "max"}
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tmp_path / "report.md").read_text()
+    assert "| solo-1n/cash-transfer/c2 | solo | 1 | cash-transfer | 2 | 3 | 3 | 0 |" in md
+    assert "| solo-1n/cash-transfer/c2 | node1 | 94 | 81 | 2 | 2 |" in md
+
+
+def test_schema_check_names_a_missing_round_field() -> None:
+    report = _synthetic_report()
+    del report["rounds"][0]["committed_tps"]  # type: ignore[index]
+    with pytest.raises(AssertionError, match="committed_tps"):
+        check_schema(report)
+    assert "scfchain benchmark" in markdown(_synthetic_report())
+
+
+def test_sweep_is_a_matrix_and_solo_runs_one_node() -> None:
+    combos = parse_sweep("consensus=solo,raft nodes=4,7 clients=8,32")
+    assert {"consensus": "solo", "nodes": 1, "clients": 8} in combos
+    assert sum(1 for c in combos if c["consensus"] == "solo") == 2  # nodes collapse to 1
+    assert sum(1 for c in combos if c["consensus"] == "raft") == 4
+    with pytest.raises(BenchError, match="KEY=V1,V2"):
+        parse_sweep("colour=red")
+
+
+def _plan(workload: str, seed: int, load: int = 60) -> object:
+    members = members_of(workload, 8)
+    keys = {m.name: account_for(seed, m.name).public_key for m in members}
+    sizes = Sizes(load=load, warmup=10, time_ms=1_700_000_000_000, salt=0)
+    return make_plan(workload, seed=seed, chain_id="bench-test", public_keys=keys,
+                     sizes=sizes, accounts=8)
+
+
+@pytest.mark.parametrize("workload", ["cash-transfer", "voucher-mix", "warehouse-trade"])
+def test_workload_is_reproducible_from_its_seed(workload: str) -> None:
+    first, again, other = _plan(workload, 7), _plan(workload, 7), _plan(workload, 8)
+    assert [t.body for t in first.load] == [t.body for t in again.load]  # type: ignore[attr-defined]
+    assert [t.body for t in first.load] != [t.body for t in other.load]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("workload", ["cash-transfer", "voucher-mix", "warehouse-trade"])
+def test_every_generated_tx_succeeds_on_the_real_executor(workload: str) -> None:
+    plan = _plan(workload, 3)
+    seed = 3
+    state = MemoryState()
+    genesis = Overlay(state)
+    members = plan.members  # type: ignore[attr-defined]
+    seed_members(genesis, [(account_for(seed, "admin").account_id, "admin", ["admin"])] + [
+        (account_for(seed, m.name).account_id, m.name, list(m.roles)) for m in members])
+    seed_balances(genesis, [(account_for(seed, m.name).account_id, m.balance)
+                            for m in members if m.balance])
+    state.apply(genesis.writes)
+    executor = Executor(default_engine(), "bench-test")
+    stages = [*plan.setup, plan.warmup, plan.load]  # type: ignore[attr-defined]
+    app_hash, done = bytes(32), set()
+    for height, stage in enumerate(stages, 1):
+        signed = sign_all(stage, seed, workers=1)
+        header = types_pb2.BlockHeader(chain_id="bench-test", height=height,
+                                       time_ms=1_700_000_000_000 + height * 1000,
+                                       txs_hash=txs_hash(t.tx_id for t in stage))
+        outcome = executor.execute(types_pb2.Block(header=header, txs=signed), state,
+                                   app_hash, done.__contains__)
+        failed = [(stage[i].label, r.error_code, r.message)
+                  for i, r in enumerate(outcome.receipts) if r.status != types_pb2.SUCCESS]
+        assert not failed, failed[:3]
+        state.apply(outcome.writes)
+        app_hash = outcome.app_hash
+        done.update(t.tx_id for t in stage)
+
+
+def test_derived_ids_match_the_contract_engine() -> None:
+    from contracts.engine import Context
+
+    tx_id = bytes(range(32))
+    ctx = Context(engine=default_engine(), state=MemoryState(), sender="s", tx_id=tx_id.hex(),
+                  height=1, time_ms=1)  # type: ignore[arg-type]
+    assert derive_id(tx_id, "voucher", "issue") == ctx.derive_id("voucher", "issue")
