@@ -21,6 +21,7 @@ Each repayment of principal pays its interest (from approval to that day) and re
 from __future__ import annotations
 
 from contracts.engine import (
+    AMOUNT_MAX,
     RATE_BPS_MAX,
     TIME_MS_MAX,
     Args,
@@ -315,7 +316,7 @@ def run_due_buybacks(ctx: Context) -> None:
         outstanding, accrued = _buyback_owed(deal)
         balance = ctx.call("cash", "balance_internal", {"account": deal["core"]})
         assert isinstance(balance, int)
-        if balance >= outstanding + accrued:
+        if balance >= outstanding + accrued and outstanding + accrued <= AMOUNT_MAX:
             _settle_buyback(ctx, deal, outstanding, accrued)
         else:
             deal["state"] = BUYBACK_DUE
