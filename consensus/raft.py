@@ -183,6 +183,8 @@ class RaftEngine:
             logger.info("node=%s synced to height %d", self.node_id, height)
             self._commit_height = height
             self._applied_hash = block_hash
+            # Done, or a partial batch arrived: either way the next request may go out at once.
+            self._sync_requested_ms = None
         marker = self._pending_snapshot
         if marker is not None and self._commit_height >= marker.height:
             self._pending_snapshot = None
@@ -191,9 +193,8 @@ class RaftEngine:
                 leader = self._leader
                 if leader is not None and leader != self.node_id:
                     out.append(Send(leader, AppendResponse(self._term, True, marker.index, 0)))
-        if self._commit_height >= self._sync_height:
-            self._sync_requested_ms = None
         self._apply_committed(out)
+        self._maybe_request_sync(out)
         return out
 
     @property

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from consensus.engine import NodeId
 from consensus.raft_config import RaftConfig
 from consensus.raft_messages import AppendEntries
 from tests.sim.raft_cluster import SIM_RAFT_CONFIG, raft_factory
-from tests.sim.simulator import NodeId, SimConfig, Simulator
+from tests.sim.simulator import SimConfig, Simulator
 
 BOUND_MS = 5_000
 
@@ -113,7 +114,7 @@ def test_leader_crashing_mid_replication_keeps_committed_blocks_and_drops_its_di
     sim.outgoing_hooks[old] = _drop_appends_to(others)
     engine = sim.nodes[old].engine
     assert engine is not None
-    assert sim.run_until(lambda: engine.status.extra["uncommitted_blocks"] >= 2, BOUND_MS)
+    assert sim.run_until(lambda: int(engine.status.extra["uncommitted_blocks"]) >= 2, BOUND_MS)
     sim.crash(old)
     del sim.outgoing_hooks[old]
     assert sim.run_until(lambda: sim.leader() not in (None, old), BOUND_MS)
@@ -145,7 +146,7 @@ def test_follower_behind_a_compacted_log_syncs_blocks_then_follows_the_leader() 
     assert sim.stats.sync_requests >= 1
     assert sim.stats.blocks_synced >= 30
     engine = sim.nodes[follower].engine
-    assert engine is not None and engine.status.extra["snapshot_index"] > 0
+    assert engine is not None and int(engine.status.extra["snapshot_index"]) > 0
 
 
 def test_isolated_leader_steps_down_by_check_quorum_and_the_majority_elects_another() -> None:

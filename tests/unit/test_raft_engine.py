@@ -50,7 +50,9 @@ def _hash(n: int) -> bytes:
 
 
 def _records(term: int, voted_for: str | None, entries: list[Entry]) -> dict[str, bytes]:
-    records = dict([hard_state_record(HardState(term, voted_for))])
+    key, value = hard_state_record(HardState(term, voted_for))
+    assert value is not None
+    records = {key: value}
     for entry in entries:
         records[entry_key(entry.index)] = RECORDS.encode(entry)
     return records
