@@ -1,0 +1,750 @@
+"""The PBFT engine: a pure state machine that orders blocks among n = 3f + 1 validators, f of
+which may lie.
+
+Normal case (Castro and Liskov, on block digests, one height per sequence number): the primary
+of view v (`validators[v % n]`) pre-prepares a block at height h once h - 1 is committed; a
+backup that finds it valid (injected `BlockValidator`, after its own h - 1 committed) persists
+that it accepted it and broadcasts a signed prepare; 2f + 1 matching prepares make a prepared
+certificate (persisted) and a signed commit; 2f + 1 matching commits make a commit certificate
+and the block is decided. `Commit` actions come out in height order, certificate attached.
+
+Checkpoints every K blocks carry the *block hash* (the engine never sees app hashes; block
+h + 1's header carries app_hash(h), so the hash chain commits to the app state one block
+behind). 2f + 1 matching checkpoints make it stable: the log below is garbage-collected and the
+watermarks move to (stable, stable + window].
+
+View change: no commit for T ms (the node makes an empty block every second when idle, so
+silence means the primary is faulty, slow or cut off) sends a signed view change with the
+stable checkpoint and every prepared certificate above it; T doubles with each view change
+that brings no commit. f + 1 view changes for higher views pull a replica along. The new
+primary's new-view carries 2f + 1 view changes; every replica derives the same re-proposals
+from them (`select_new_view`) and prepares them in the new view. A replica that sees traffic
+of a view it has not entered asks that view's primary for the new-view.
+
+State transfer: evidence that the cluster is ahead (a commit certificate or stable checkpoint
+above our height, or f + 1 replicas voting above it) held for `sync_delay_ms` makes a
+`RequestSync`; `verify_certificate` lets the driver check fetched blocks' certificates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from consensus.codec import MESSAGES, CodecError
+from consensus.engine import (
+    Action,
+    BlockProposal,
+    BlockValidator,
+    Broadcast,
+    Commit,
+    EngineStatus,
+    NodeId,
+    Persist,
+    RequestSync,
+    Send,
+)
+from consensus.pbft_config import BlockInspector, PbftConfig, Sign, Verify
+from consensus.pbft_log import (
+    GENESIS_CHECKPOINT,
+    Quorum,
+    Record,
+    Slot,
+    add_vote,
+    as_votes,
+    new_view_record,
+    restore,
+    select_new_view,
+    slot_key,
+    stable_record,
+    view_record,
+)
+from consensus.pbft_messages import (
+    PBFT_MESSAGE_TYPES,
+    Checkpoint,
+    CheckpointProof,
+    CommitCertificate,
+    CommitVote,
+    NewView,
+    NewViewRequest,
+    Prepare,
+    PreparedProof,
+    PrePrepare,
+    ViewChange,
+    checkpoint_statement,
+    commit_statement,
+    is_well_formed,
+    prepare_statement,
+    view_change_statement,
+)
+
+logger = logging.getLogger(__name__)
+
+PRIMARY = "primary"
+BACKUP = "backup"
+CHECKPOINTS_PER_SENDER_MAX = 4
+TIMEOUT_DOUBLINGS_MAX = 16
+
+
+class PbftEngine:
+    """One validator's PBFT state machine; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        validators: Sequence[NodeId],
+        restored: Mapping[str, bytes],
+        *,
+        validate: BlockValidator,
+        inspect: BlockInspector,
+        sign: Sign,
+        verify: Verify,
+        config: PbftConfig | None = None,
+        commit_height: int = 0,
+        last_block_hash: bytes = bytes(32),
+    ) -> None:
+        assert node_id in validators, f"{node_id} is not a validator"
+        assert len(set(validators)) == len(validators), "validators must be distinct"
+        assert commit_height >= 0
+        self.node_id = node_id
+        self.config = config or PbftConfig()
+        self._validate = validate
+        self._sign = sign
+        self._q = Quorum(validators, verify, inspect)
+        self._peers = tuple(v for v in validators if v != node_id)
+        durable = restore(restored)
+        self._view = durable.view.view
+        self._active = durable.view.active
+        self._stable = durable.stable
+        self._new_view = durable.new_view
+        self._commit_height = commit_height
+        self._last_hash = last_block_hash
+        self._slots: dict[int, Slot] = {}
+        for record in durable.slots.values():
+            slot = self._slot(record.height)
+            slot.accepted = (record.accepted_view, record.accepted_hash)
+            if record.prepared is not None:
+                slot.prepared = record.prepared
+                slot.add_payload(record.prepared.block_hash, record.prepared.payload)
+                slot.commit_sent_view = record.prepared.view
+        self._checkpoints: dict[NodeId, dict[tuple[int, bytes], bytes]] = {}
+        self._view_changes: dict[int, dict[NodeId, ViewChange]] = {}
+        self._ahead: dict[NodeId, int] = {}  # the highest height each peer voted at
+        self._now_ms = 0
+        self._timeout_doublings = 0
+        self._deadline_ms = 0
+        self._retransmit_ms = 0
+        self._lag_since_ms: int | None = None
+        self._sync_requested_ms: int | None = None
+        self._sync_turn = 0
+        self._asked_new_view_ms: dict[int, int] = {}
+
+    # --- Engine interface --------------------------------------------------------------------
+
+    def start(self, now_ms: int) -> list[Action]:
+        self._now_ms = now_ms
+        self._reset_deadline()
+        self._retransmit_ms = now_ms + self.config.retransmit_interval_ms
+        out: list[Action] = []
+        logger.info(
+            "node=%s pbft start view=%d active=%s commit_height=%d stable=%d",
+            self.node_id,
+            self._view,
+            self._active,
+            self._commit_height,
+            self._stable.height,
+        )
+        if not self._active:
+            self._send_view_change(out)
+        return out
+
+    def tick(self, now_ms: int) -> list[Action]:
+        self._now_ms = max(self._now_ms, now_ms)
+        out: list[Action] = []
+        if self._now_ms >= self._deadline_ms:
+            self._start_view_change(self._view + 1, out)
+        if self._now_ms >= self._retransmit_ms:
+            self._retransmit_ms = self._now_ms + self.config.retransmit_interval_ms
+            self._retransmit(out)
+        self._retry_pending(out)
+        self._maybe_sync(out)
+        return out
+
+    def receive(self, sender: NodeId, msg: Any) -> list[Action]:
+        if sender not in self._peers or not isinstance(msg, PBFT_MESSAGE_TYPES):
+            logger.debug("node=%s drops %s from %s", self.node_id, type(msg).__name__, sender)
+            return []
+        if not is_well_formed(msg, self._q.n, self.config.watermark_window_blocks):
+            logger.debug("node=%s drops malformed %s from %s", self.node_id, msg, sender)
+            return []
+        out: list[Action] = []
+        match msg:
+            case PrePrepare():
+                self._on_pre_prepare(sender, msg, out)
+            case Prepare():
+                self._on_prepare(sender, msg, out)
+            case CommitVote():
+                self._on_commit(sender, msg, out)
+            case Checkpoint():
+                self._on_checkpoint(sender, msg, out)
+            case ViewChange():
+                self._on_view_change(sender, msg, out)
+            case NewView():
+                self._on_new_view(sender, msg, out)
+            case NewViewRequest():
+                self._on_new_view_request(sender, msg, out)
+        self._deliver_decided(out)
+        self._maybe_sync(out)
+        return out
+
+    def propose(self, block: BlockProposal) -> list[Action]:
+        status = self.status
+        if (
+            status.next_height is None
+            or block.height != status.next_height
+            or block.parent_hash != status.next_parent_hash
+        ):
+            logger.debug("node=%s refuses proposal at height %d", self.node_id, block.height)
+            return []
+        identity = self._q.identity(block.payload)
+        assert identity is not None and identity.block_hash == block.block_hash, (
+            "the driver proposed a block whose identity does not match"
+        )
+        out: list[Action] = []
+        slot = self._slot(block.height)
+        slot.add_payload(block.block_hash, block.payload)
+        announce = PrePrepare(self._view, block.height, block.block_hash, block.payload)
+        self._accept(slot, block.block_hash, out, announce)
+        self._deliver_decided(out)
+        return out
+
+    def synced(self, height: int, block_hash: bytes) -> list[Action]:
+        out: list[Action] = []
+        if height > self._commit_height:
+            logger.info("node=%s synced to height %d", self.node_id, height)
+            self._commit_height = height
+            self._last_hash = block_hash
+            self._lag_since_ms = None
+            self._sync_requested_ms = None
+            self._progress()
+        self._deliver_decided(out)
+        self._retry_pending(out)
+        self._maybe_sync(out)
+        return out
+
+    @property
+    def status(self) -> EngineStatus:
+        primary = self._q.primary(self._view)
+        is_primary = self._active and primary == self.node_id
+        next_height: int | None = None
+        if is_primary and self._may_propose():
+            next_height = self._commit_height + 1
+        return EngineStatus(
+            role=PRIMARY if is_primary else BACKUP,
+            round=self._view,
+            leader=primary if self._active else None,
+            commit_height=self._commit_height,
+            next_height=next_height,
+            next_parent_hash=self._last_hash if next_height is not None else None,
+            proposals_in_flight=1 if is_primary else 0,
+            extra={
+                "phase": "normal" if self._active else "view-change",
+                "stable_checkpoint": self._stable.height,
+                "high_watermark": self._high_watermark,
+                "slots": len(self._slots),
+            },
+        )
+
+    def verify_certificate(self, height: int, block_hash: bytes, certificate: bytes) -> bool:
+        """Is `certificate` a commit certificate for (`height`, `block_hash`) signed by 2f + 1
+        validators? (For the driver, on blocks fetched by sync from a peer it need not trust.)"""
+        try:
+            cert = MESSAGES.decode(certificate, CommitCertificate)
+        except CodecError:
+            return False
+        return (
+            cert.height == height
+            and cert.block_hash == block_hash
+            and self._q.commit_certificate_ok(cert)
+        )
+
+    # --- normal case -------------------------------------------------------------------------
+
+    @property
+    def _high_watermark(self) -> int:
+        return self._stable.height + self.config.watermark_window_blocks
+
+    def _in_window(self, height: int) -> bool:
+        return self._stable.height < height <= self._high_watermark
+
+    def _slot(self, height: int) -> Slot:
+        assert self._in_window(height), f"height {height} outside the watermarks"
+        slot = self._slots.get(height)
+        if slot is None:
+            slot = self._slots[height] = Slot(height)
+        return slot
+
+    def _may_propose(self) -> bool:
+        height = self._commit_height + 1
+        if not self._in_window(height) or self._lag_target() > self._commit_height:
+            return False
+        slot = self._slots.get(height)
+        return slot is None or slot.accepted is None or slot.accepted[0] < self._view
+
+    def _note_ahead(self, sender: NodeId, height: int) -> None:
+        """An honest replica votes at `height` only once it committed `height - 1`."""
+        if height > self._ahead.get(sender, 0):
+            self._ahead[sender] = height
+
+    def _on_pre_prepare(self, sender: NodeId, msg: PrePrepare, out: list[Action]) -> None:
+        if sender != self._q.primary(msg.view) or not self._in_window(msg.height):
+            return
+        self._note_ahead(sender, msg.height)
+        slot = self._slot(msg.height)
+        if msg.block_hash not in slot.payloads:
+            identity = self._q.identity(msg.payload)
+            if identity is None or identity.block_hash != msg.block_hash:
+                logger.info("node=%s: %s pre-prepared a mislabelled block", self.node_id, sender)
+                return
+            if identity.height != msg.height:
+                return
+            slot.add_payload(msg.block_hash, msg.payload)
+        if msg.view != self._view:
+            if msg.view > self._view:
+                self._ask_new_view(msg.view, out)
+            return
+        if not self._active:
+            if msg.view == self._view:
+                self._ask_new_view(msg.view, out)
+            return
+        if slot.accepted is not None and slot.accepted[0] == self._view:
+            if slot.accepted[1] != msg.block_hash:
+                logger.info(
+                    "node=%s: primary %s equivocates at %d", self.node_id, sender, msg.height
+                )
+            return
+        if msg.height <= self._commit_height:
+            # Already decided here; vote for it again if it is the same block (others may lag).
+            if slot.decided is not None and slot.decided.block_hash == msg.block_hash:
+                self._accept(slot, msg.block_hash, out)
+            return
+        slot.pending = (msg.view, msg.block_hash)
+        self._retry_pending(out)
+
+    def _retry_pending(self, out: list[Action]) -> None:
+        """Validate the primary's proposal at the next height once its parent is committed."""
+        slot = self._slots.get(self._commit_height + 1)
+        if slot is None or slot.pending is None or not self._active:
+            return
+        view, block_hash = slot.pending
+        if view != self._view:
+            slot.pending = None
+            return
+        payload = slot.payloads.get(block_hash)
+        identity = self._q.identity(payload) if payload is not None else None
+        if payload is None or identity is None or identity.parent_hash != self._last_hash:
+            slot.pending = None
+            return
+        if not self._validate(slot.height, self._last_hash, payload):
+            return  # may become valid (e.g. the parent is not executed yet): retried on tick
+        slot.pending = None
+        self._accept(slot, block_hash, out)
+        self._deliver_decided(out)
+
+    def _accept(
+        self,
+        slot: Slot,
+        block_hash: bytes,
+        out: list[Action],
+        announce: PrePrepare | None = None,
+    ) -> None:
+        """Prepare `block_hash` at this slot in the current view, persisted before the vote
+        (and before the primary's `announce`ment, so a restart never proposes twice)."""
+        assert (
+            slot.accepted is None
+            or slot.accepted[0] < self._view
+            or (slot.accepted == (self._view, block_hash))
+        ), "one block per height and view"
+        slot.accepted = (self._view, block_hash)
+        self._persist(out, [slot.record()])
+        if announce is not None:
+            out.append(Broadcast(announce))
+        signature = self._sign(prepare_statement(self._view, slot.height, block_hash))
+        out.append(Broadcast(Prepare(self._view, slot.height, block_hash, signature)))
+        add_vote(slot.prepares, (self._view, block_hash), self.node_id, signature)
+        self._check_prepared(slot, out)
+
+    def _on_prepare(self, sender: NodeId, msg: Prepare, out: list[Action]) -> None:
+        if not self._in_window(msg.height) or msg.view < self._view:
+            return
+        statement = prepare_statement(msg.view, msg.height, msg.block_hash)
+        if not self._q.signed_by(sender, statement, msg.signature):
+            return
+        self._note_ahead(sender, msg.height)
+        slot = self._slot(msg.height)
+        add_vote(slot.prepares, (msg.view, msg.block_hash), sender, msg.signature)
+        if msg.view > self._view or (msg.view == self._view and not self._active):
+            self._ask_new_view(msg.view, out)
+            return
+        self._check_prepared(slot, out)
+
+    def _check_prepared(self, slot: Slot, out: list[Action]) -> None:
+        if not self._active or slot.accepted is None or slot.accepted[0] != self._view:
+            return
+        if slot.commit_sent_view >= self._view:
+            return
+        votes = slot.prepares.get(slot.accepted, {})
+        payload = slot.payloads.get(slot.accepted[1])
+        if len(votes) < self._q.size or payload is None:
+            return
+        view, block_hash = slot.accepted
+        slot.prepared = PreparedProof(view, slot.height, block_hash, payload, as_votes(votes))
+        slot.commit_sent_view = view
+        self._persist(out, [slot.record()])
+        signature = self._sign(commit_statement(view, slot.height, block_hash))
+        out.append(Broadcast(CommitVote(view, slot.height, block_hash, signature)))
+        add_vote(slot.commits, (view, block_hash), self.node_id, signature)
+        self._check_decided(slot)
+
+    def _on_commit(self, sender: NodeId, msg: CommitVote, out: list[Action]) -> None:
+        if not self._in_window(msg.height) or msg.height <= self._commit_height:
+            return
+        statement = commit_statement(msg.view, msg.height, msg.block_hash)
+        if not self._q.signed_by(sender, statement, msg.signature):
+            return
+        self._note_ahead(sender, msg.height)
+        slot = self._slot(msg.height)
+        add_vote(slot.commits, (msg.view, msg.block_hash), sender, msg.signature)
+        self._check_decided(slot)
+
+    def _check_decided(self, slot: Slot) -> None:
+        """A commit certificate from any view decides the height (no vote of ours needed)."""
+        for (view, block_hash), votes in slot.commits.items():
+            if len(votes) < self._q.size:
+                continue
+            if slot.decided is not None:
+                assert slot.decided.block_hash == block_hash, (
+                    f"two commit certificates for height {slot.height}: more than f liars"
+                )
+                return
+            slot.decided = CommitCertificate(view, slot.height, block_hash, as_votes(votes))
+
+    def _deliver_decided(self, out: list[Action]) -> None:
+        """Emit `Commit` for each decided height in order while the block is at hand."""
+        while True:
+            height = self._commit_height + 1
+            slot = self._slots.get(height)
+            if slot is None or slot.decided is None:
+                break
+            block_hash = slot.decided.block_hash
+            payload = slot.payloads.get(block_hash)
+            if payload is None:
+                break  # decided elsewhere, block not seen here: state transfer fetches it
+            identity = self._q.identity(payload)
+            assert identity is not None and identity.parent_hash == self._last_hash, (
+                f"decided block {height} does not extend this replica's chain"
+            )
+            certificate = MESSAGES.encode(slot.decided)
+            out.append(Commit(height, block_hash, payload, certificate))
+            assert height == self._commit_height + 1, "commits are contiguous"
+            self._commit_height = height
+            self._last_hash = block_hash
+            slot.pending = None
+            self._lag_since_ms = None
+            self._progress()
+            if height % self.config.checkpoint_interval_blocks == 0:
+                signature = self._sign(checkpoint_statement(height, block_hash))
+                out.append(Broadcast(Checkpoint(height, block_hash, signature)))
+                self._add_checkpoint(self.node_id, height, block_hash, signature, out)
+        self._retry_pending(out)
+
+    def _progress(self) -> None:
+        self._timeout_doublings = 0
+        self._reset_deadline()
+
+    # --- checkpoints and garbage collection --------------------------------------------------
+
+    def _on_checkpoint(self, sender: NodeId, msg: Checkpoint, out: list[Action]) -> None:
+        if msg.height <= self._stable.height:
+            return
+        statement = checkpoint_statement(msg.height, msg.block_hash)
+        if not self._q.signed_by(sender, statement, msg.signature):
+            return
+        self._note_ahead(sender, msg.height + 1)
+        self._add_checkpoint(sender, msg.height, msg.block_hash, msg.signature, out)
+
+    def _add_checkpoint(
+        self, sender: NodeId, height: int, block_hash: bytes, signature: bytes, out: list[Action]
+    ) -> None:
+        held = self._checkpoints.setdefault(sender, {})
+        held[(height, block_hash)] = signature
+        while len(held) > CHECKPOINTS_PER_SENDER_MAX:
+            del held[min(held)]
+        signers = {
+            node: sigs[(height, block_hash)]
+            for node, sigs in self._checkpoints.items()
+            if (height, block_hash) in sigs
+        }
+        if len(signers) >= self._q.size:
+            self._adopt_stable(CheckpointProof(height, block_hash, as_votes(signers)), out)
+
+    def _adopt_stable(self, proof: CheckpointProof, out: list[Action]) -> None:
+        if proof.height <= self._stable.height:
+            return
+        mine = self._slots.get(proof.height)
+        if mine is not None and mine.decided is not None and proof.height <= self._commit_height:
+            assert mine.decided.block_hash == proof.block_hash, (
+                f"stable checkpoint {proof.height} disagrees with this replica's chain"
+            )
+        logger.info("node=%s stable checkpoint %d", self.node_id, proof.height)
+        self._stable = proof
+        records: list[Record] = [stable_record(proof)]
+        for height in [h for h in self._slots if h <= proof.height]:
+            if self._slots[height].accepted is not None:
+                records.append((slot_key(height), None))
+            del self._slots[height]
+        for held in self._checkpoints.values():
+            for key in [k for k in held if k[0] < proof.height]:
+                del held[key]
+        self._persist(out, records)
+
+    # --- view change -------------------------------------------------------------------------
+
+    def _timeout_ms(self) -> int:
+        timeout = self.config.view_change_timeout_ms << min(
+            self._timeout_doublings, TIMEOUT_DOUBLINGS_MAX
+        )
+        return min(timeout, self.config.view_change_timeout_max_ms)
+
+    def _reset_deadline(self) -> None:
+        self._deadline_ms = self._now_ms + self._timeout_ms()
+
+    def _start_view_change(self, view: int, out: list[Action]) -> None:
+        assert view > self._view or (view == self._view and self._active), "views only go up"
+        logger.info(
+            "node=%s view change %d -> %d at height %d",
+            self.node_id,
+            self._view,
+            view,
+            self._commit_height,
+        )
+        self._view = view
+        self._active = False
+        self._timeout_doublings += 1
+        self._reset_deadline()
+        self._persist(out, [view_record(view, False)])
+        for slot in self._slots.values():
+            slot.pending = None
+        self._send_view_change(out)
+
+    def _own_view_change(self) -> ViewChange:
+        prepared = tuple(
+            slot.prepared
+            for height, slot in sorted(self._slots.items())
+            if slot.prepared is not None and height > self._stable.height
+        )
+        unsigned = ViewChange(self._view, self._stable, prepared, self.node_id, b"")
+        return ViewChange(
+            unsigned.view,
+            unsigned.checkpoint,
+            unsigned.prepared,
+            unsigned.node,
+            self._sign(view_change_statement(unsigned)),
+        )
+
+    def _send_view_change(self, out: list[Action]) -> None:
+        msg = self._own_view_change()
+        self._view_changes.setdefault(self._view, {})[self.node_id] = msg
+        out.append(Broadcast(msg))
+        self._maybe_send_new_view(out)
+
+    def _on_view_change(self, sender: NodeId, msg: ViewChange, out: list[Action]) -> None:
+        if msg.node != sender:
+            return
+        if msg.view < self._view or (msg.view == self._view and self._active):
+            # A straggler: hand it the new-view of our view (new-views are self-certifying).
+            if self._new_view is not None and self._new_view.view == self._view and self._active:
+                out.append(Send(sender, self._new_view))
+            return
+        if self._view_changes.get(msg.view, {}).get(sender) == msg:
+            return  # a retransmission of one we hold
+        if not self._q.view_change_ok(msg, self.config.watermark_window_blocks):
+            logger.info("node=%s drops an invalid view change from %s", self.node_id, sender)
+            return
+        for view in [v for v in self._view_changes if v < self._view]:
+            del self._view_changes[view]
+        for held in self._view_changes.values():  # one view change per sender: its latest
+            if sender in held and held[sender].view < msg.view:
+                del held[sender]
+        self._view_changes.setdefault(msg.view, {})[sender] = msg
+        self._stable_from(msg.checkpoint, out)
+        # f + 1 replicas want a higher view: at least one is honest, so join the lowest of them.
+        higher = sorted(
+            vc.view
+            for held in self._view_changes.values()
+            for vc in held.values()
+            if vc.view > self._view
+        )
+        if len(higher) >= self._q.f + 1:
+            self._start_view_change(higher[-(self._q.f + 1)], out)
+        self._maybe_send_new_view(out)
+
+    def _stable_from(self, proof: CheckpointProof, out: list[Action]) -> None:
+        """A verified stable checkpoint learnt from a view change (we may be behind it)."""
+        if proof.height > self._stable.height:
+            self._adopt_stable(proof, out)
+
+    def _maybe_send_new_view(self, out: list[Action]) -> None:
+        if self._active or self._q.primary(self._view) != self.node_id:
+            return
+        held = self._view_changes.get(self._view, {})
+        if len(held) < self._q.size:
+            return
+        chosen = tuple(held[node] for node in sorted(held)[: self._q.size])
+        if self.node_id not in {vc.node for vc in chosen}:
+            chosen = (held[self.node_id], *chosen[: self._q.size - 1])
+        msg = NewView(self._view, chosen)
+        self._persist(out, [new_view_record(msg)])
+        out.append(Broadcast(msg))
+        self._install_new_view(msg, out)
+
+    def _on_new_view(self, sender: NodeId, msg: NewView, out: list[Action]) -> None:
+        # Any replica may relay a new-view: its view changes are signed and the plan follows
+        # from them deterministically. (Two different valid new-views for one view are no worse
+        # than an equivocating primary: at most one block per height gathers 2f + 1 prepares.)
+        if msg.view < self._view or (msg.view == self._view and self._active):
+            return
+        if not self._q.new_view_ok(msg, self.config.watermark_window_blocks):
+            logger.info("node=%s drops an invalid new-view from %s", self.node_id, sender)
+            return
+        self._persist(out, [new_view_record(msg)])
+        self._install_new_view(msg, out)
+
+    def _install_new_view(self, msg: NewView, out: list[Action]) -> None:
+        plan = select_new_view(msg.view_changes)
+        logger.info(
+            "node=%s enters view %d (primary %s) re-proposing %d blocks above %d",
+            self.node_id,
+            msg.view,
+            self._q.primary(msg.view),
+            len(plan.reproposals),
+            plan.checkpoint.height,
+        )
+        self._view = msg.view
+        self._active = True
+        self._new_view = msg
+        self._reset_deadline()
+        self._persist(out, [view_record(msg.view, True)])
+        for view in [v for v in self._view_changes if v <= msg.view]:
+            del self._view_changes[view]
+        self._stable_from(plan.checkpoint, out)
+        for slot in self._slots.values():
+            slot.pending = None
+            for key in [k for k in slot.prepares if k[0] < msg.view]:
+                del slot.prepares[key]
+        for proof in plan.reproposals:
+            if not self._in_window(proof.height):
+                continue
+            slot = self._slot(proof.height)
+            if slot.decided is not None and proof.height <= self._commit_height:
+                assert slot.decided.block_hash == proof.block_hash, (
+                    f"new view {msg.view} re-proposes another block at committed {proof.height}"
+                )
+            slot.add_payload(proof.block_hash, proof.payload)
+            self._accept(slot, proof.block_hash, out)
+        self._deliver_decided(out)
+
+    def _ask_new_view(self, view: int, out: list[Action]) -> None:
+        if view == 0:
+            return
+        asked = self._asked_new_view_ms.get(view)
+        if asked is not None and self._now_ms - asked < self.config.retransmit_interval_ms:
+            return
+        self._asked_new_view_ms = {view: self._now_ms}
+        out.append(Send(self._q.primary(view), NewViewRequest(view)))
+
+    def _on_new_view_request(self, sender: NodeId, msg: NewViewRequest, out: list[Action]) -> None:
+        held = self._new_view
+        if held is not None and held.view == msg.view and self._q.primary(msg.view) == self.node_id:
+            out.append(Send(sender, held))
+
+    # --- retransmission and state transfer ---------------------------------------------------
+
+    def _retransmit(self, out: list[Action]) -> None:
+        if not self._active:
+            held = self._view_changes.get(self._view, {}).get(self.node_id)
+            out.append(Broadcast(held if held is not None else self._own_view_change()))
+            return
+        slot = self._slots.get(self._commit_height + 1)
+        if slot is None or slot.accepted is None or slot.accepted[0] != self._view:
+            return
+        view, block_hash = slot.accepted
+        payload = slot.payloads.get(block_hash)
+        if self._q.primary(view) == self.node_id and payload is not None:
+            out.append(Broadcast(PrePrepare(view, slot.height, block_hash, payload)))
+        mine = slot.prepares.get(slot.accepted, {}).get(self.node_id)
+        if mine is not None:
+            out.append(Broadcast(Prepare(view, slot.height, block_hash, mine)))
+        commit = slot.commits.get(slot.accepted, {}).get(self.node_id)
+        if commit is not None:
+            out.append(Broadcast(CommitVote(view, slot.height, block_hash, commit)))
+
+    def _lag_target(self) -> int:
+        """The highest height known decided by the cluster (0 if none above ours)."""
+        target = self._stable.height
+        for height, slot in self._slots.items():
+            if slot.decided is not None:
+                target = max(target, height)
+        ahead = sorted(self._ahead.values(), reverse=True)
+        if len(ahead) >= self._q.f + 1:
+            target = max(target, ahead[self._q.f] - 1)
+        return target
+
+    def _maybe_sync(self, out: list[Action]) -> None:
+        target = self._lag_target()
+        next_slot = self._slots.get(self._commit_height + 1)
+        deliverable = (
+            next_slot is not None
+            and next_slot.decided is not None
+            and next_slot.decided.block_hash in next_slot.payloads
+        )
+        if target <= self._commit_height or deliverable:
+            self._lag_since_ms = None
+            return
+        if self._lag_since_ms is None:
+            self._lag_since_ms = self._now_ms
+        if self._now_ms - self._lag_since_ms < self.config.sync_delay_ms:
+            return
+        requested = self._sync_requested_ms
+        if requested is not None and self._now_ms - requested < self.config.sync_retry_ms:
+            return
+        sources = sorted(
+            (node for node, height in self._ahead.items() if height > self._commit_height + 1),
+            key=lambda node: -self._ahead[node],
+        )
+        if not sources:
+            sources = list(self._peers)
+        if not sources:
+            return
+        source = sources[self._sync_turn % len(sources)]
+        self._sync_turn += 1
+        self._sync_requested_ms = self._now_ms
+        logger.info(
+            "node=%s requests sync from %s at height %d (cluster at >= %d)",
+            self.node_id,
+            source,
+            self._commit_height + 1,
+            target,
+        )
+        out.append(RequestSync(source, self._commit_height + 1))
+
+    # --- persistence -------------------------------------------------------------------------
+
+    @staticmethod
+    def _persist(out: list[Action], records: list[Record]) -> None:
+        if records:
+            out.append(Persist(tuple(records)))
+
+
+__all__ = ["GENESIS_CHECKPOINT", "PbftEngine"]

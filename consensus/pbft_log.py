@@ -1,0 +1,293 @@
+"""PBFT's message log per height, its durable records, and the checks on relayed proofs.
+
+`Slot` holds what one height has gathered: the block this replica accepted in which view,
+candidate payloads (by hash), prepare and commit votes (bounded per sender, so a Byzantine
+replica cannot flood a slot), its own highest prepared certificate, and the decision.
+`Quorum` checks certificates signed by others (prepared, commit, checkpoint, view change) and
+`select_new_view` is the one deterministic rule by which a new primary and every backup derive
+the same re-proposals from a set of view changes.
+
+Durable records (own codec): the view (and whether a view change is under way), the stable
+checkpoint, the last new-view, and per height the accepted (view, hash) and prepared proof.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from consensus.codec import Codec, CodecError
+from consensus.engine import NodeId
+from consensus.pbft_config import BlockIdentity, BlockInspector, Verify
+from consensus.pbft_messages import (
+    CheckpointProof,
+    CommitCertificate,
+    NewView,
+    PreparedProof,
+    ViewChange,
+    Vote,
+    checkpoint_statement,
+    commit_statement,
+    prepare_statement,
+    view_change_statement,
+)
+
+Record = tuple[str, bytes | None]
+RECORDS = Codec("pbft-records")
+for _tag, _cls in (
+    ("pbft.Vote", Vote),
+    ("pbft.CheckpointProof", CheckpointProof),
+    ("pbft.PreparedProof", PreparedProof),
+    ("pbft.ViewChange", ViewChange),
+    ("pbft.NewView", NewView),
+):
+    RECORDS.register_class(_tag, _cls)
+
+KEY_VIEW = "pbft/view"
+KEY_STABLE = "pbft/stable"
+KEY_NEW_VIEW = "pbft/new_view"
+SLOT_KEY_PREFIX = "pbft/slot/"
+VOTES_PER_SENDER_MAX = 4  # distinct (view, hash) votes one sender may hold in a slot
+PAYLOADS_PER_SLOT_MAX = 8
+
+GENESIS_CHECKPOINT = CheckpointProof(0, b"", ())
+
+
+class PbftStateError(Exception):
+    """Persisted PBFT records are corrupt: stop, don't guess."""
+
+
+@RECORDS.register("pbft.ViewRecord")
+@dataclass(frozen=True, slots=True)
+class ViewRecord:
+    view: int
+    active: bool  # False: a view change to `view` is under way
+
+
+@RECORDS.register("pbft.SlotRecord")
+@dataclass(frozen=True, slots=True)
+class SlotRecord:
+    height: int
+    accepted_view: int
+    accepted_hash: bytes
+    prepared: PreparedProof | None
+
+
+def slot_key(height: int) -> str:
+    return f"{SLOT_KEY_PREFIX}{height:020d}"
+
+
+VoteKey = tuple[int, bytes]  # (view, block hash)
+
+
+@dataclass(slots=True)
+class Slot:
+    height: int
+    accepted: VoteKey | None = None  # this replica sent a prepare for it
+    payloads: dict[bytes, bytes] = field(default_factory=dict)  # hash -> payload (checked)
+    pending: tuple[int, bytes] | None = None  # (view, hash) from the primary, not yet validated
+    prepares: dict[VoteKey, dict[NodeId, bytes]] = field(default_factory=dict)
+    commits: dict[VoteKey, dict[NodeId, bytes]] = field(default_factory=dict)
+    prepared: PreparedProof | None = None  # this replica's highest prepared certificate
+    commit_sent_view: int = -1
+    decided: CommitCertificate | None = None
+
+    def record(self) -> Record:
+        assert self.accepted is not None
+        value = SlotRecord(self.height, self.accepted[0], self.accepted[1], self.prepared)
+        return (slot_key(self.height), RECORDS.encode(value))
+
+    def add_payload(self, block_hash: bytes, payload: bytes) -> None:
+        if block_hash in self.payloads or len(self.payloads) >= PAYLOADS_PER_SLOT_MAX:
+            return
+        self.payloads[block_hash] = payload
+
+
+def add_vote(
+    table: dict[VoteKey, dict[NodeId, bytes]], key: VoteKey, sender: NodeId, signature: bytes
+) -> bool:
+    """Record a vote; False when it is a repeat or the sender has used up its share."""
+    votes = table.get(key)
+    if votes is not None and sender in votes:
+        return False
+    if sum(1 for v in table.values() if sender in v) >= VOTES_PER_SENDER_MAX:
+        return False
+    table.setdefault(key, {})[sender] = signature
+    return True
+
+
+def as_votes(signatures: Mapping[NodeId, bytes]) -> tuple[Vote, ...]:
+    return tuple(Vote(node, sig) for node, sig in sorted(signatures.items()))
+
+
+class Quorum:
+    """The validator set, its quorum size, and checks of certificates signed by others."""
+
+    def __init__(
+        self, validators: Sequence[NodeId], verify: Verify, inspect: BlockInspector
+    ) -> None:
+        self.validators = tuple(validators)
+        self.members = frozenset(validators)
+        self.n = len(validators)
+        self.f = (self.n - 1) // 3
+        self.size = 2 * self.f + 1
+        # Any two quorums share f + 1 replicas, so at least one honest one.
+        assert 2 * self.size - self.n >= self.f + 1, "quorums must intersect in an honest replica"
+        self._verify = verify
+        self._inspect = inspect
+
+    def primary(self, view: int) -> NodeId:
+        return self.validators[view % self.n]
+
+    def signed_by(self, node: NodeId, statement: bytes, signature: bytes) -> bool:
+        return node in self.members and self._verify(node, statement, signature)
+
+    def _signed_by_quorum(self, votes: Iterable[Vote], statement: bytes) -> bool:
+        signers: set[NodeId] = set()
+        for vote in votes:
+            if vote.node not in self.members or vote.node in signers:
+                return False
+            if not self._verify(vote.node, statement, vote.signature):
+                return False
+            signers.add(vote.node)
+        return len(signers) >= self.size
+
+    def commit_certificate_ok(self, cert: CommitCertificate) -> bool:
+        statement = commit_statement(cert.view, cert.height, cert.block_hash)
+        return self._signed_by_quorum(cert.votes, statement)
+
+    def checkpoint_ok(self, proof: CheckpointProof) -> bool:
+        if proof.height == 0:
+            return not proof.votes
+        return self._signed_by_quorum(
+            proof.votes, checkpoint_statement(proof.height, proof.block_hash)
+        )
+
+    def prepared_ok(self, proof: PreparedProof) -> bool:
+        identity = self.identity(proof.payload)
+        if identity is None or identity.block_hash != proof.block_hash:
+            return False
+        if identity.height != proof.height:
+            return False
+        statement = prepare_statement(proof.view, proof.height, proof.block_hash)
+        return self._signed_by_quorum(proof.votes, statement)
+
+    def identity(self, payload: bytes) -> BlockIdentity | None:
+        return self._inspect(payload)
+
+    def view_change_ok(self, msg: ViewChange, window_blocks: int) -> bool:
+        """Signed by its node; a valid stable checkpoint; prepared certificates of earlier
+        views, one per height, all above the checkpoint and inside the watermark window."""
+        if msg.node not in self.members:
+            return False
+        if not self._verify(msg.node, view_change_statement(msg), msg.signature):
+            return False
+        if not self.checkpoint_ok(msg.checkpoint):
+            return False
+        low = msg.checkpoint.height
+        heights: set[int] = set()
+        for proof in msg.prepared:
+            if proof.view >= msg.view or proof.height in heights:
+                return False
+            if not low < proof.height <= low + window_blocks:
+                return False
+            if not self.prepared_ok(proof):
+                return False
+            heights.add(proof.height)
+        return True
+
+    def new_view_ok(self, msg: NewView, window_blocks: int) -> bool:
+        nodes = {vc.node for vc in msg.view_changes}
+        if len(nodes) != len(msg.view_changes) or len(nodes) < self.size:
+            return False
+        return all(
+            vc.view == msg.view and self.view_change_ok(vc, window_blocks)
+            for vc in msg.view_changes
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewViewPlan:
+    """What a new view starts from: the highest stable checkpoint among the view changes and
+    the blocks to propose again above it, one per height, contiguous."""
+
+    checkpoint: CheckpointProof
+    reproposals: tuple[PreparedProof, ...]
+
+
+def select_new_view(view_changes: Sequence[ViewChange]) -> NewViewPlan:
+    """For each height above the highest checkpoint, the prepared certificate of the highest
+    view (ties: the smallest hash, so every replica picks the same). Stops at the first height
+    no one prepared: a block is only prepared once its parent committed at 2f + 1 replicas'
+    honest share, so an honest history has no gaps."""
+    checkpoint = max(
+        (vc.checkpoint for vc in view_changes),
+        key=lambda c: (c.height, c.block_hash),
+        default=GENESIS_CHECKPOINT,
+    )
+    best: dict[int, PreparedProof] = {}
+    for vc in view_changes:
+        for proof in vc.prepared:
+            if proof.height <= checkpoint.height:
+                continue
+            held = best.get(proof.height)
+            if held is None or (proof.view, _neg(proof.block_hash)) > (
+                held.view,
+                _neg(held.block_hash),
+            ):
+                best[proof.height] = proof
+    chosen: list[PreparedProof] = []
+    height = checkpoint.height + 1
+    while height in best:
+        chosen.append(best[height])
+        height += 1
+    return NewViewPlan(checkpoint, tuple(chosen))
+
+
+def _neg(block_hash: bytes) -> bytes:
+    return bytes(255 - b for b in block_hash)
+
+
+@dataclass(slots=True)
+class Restored:
+    view: ViewRecord
+    stable: CheckpointProof
+    new_view: NewView | None
+    slots: dict[int, SlotRecord]
+
+
+def restore(records: Mapping[str, bytes]) -> Restored:
+    """Rebuild PBFT's durable state from its records (or a fresh one if there are none)."""
+    try:
+        view = ViewRecord(0, True)
+        if KEY_VIEW in records:
+            view = RECORDS.decode(records[KEY_VIEW], ViewRecord)
+        stable = GENESIS_CHECKPOINT
+        if KEY_STABLE in records:
+            stable = RECORDS.decode(records[KEY_STABLE], CheckpointProof)
+        new_view = None
+        if KEY_NEW_VIEW in records:
+            new_view = RECORDS.decode(records[KEY_NEW_VIEW], NewView)
+        slots: dict[int, SlotRecord] = {}
+        for key, raw in records.items():
+            if key.startswith(SLOT_KEY_PREFIX):
+                slot = RECORDS.decode(raw, SlotRecord)
+                if slot_key(slot.height) != key:
+                    raise PbftStateError(f"slot record {key} holds height {slot.height}")
+                if slot.height > stable.height:
+                    slots[slot.height] = slot
+    except CodecError as exc:
+        raise PbftStateError(f"corrupt PBFT record: {exc}") from exc
+    return Restored(view, stable, new_view, slots)
+
+
+def view_record(view: int, active: bool) -> Record:
+    return (KEY_VIEW, RECORDS.encode(ViewRecord(view, active)))
+
+
+def stable_record(proof: CheckpointProof) -> Record:
+    return (KEY_STABLE, RECORDS.encode(proof))
+
+
+def new_view_record(msg: NewView) -> Record:
+    return (KEY_NEW_VIEW, RECORDS.encode(msg))
