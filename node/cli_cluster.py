@@ -31,6 +31,7 @@ from node.launcher import (
     app_hash_divergence,
     kill_node,
     load_cluster,
+    node_running,
     node_statuses,
     prepare_cluster,
     restart_node,
@@ -41,6 +42,7 @@ from node.launcher import (
 
 NODE_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "white")
 LOG_POLL_S = 0.2
+LIVENESS_EVERY_POLLS = 5
 LOG_CHUNK_BYTES_MAX = 1 << 20  # read at most this much of one log per poll
 PIPE_WIDTH = 120  # columns of tables written to a pipe or file
 ROUND_NAMES = {"raft": "term", "pbft": "view", "solo": "round"}
@@ -180,6 +182,7 @@ def _follow_logs(cluster: Cluster, offsets: dict[str, int], console: Console) ->
                enumerate(cluster.nodes)}
     partial = {node.id: b"" for node in cluster.nodes}
     reported_down: set[str] = set()
+    polls = 0
     while True:
         for node in cluster.nodes:
             try:
@@ -196,13 +199,18 @@ def _follow_logs(cluster: Cluster, offsets: dict[str, int], console: Console) ->
                     (f"{node.id:<{width}} │ ", colours[node.id]),
                     line.decode(errors="replace"),
                 ))
-        alive = running_pids(cluster)
-        for node in cluster.nodes:
-            if node.id not in alive and node.id not in reported_down:
-                reported_down.add(node.id)
-                console.print(Text(f"{node.id:<{width}} │ (process is not running)", "red"))
-            elif node.id in alive:
-                reported_down.discard(node.id)
+        polls += 1
+        if polls % LIVENESS_EVERY_POLLS == 0:  # by PID; `cluster restart` may have changed it
+            try:
+                cluster = load_cluster(cluster.root)
+            except ClusterError:
+                pass
+            for node in cluster.nodes:
+                if not node_running(node) and node.id not in reported_down:
+                    reported_down.add(node.id)
+                    console.print(Text(f"{node.id:<{width}} │ (process is not running)", "red"))
+                elif node_running(node):
+                    reported_down.discard(node.id)
         time.sleep(LOG_POLL_S)
 
 

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,7 +26,7 @@ import psutil
 
 from node.client import LedgerClient, LedgerError
 from node.identity import Account
-from node.localnet import LOOPBACK, NodeLayout, NodeProcess, tail, write_network
+from node.localnet import LOOPBACK, NodeLayout, NodeProcess, port_free, tail, write_network
 from node.sample_consortium import SAMPLE_MEMBERS, sample_member_specs
 
 CLUSTER_FILE = "cluster.json"
@@ -299,13 +298,7 @@ def prepare_cluster(
 
 def _port_free(addr: str) -> bool:
     host, _, port = addr.rpartition(":")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the gRPC server does
-        try:
-            sock.bind((host, int(port)))
-        except OSError:
-            return False
-    return True
+    return port_free(int(port), host)
 
 
 def _require_ports_free(addrs: list[tuple[str, str]]) -> None:
@@ -324,6 +317,11 @@ def _is_node_of(proc: psutil.Process, config_paths: set[str]) -> bool:
         return any(arg in config_paths for arg in proc.cmdline())
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
+
+
+def node_running(node: ClusterNode) -> bool:
+    """Whether the process with node's recorded PID is running and is that node."""
+    return _node_process(node) is not None
 
 
 def _node_process(node: ClusterNode) -> psutil.Process | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,6 +29,27 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
+
+
+def port_free(port: int, host: str = LOOPBACK) -> bool:
+    """Whether a server could listen on host:port now (SO_REUSEADDR, as gRPC binds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_range(count: int, *, tries: int = 200) -> int:
+    """A base port P such that P .. P+count-1 are all free on loopback (for --base-port)."""
+    rng = random.Random()
+    for _ in range(tries):
+        base = rng.randrange(20_000, 60_000 - count)
+        if all(port_free(base + offset) for offset in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free loopback ports found")
 
 
 @dataclass(frozen=True, slots=True)
