@@ -3,7 +3,7 @@
 Keys (namespace `warehouse_receipt/`):
   `r/<id>`            the receipt record
   `doc/<hash>`        receipt id backed by an inspection document (one document, one receipt)
-  `root/<root>`       {issued, redeemed} quantities of a lineage (root = the issued receipt)
+  `root/<root>`       {issued, redeemed, count} of a lineage (root = the issued receipt)
   `tree/<root>/<id>`  every receipt of a lineage, for the lineage view
   `own/<owner>/<id>`  live receipts by owner
   `due/<ms>/<id>`     pledged receipts whose loans fall due at ms (see contracts/schedule.py)
