@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from contracts.engine import ContractError, Engine, encode
 from node.admission import Admission, AdmissionError
@@ -25,6 +26,52 @@ log = logging.getLogger(__name__)
 
 _NOT_FOUND_CODES = ("UNKNOWN_CONTRACT", "UNKNOWN_VIEW", "UNKNOWN_MEMBER")
 Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+_MALFORMED = object()  # what a request that does not parse deserializes to
+_MALFORMED_MESSAGE = "the request is not a valid protobuf message of the type this method takes"
+
+
+class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Answer requests that do not parse with INVALID_ARGUMENT instead of grpc's UNKNOWN
+    (which also echoes the Python exception to the caller)."""
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        deserialize = handler.request_deserializer
+
+        def safe(raw: bytes) -> Any:
+            try:
+                return deserialize(raw)
+            except DecodeError:
+                return _MALFORMED
+
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def unary_behavior(request: Any, context: Ctx) -> Any:
+                if request is _MALFORMED:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _MALFORMED_MESSAGE)
+                return await unary(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_behavior, safe, handler.response_serializer
+            )
+        if handler.unary_stream is not None:
+            stream = handler.unary_stream
+
+            async def stream_behavior(request: Any, context: Ctx) -> Any:
+                if request is _MALFORMED:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _MALFORMED_MESSAGE)
+                async for item in stream(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream_behavior, safe, handler.response_serializer
+            )
+        return handler
 
 
 class LedgerService(ledger_pb2_grpc.LedgerServicer):

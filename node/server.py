@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from contracts import default_engine
 from node.admission import Admission, SignatureVerifier
-from node.api import LedgerService
+from node.api import LedgerService, MalformedRequestInterceptor
 from node.config import ConfigError, NodeConfig, load_config
 from node.driver import Driver, FatalError
 from node.engines import build_engine, signs_messages
@@ -135,6 +135,7 @@ class Node:
     async def start_api(self) -> None:
         limits = self.config.limits
         server = grpc.aio.server(
+            interceptors=[MalformedRequestInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", limits.request_bytes_max + 4096),
                 ("grpc.max_send_message_length", GRPC_SEND_BYTES_MAX),
