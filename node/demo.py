@@ -225,7 +225,8 @@ class Story:
         pid = running_pids(self.cluster).get(victim)
         kill_node(self.cluster, victim)
         killed_at = time.monotonic()
-        say(f"• SIGKILL {victim} (pid {pid}), the current {info.role or 'leader'}")
+        title = "primary" if info.consensus == "pbft" else "leader"
+        say(f"• SIGKILL {victim} (pid {pid}), the current {title}")
         deadline = killed_at + LEADER_TIMEOUT_S
         while True:
             info = await self.client.chain_info()
@@ -234,8 +235,9 @@ class Story:
             if time.monotonic() > deadline:
                 raise DemoError(f"no new leader {LEADER_TIMEOUT_S:.0f}s after {victim} died")
             await asyncio.sleep(0.1)
+        round_name = "view" if info.consensus == "pbft" else "term"
         say(f"• {info.leader} leads after {time.monotonic() - killed_at:.1f} s ({info.consensus} "
-            f"round {info.round}); three of four nodes carry on")
+            f"{round_name} {info.round}); three of four nodes carry on")
         receipt = await self.ok("tier1b", "voucher", "transfer", {
             "voucher": second_root, "to": self.account("tier2"), "amount": 30_000_00})
         say(f"• tier1b pays tier2 {money(30_000_00)} of its voucher: committed at height "
