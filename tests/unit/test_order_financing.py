@@ -10,12 +10,14 @@ holds exactly the disbursed loans, and every payment pays the financier first.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from node.state import Overlay
 from tests.harness import DAY_MS, LocalChain
 from tests.unit.trade_chain import doc, fails, interest, make_chain, ok
 
@@ -134,6 +136,40 @@ def test_unfinanced_order_pays_the_supplier_and_lapses_a_pending_application() -
     assert paid.event("LoanLapsed")["financier"] == chain.id("bank")
     assert chain.balance("supplier") == 80_000
     assert get(chain, order_id)["loan"]["state"] == "LAPSED"
+
+
+class CountingState:
+    """A read-only view over the chain's state that counts the keys each scan yields."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        self.yielded: dict[str, int] = {}
+
+    def get(self, key: str) -> bytes | None:
+        found: bytes | None = self.base.get(key)
+        return found
+
+    def iter_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        for item in self.base.iter_prefix(prefix):
+            self.yielded[prefix] = self.yielded.get(prefix, 0) + 1
+            yield item
+
+
+def test_overdue_hook_reads_only_what_falls_due_not_every_loan() -> None:
+    """Twenty loans due later and two due now: the hook reads the two and one key past them."""
+    chain = make_chain(core=10_000_000, bank=10_000_000)
+    ok(chain.run("bank", f"{OF}.set_ratio", ratio_bps=7_000))
+    for index in range(22):
+        order_id = register(chain, 1_000, pay_days=2 if index < 2 else 50, name=f"po-{index}")
+        ok(chain.run("core", f"{OF}.confirm_order", order_id=order_id))
+        ok(chain.run("supplier", f"{OF}.apply_loan", order_id=order_id,
+                     financier=chain.id("bank"), principal=700, rate_bps=0))
+        ok(chain.run("bank", f"{OF}.approve_loan", order_id=order_id))
+    counting = CountingState(chain.state)
+    events = chain.engine.end_block(Overlay(counting), tx_id="00" * 32, height=chain.height + 1,
+                                    time_ms=chain.time_ms + 3 * DAY_MS)
+    assert [event.name for event in events].count("LoanOverdue") == 2
+    assert counting.yielded[f"{OF}/due/"] == 3
 
 
 # ---------------------------------------------------------------------------------------------
