@@ -186,7 +186,7 @@ def test_byte_flips_in_a_valid_tx_are_refused_or_harmless(data) -> None:
         tx = types_pb2.SignedTx.FromString(bytes(wire))
     except DecodeError:
         return
-    gate, outcome = _admit([tx])
+    _, outcome = _admit([tx])
     if not isinstance(outcome, AdmissionError):
         # Only a flip that left body and signature intact (e.g. in an unknown field) may pass.
         assert tx.body == good.body and tx.signature == good.signature
