@@ -385,8 +385,10 @@ class ReceiptMachine(RuleBasedStateMachine):
         found = self.pick(index, "ACTIVE", "PLEDGED")
         if found is not None and found["quantity"] > 1:
             cut = 1 + cut % (found["quantity"] - 1)
-            self.chain.run(self.owner_name(found), f"{WR}.split", receipt_id=found["id"],
-                           quantities=[cut, found["quantity"] - cut])
+            receipt = self.chain.run(self.owner_name(found), f"{WR}.split",
+                                     receipt_id=found["id"],
+                                     quantities=[cut, found["quantity"] - cut])
+            assert receipt.ok == (found["state"] == "ACTIVE"), "a pledged receipt never splits"
 
     @rule(index=st.integers(0, 99), price=st.integers(1, 4_000))
     def list_for_sale(self, index: int, price: int) -> None:
