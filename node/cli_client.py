@@ -47,7 +47,7 @@ def _guarded(command: str, func: Callable[[argparse.Namespace], int]) -> Callabl
             print(f"scfchain {command}: {exc}", file=sys.stderr)
             return 1
         except LedgerError as exc:
-            print(f"scfchain {command}: the node refused: {exc}", file=sys.stderr)
+            print(f"scfchain {command}: the node answered {exc}", file=sys.stderr)
             return 1
 
     return run
