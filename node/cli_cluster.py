@@ -21,18 +21,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from node.cluster_status import NodeStatus, app_hash_divergence, node_statuses
 from node.launcher import (
     CONSENSUS_KINDS,
     GRACE_S_DEFAULT,
     READY_TIMEOUT_S_DEFAULT,
     Cluster,
     ClusterError,
-    NodeStatus,
-    app_hash_divergence,
     kill_node,
     load_cluster,
     node_running,
-    node_statuses,
     prepare_cluster,
     restart_node,
     running_pids,

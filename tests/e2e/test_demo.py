@@ -45,7 +45,7 @@ def test_demo_tells_the_whole_story_and_stops_every_node(tmp_path) -> None:
         "tier 3 · tier3 · 50,000.00 · REDEEMED",
         "transfer refused, RECEIPT_PLEDGED",
         "the receipt is released, now ACTIVE",
-        "catches up to height",
+        "caught up to height",
         "Final balances",
         "stopped 4 node processes",
         "demo finished",
