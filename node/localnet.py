@@ -211,6 +211,7 @@ class NodeProcess:
         env = {**os.environ, **self.env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "node.cli", "node", "--config", self.layout.config_path],
+            stdin=subprocess.DEVNULL,  # a detached node must not hold the launcher's terminal
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
