@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Protocol
 
 # Limits on what a tx may carry into a contract.
@@ -73,6 +74,10 @@ def _depth(value: JsonValue, limit: int) -> int:
     return deepest
 
 
+# Built once: `json.loads(text, parse_float=..., parse_constant=...)` builds a decoder per call.
+_ARGS_DECODER = json.JSONDecoder(parse_float=_reject_float, parse_constant=_reject_constant)
+
+
 def parse_args(raw: bytes) -> dict[str, JsonValue]:
     """Parse tx args: a UTF-8 JSON object of bounded size and depth, with no floats."""
     if len(raw) > ARGS_BYTES_MAX:
@@ -80,20 +85,24 @@ def parse_args(raw: bytes) -> dict[str, JsonValue]:
     if not raw:
         return {}
     # Refuse deep nesting before json recurses into it.
-    if raw.count(b"[") + raw.count(b"{") > 4 * ARGS_DEPTH_MAX and _bracket_depth(raw) > (
-        ARGS_DEPTH_MAX
-    ):
+    brackets = raw.count(b"[") + raw.count(b"{")
+    if brackets > 4 * ARGS_DEPTH_MAX and _bracket_depth(raw) > ARGS_DEPTH_MAX:
         raise ContractError("INVALID_ARGS", f"args nest deeper than {ARGS_DEPTH_MAX}")
     try:
         text = raw.decode("utf-8")
-        value = json.loads(text, parse_float=_reject_float, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):  # json.loads refuses a BOM; let it say so
+            value = json.loads(text, parse_float=_reject_float, parse_constant=_reject_constant)
+        else:
+            value = _ARGS_DECODER.decode(text)  # what json.loads does with those hooks
     except ContractError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ContractError("INVALID_ARGS", f"args are not valid UTF-8 JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ContractError("INVALID_ARGS", "args must be a JSON object")
-    if _depth(value, ARGS_DEPTH_MAX) > ARGS_DEPTH_MAX:
+    # Each container needs an opening bracket, and _depth counts one more level for the values
+    # inside the deepest: with few brackets the depth cannot exceed the limit.
+    if brackets + 1 > ARGS_DEPTH_MAX and _depth(value, ARGS_DEPTH_MAX) > ARGS_DEPTH_MAX:
         raise ContractError("INVALID_ARGS", f"args nest deeper than {ARGS_DEPTH_MAX}")
     return value
 
@@ -119,23 +128,69 @@ def _bracket_depth(raw: bytes) -> int:
     return deepest
 
 
+_DEFAULT = json.JSONEncoder().default  # raises TypeError for what JSON cannot hold
+_SCAN_ONCE = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
 def encode(value: JsonValue) -> bytes:
-    """Canonical bytes of a JSON value (sorted keys, compact, ASCII-safe)."""
+    """Canonical bytes of a JSON value (sorted keys, compact, ASCII-safe).
+
+    Exactly `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`,
+    without building a `JSONEncoder` and its closures on every call (this runs several times per
+    tx): the same C encoder json.dumps ends up in, called directly.
+    """
     _assert_no_float(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    if isinstance(value, str):
+        return encode_basestring_ascii(value).encode()
+    if c_make_encoder is None:  # pragma: no cover - CPython always has the C accelerator
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        ).encode()
+    chunks = c_make_encoder(
+        {}, _DEFAULT, encode_basestring_ascii, None, ":", ",", True, False, True
+    )(value, 0)
+    return "".join(chunks).encode()
 
 
 def decode(raw: bytes) -> JsonValue:
+    """`json.loads(raw)`; canonical bytes (what encode wrote) take a direct path to the scanner.
+
+    Anything the direct path does not consume exactly (a BOM, whitespace, another encoding, bad
+    input) goes through json.loads itself, so results and errors are json.loads's.
+    """
+    try:
+        text = raw.decode()
+        value, end = _SCAN_ONCE(text, 0)
+        if end == len(text):
+            return value
+    except (ValueError, StopIteration, RecursionError):
+        pass
     return json.loads(raw)
 
 
+_PLAIN = frozenset((str, int, bool, type(None)))
+
+
 def _assert_no_float(value: JsonValue) -> None:
+    # Same walk as with isinstance() everywhere, with exact-type fast paths for common values.
     stack = [value]
+    pop, push = stack.pop, stack.append
     while stack:
-        item = stack.pop()
-        if isinstance(item, float):
+        item = pop()
+        kind = type(item)
+        if kind in _PLAIN:
+            continue
+        if kind is dict:
+            for child in item.values():
+                if type(child) not in _PLAIN:
+                    push(child)
+        elif kind is list or kind is tuple:
+            for child in item:
+                if type(child) not in _PLAIN:
+                    push(child)
+        elif isinstance(item, float):
             raise AssertionError("floats must never reach contract state")
-        if isinstance(item, dict):
+        elif isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, list | tuple):
             stack.extend(item)
@@ -279,11 +334,11 @@ class Context:
         self.events.append(Event(self.contract, event, attrs))
 
     def get(self, key: str) -> JsonValue:
-        raw = self.state.get(self._key(key))
+        raw = self.state.get(f"{self.contract}/{key}")
         return None if raw is None else decode(raw)
 
     def put(self, key: str, value: JsonValue) -> None:
-        self.state.set(self._key(key), encode(value))
+        self.state.set(f"{self.contract}/{key}", encode(value))
 
     def delete(self, key: str) -> None:
         self.state.delete(self._key(key))
@@ -469,26 +524,41 @@ class Engine:
             raise ContractError("UNKNOWN_VIEW", f"{contract} has no view {view!r}")
         return handler(ReadContext(self, state, contract, height), Args(args))
 
+    def hooks(self) -> list[tuple[str, Hook]]:
+        """Every block-end hook with its contract's name, in a fixed order (contract name)."""
+        return [
+            (name, hook)
+            for name in sorted(self.contracts)
+            for hook in self.contracts[name].end_block
+        ]
+
+    def run_hook(
+        self, state: StateView, contract: str, hook: Hook, *, tx_id: str, height: int, time_ms: int
+    ) -> list[Event]:
+        """Run one block-end hook over `state`; the caller gives each hook its own savepoint."""
+        ctx = Context(
+            engine=self,
+            state=state,
+            sender=f"block:{height}",
+            tx_id=tx_id,
+            height=height,
+            time_ms=time_ms,
+            contract=contract,
+            origin=f"block:{height}",
+        )
+        hook(ctx)
+        return ctx.events
+
     def end_block(
         self, state: StateView, *, tx_id: str, height: int, time_ms: int
     ) -> list[Event]:
-        """Run every block-end hook in contract-name order; hooks must not raise."""
+        """Run every block-end hook in order over one state (tools and tests; the executor
+        runs `hooks()` one by one with a savepoint each)."""
         events: list[Event] = []
-        for name in sorted(self.contracts):
-            contract = self.contracts[name]
-            for hook in contract.end_block:
-                ctx = Context(
-                    engine=self,
-                    state=state,
-                    sender=f"block:{height}",
-                    tx_id=tx_id,
-                    height=height,
-                    time_ms=time_ms,
-                    events=events,
-                    contract=name,
-                    origin=f"block:{height}",
-                )
-                hook(ctx)
+        for name, hook in self.hooks():
+            events += self.run_hook(
+                state, name, hook, tx_id=tx_id, height=height, time_ms=time_ms
+            )
         return events
 
 

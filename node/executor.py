@@ -99,15 +99,20 @@ class Executor:
             self._run_tx(signed.body, tx_id, height, time_ms, block_state, receipt)
             receipts.append(receipt)
         end_id = hashlib.sha256(b"end_block:" + struct.pack(">Q", height)).hexdigest()
-        hook_state = Overlay(block_state)
-        try:
-            events = self.engine.end_block(hook_state, tx_id=end_id, height=height, time_ms=time_ms)
+        events: list[Event] = []
+        for contract, hook in self.engine.hooks():
+            # Each hook gets a savepoint: one that fails loses only its own writes (the same on
+            # every node), never the other hooks' work or the block's txs.
+            hook_state = Overlay(block_state)
+            try:
+                events += self.engine.run_hook(
+                    hook_state, contract, hook, tx_id=end_id, height=height, time_ms=time_ms
+                )
+            except ContractError as exc:
+                log.error("block %d: %s block-end hook failed (%s); its writes are dropped",
+                          height, contract, exc)
+                continue
             hook_state.merge_into_parent()
-        except ContractError as exc:
-            # A hook must handle its own failures; if one slips out, drop the hooks' writes
-            # (deterministically, on every node) and say so loudly.
-            log.error("block %d: end-block hook failed (%s); its writes are dropped", height, exc)
-            events = []
         return BlockOutcome(
             writes=block_state.writes,
             receipts=receipts,
