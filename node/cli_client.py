@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,8 @@ MONEY_KEYS = frozenset({
     "amount", "balance", "limit", "used", "payout", "interest", "principal", "paid",
     "remainder", "redeemed", "live", "total", "outstanding", "overdue", "price",
 })
+NO_LEADER_RETRY_S = 15.0  # tx: how long to resend while the network elects a leader
+WATCH_RECONNECTS_MAX = 20  # watch: failed streams in a row before giving up
 STATE_STYLES = {
     "ACTIVE": "green", "DISCOUNT_PENDING": "yellow", "OVERDUE": "red", "REDEEMED": "dim",
     "SPLIT": "blue",
@@ -140,9 +143,17 @@ def _tx(args: argparse.Namespace) -> int:
     call_args = parse_args_json(args.args, cluster)
 
     async def run() -> ReceiptView:
+        tx = account.build_tx(cluster.chain_id, contract, method, call_args)
         client = await connect(cluster, args.node)
         async with client:
-            return await client.call(account, cluster.chain_id, contract, method, call_args)
+            deadline = time.monotonic() + NO_LEADER_RETRY_S
+            while True:  # UNAVAILABLE = not admitted (no leader yet), so resending is safe
+                try:
+                    return (await client.submit_and_wait([tx]))[0]
+                except LedgerError as exc:
+                    if exc.status != "UNAVAILABLE" or time.monotonic() > deadline:
+                        raise
+                await asyncio.sleep(0.25)
 
     receipt = asyncio.run(run())
     if args.json:
@@ -194,17 +205,32 @@ def _watch(args: argparse.Namespace) -> int:
     console = make_console()
 
     async def run() -> None:
-        client = await connect(cluster, args.node)
-        shown = 0
-        async with client:
-            async for committed in client.subscribe(from_height=args.from_height):
-                if args.json:
-                    print(json.dumps(block_json(committed)), flush=True)
-                else:
-                    print_block(console, committed, names)
-                shown += 1
-                if args.count and shown >= args.count:
-                    return
+        next_height, shown, failures = args.from_height, 0, 0
+        while True:
+            client = await connect(cluster, args.node)
+            try:
+                async with client:
+                    async for committed in client.subscribe(from_height=next_height):
+                        failures = 0
+                        if args.json:
+                            print(json.dumps(block_json(committed)), flush=True)
+                        else:
+                            print_block(console, committed, names)
+                        shown += 1
+                        next_height = committed.block.header.height + 1
+                        if args.count and shown >= args.count:
+                            return
+                why = "the stream ended"
+            except LedgerError as exc:
+                if args.node or failures >= WATCH_RECONNECTS_MAX:
+                    raise
+                why = exc.status
+            failures += 1
+            if failures > WATCH_RECONNECTS_MAX:
+                raise ClientCommandError(f"{client.address}: {why}; giving up")
+            print(f"scfchain watch: {client.address} went away ({why}); following another "
+                  "node", file=sys.stderr)
+            await asyncio.sleep(0.5)
 
     asyncio.run(run())
     return 0
