@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from contracts.engine import ContractError, Engine, Event, encode
-from node.state import Overlay, ReadableState
+from node.state import Overlay, ReadableState, ReadCache
 from proto import types_pb2
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Executor:
     ) -> BlockOutcome:
         header = block.header
         height, time_ms = header.height, header.time_ms
-        block_state = Overlay(state)
+        block_state = Overlay(ReadCache(state))  # one store read per key per block
         receipts: list[types_pb2.Receipt] = []
         indexed: list[tuple[bytes, int]] = []
         seen: set[bytes] = set()

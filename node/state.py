@@ -36,6 +36,29 @@ class StoreState:
         return self._scan(prefix)
 
 
+class ReadCache:
+    """Remembers what a base view returned, for the length of one block's execution.
+
+    The store changes only when a block commits, after its execution, so within one block a
+    key read twice (a member record, a balance) needs one store read. Writes never reach this
+    layer: the block's `Overlay` above it holds them. Build a new one per block.
+    """
+
+    def __init__(self, base: ReadableState) -> None:
+        self.base = base
+        self._values: dict[str, bytes | None] = {}
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._values[key]
+        except KeyError:
+            value = self._values[key] = self.base.get(key)
+            return value
+
+    def iter_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        return self.base.iter_prefix(prefix)
+
+
 class MemoryState:
     """A dict-backed state for tests and tools; sorted iteration like the store."""
 
@@ -71,8 +94,9 @@ class Overlay:
         self.writes: dict[str, bytes | None] = {}
 
     def get(self, key: str) -> bytes | None:
-        if key in self.writes:
-            return self.writes[key]
+        writes = self.writes
+        if key in writes:
+            return writes[key]
         return self.base.get(key)
 
     def set(self, key: str, value: bytes) -> None:
