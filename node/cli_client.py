@@ -25,6 +25,7 @@ from node.cli_cluster import make_console
 from node.client import LedgerClient, LedgerError, ReceiptView, event_dict
 from node.launcher import Cluster, ClusterError, load_cluster
 from node.sample_consortium import money
+from proto import types_pb2
 
 MONEY_KEYS = frozenset({
     "amount", "balance", "limit", "used", "payout", "interest", "principal", "paid",
@@ -236,7 +237,7 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def block_json(committed: Any) -> dict[str, Any]:
+def block_json(committed: types_pb2.CommittedBlock) -> dict[str, Any]:
     header = committed.block.header
     return {
         "height": header.height,
@@ -253,7 +254,9 @@ def block_json(committed: Any) -> dict[str, Any]:
     }
 
 
-def print_block(console: Console, committed: Any, names: dict[str, str]) -> None:
+def print_block(
+    console: Console, committed: types_pb2.CommittedBlock, names: dict[str, str]
+) -> None:
     header = committed.block.header
     console.print(Text.assemble(
         (f"block {header.height}", "bold"),
@@ -264,8 +267,8 @@ def print_block(console: Console, committed: Any, names: dict[str, str]) -> None
         view = ReceiptView.of(receipt)
         outcome = "ok" if view.ok else f"FAILED {view.error_code}"
         console.print(f"  tx {view.tx_id[:12]}… {outcome}")
-        for event in view.events:
-            console.print(f"    {event_line(event, names)}")
+        for attrs in view.events:
+            console.print(f"    {event_line(attrs, names)}")
     for event in committed.end_block_events:
         console.print(f"  end of block: {event_line(event_dict(event), names)}")
 
