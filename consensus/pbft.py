@@ -163,7 +163,7 @@ class PbftEngine:
         self._now_ms = max(self._now_ms, now_ms)
         out: list[Action] = []
         if self._now_ms >= self._deadline_ms:
-            self._start_view_change(self._view + 1, out)
+            self._on_timeout(out)
         if self._now_ms >= self._retransmit_ms:
             self._retransmit_ms = self._now_ms + self.config.retransmit_interval_ms
             self._retransmit(out)
@@ -519,6 +519,28 @@ class PbftEngine:
 
     def _reset_deadline(self) -> None:
         self._deadline_ms = self._now_ms + self._timeout_ms()
+
+    def _on_timeout(self, out: list[Action]) -> None:
+        """No commit in time: leave the view. In a view change, move on only with 2f + 1 view
+        changes for this view (the new primary had its chance) or, lacking them, to the lowest
+        higher view someone is in: replicas whose views drifted apart (partitions, restarts,
+        a liar feeding only some) must meet rather than climb side by side for ever."""
+        if self._active:
+            self._start_view_change(self._view + 1, out)
+            return
+        if len(self._view_changes.get(self._view, {})) >= self._q.size:
+            self._start_view_change(self._view + 1, out)
+            return
+        higher = [
+            vc.view
+            for held in self._view_changes.values()
+            for vc in held.values()
+            if vc.view > self._view
+        ]
+        if higher:
+            self._start_view_change(min(higher), out)
+        else:
+            self._reset_deadline()
 
     def _start_view_change(self, view: int, out: list[Action]) -> None:
         assert view > self._view or (view == self._view and self._active), "views only go up"
