@@ -24,6 +24,7 @@ class ChaosPlan:
     # Per tick, the chance of one fault event (crash, restart, partition or heal).
     event_rate: float = 0.05
     mid_action_crash_rate: float = 0.005
+    bounce_after_send_rate: float = 0.02
     progress_bound_ms: int = 5_000
     converge_bound_ms: int = 5_000
 
@@ -31,6 +32,7 @@ class ChaosPlan:
 def run_chaos(sim: Simulator, plan: ChaosPlan) -> None:
     sim.faults = plan.faults
     sim.mid_action_crash_rate = plan.mid_action_crash_rate
+    sim.bounce_after_send_rate = plan.bounce_after_send_rate
     end_ms = sim.now_ms + plan.chaos_ms
     while sim.now_ms < end_ms:
         if sim.rng.random() < plan.event_rate:
@@ -43,6 +45,7 @@ def heal_and_converge(sim: Simulator, plan: ChaosPlan) -> None:
     """Remove every fault; then a new block must commit, and all nodes must agree, in time."""
     sim.faults = NetworkFaults()
     sim.mid_action_crash_rate = 0.0
+    sim.bounce_after_send_rate = 0.0
     sim.heal()
     for node_id, node in sim.nodes.items():
         if not node.is_up:

@@ -39,12 +39,14 @@ def raft_factory(config: RaftConfig = SIM_RAFT_CONFIG) -> EngineFactory:
 
 def varied_raft_config(rng: random.Random) -> RaftConfig:
     """A seed-chosen variant of the sim timing: one entry per append and no pipelining make
-    the rare interleavings (Figure 8, divergent suffixes) likelier; tiny logs force syncs."""
+    the rare interleavings (Figure 8, divergent suffixes) likelier; tiny logs force syncs;
+    narrow election timeout ranges make competing candidates (split votes) common."""
     entries_max = rng.choice((1, 2, 8))
     compaction = rng.choice(((24, 8), (6, 1), (200, 50)))
+    election_min_ms = rng.choice((100, 150))  # a narrow range makes split votes common
     return RaftConfig(
-        election_timeout_min_ms=rng.choice((100, 150)),
-        election_timeout_max_ms=300,
+        election_timeout_min_ms=election_min_ms,
+        election_timeout_max_ms=election_min_ms + rng.choice((15, 150)),
         heartbeat_interval_ms=30,
         append_entries_max=entries_max,
         appends_in_flight_max=rng.choice((1, 4)),

@@ -175,6 +175,7 @@ class Simulator:
         self.faults = config.faults
         self.proposing = True
         self.mid_action_crash_rate = 0.0
+        self.bounce_after_send_rate = 0.0
         self.outgoing_hooks: dict[NodeId, OutgoingHook] = {}
         self.byzantine: set[NodeId] = set()
         self.stats = SimStats()
@@ -301,12 +302,24 @@ class Simulator:
             for action in actions:
                 self._carry_out(node, action)
             self.crash(node.node_id)
+            if self.rng.random() < 0.5:
+                self.restart(node.node_id)  # back at once: its in-flight messages still land
             return
         for action in actions:
             self._carry_out(node, action)
             if node.engine is None:
                 return
         self._check_engine(node)
+        if (
+            self.bounce_after_send_rate
+            and any(isinstance(a, Send | Broadcast) for a in actions)
+            and self.rng.random() < self.bounce_after_send_rate
+        ):
+            # Forget everything not persisted right after speaking: whatever the engine sent
+            # must be backed by its durable records, or its next incarnation contradicts it.
+            self._note(f"{node.node_id} bounces right after sending")
+            self.crash(node.node_id)
+            self.restart(node.node_id)
 
     def _carry_out(self, node: SimNode, action: Action) -> None:
         match action:

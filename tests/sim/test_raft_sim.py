@@ -17,7 +17,7 @@ import pytest
 
 from tests.sim.chaos import ChaosPlan, run_chaos
 from tests.sim.raft_cluster import raft_factory, varied_raft_config
-from tests.sim.simulator import NetworkFaults, SimConfig, Simulator
+from tests.sim.simulator import InvariantViolation, NetworkFaults, SimConfig, Simulator
 
 
 def _seeds() -> list[int]:
@@ -42,6 +42,11 @@ def test_raft_stays_safe_under_chaos_and_converges_after_healing(
         delay_max_ms=variant.choice((20, 60, 120)),
     )
     sim = Simulator(SimConfig(node_count=node_count), factory, seed=seed)
-    run_chaos(sim, ChaosPlan(faults=faults))
+    try:
+        run_chaos(sim, ChaosPlan(faults=faults))
+    except InvariantViolation:
+        raise
+    except AssertionError as exc:  # an engine's own invariant: still print how to replay
+        sim.fail(f"engine assertion failed: {exc!r}")
     assert sim.converged()
     assert sim.stats.commits > 0
