@@ -1,6 +1,6 @@
 """Order financing through the real executor on an in-memory chain.
 
-The worked example of docs/contracts-trade.md (a 70 % loan on a confirmed order, repaid with
+The worked example of docs/contracts.md (a 70 % loan on a confirmed order, repaid with
 interest out of the buyer's payment before the supplier is paid) is checked balance by balance;
 then the overdue flag at the payment due date, late payment and the supplier repaying itself,
 one test per error code, and a hypothesis state machine of random order histories that checks

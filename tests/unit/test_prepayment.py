@@ -1,6 +1,6 @@
 """Prepayment financing through the real executor on an in-memory chain.
 
-The worked example of docs/contracts-trade.md (30 % margin, goods lodged as a pledged warehouse
+The worked example of docs/contracts.md (30 % margin, goods lodged as a pledged warehouse
 receipt, two repayments releasing goods in proportion, the core's buy-back at the due date) is
 checked balance by balance and receipt by receipt; then full repayment, a buy-back the core
 cannot pay at once, goods never lodged, one test per error code, and a hypothesis state machine

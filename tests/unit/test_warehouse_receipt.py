@@ -1,6 +1,6 @@
 """Electronic warehouse receipts through the real executor on an in-memory chain.
 
-The worked example of docs/contracts-trade.md is checked balance by balance and state by state
+The worked example of docs/contracts.md is checked balance by balance and state by state
 (issue, partial transfer, exchange sale, pledge repaid at its due date by the hook, redemption);
 then default and foreclosure, delivery versus payment failing as a whole, one test per error
 code, and a hypothesis state machine of random histories that checks, after every step, that
