@@ -42,6 +42,7 @@ class Codec:
         self.message_bytes_max = message_bytes_max
         self._by_tag: dict[str, type[Any]] = {}
         self._tag_by_class: dict[type[Any], str] = {}
+        self._field_names: dict[type[Any], tuple[str, ...]] = {}
         self._decoders: dict[str, _Check] = {}
 
     def register(self, tag: str) -> Callable[[type[T]], type[T]]:
@@ -60,6 +61,7 @@ class Codec:
             raise ValueError(f"{self.name}: tag {tag!r} or class {cls.__name__} already registered")
         self._by_tag[tag] = cls
         self._tag_by_class[cls] = tag
+        self._field_names[cls] = tuple(f.name for f in dataclasses.fields(cls))
         # Resolved lazily: field types may name classes registered after this one.
         self._decoders[tag] = self._lazy_class_decoder(cls)
 
@@ -84,8 +86,8 @@ class Codec:
             raise CodecError(f"{self.name}: nesting deeper than {NESTING_DEPTH_MAX}")
         tag = self._tag_by_class.get(type(value))
         if tag is not None:
-            fields = dataclasses.fields(value)
-            return [tag, *(self._to_wire(getattr(value, f.name), depth + 1) for f in fields)]
+            names = self._field_names[type(value)]
+            return [tag, *(self._to_wire(getattr(value, name), depth + 1) for name in names)]
         if isinstance(value, tuple | list):
             return [self._to_wire(item, depth + 1) for item in value]
         if value is None or isinstance(value, bool | int | str | bytes):
