@@ -69,7 +69,7 @@ class FaultCluster:
             if not proc.alive() or proc.pid is None:
                 continue
             with contextlib.suppress(psutil.Error):
-                for conn in psutil.Process(proc.pid).net_connections(kind="tcp4"):
+                for conn in psutil.Process(proc.pid).net_connections(kind="tcp"):
                     if conn.laddr and conn.laddr.port == port:
                         return node_id
         return None
