@@ -116,12 +116,28 @@ def is_weak_public_key(public_key: bytes) -> bool:
     return public_key[:31] + bytes([public_key[31] & 0x7F]) in _SMALL_ORDER
 
 
+# Loaded public keys by their raw bytes: a sender signs many txs, and loading a key costs a few
+# percent of a verification. Key objects are immutable and safe to share between threads.
+_KEYS_MAX = 65_536
+_keys: dict[bytes, Ed25519PublicKey] = {}
+
+
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    key = _keys.get(raw)
+    if key is None:
+        key = Ed25519PublicKey.from_public_bytes(raw)  # ValueError for a bad encoding
+        if len(_keys) >= _KEYS_MAX:
+            _keys.clear()
+        _keys[raw] = key
+    return key
+
+
 def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
     """True when signature is a valid Ed25519 signature by public_key over message."""
     if is_weak_public_key(public_key) or len(signature) != SIGNATURE_BYTES:
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+        _public_key(bytes(public_key)).verify(signature, message)
     except (InvalidSignature, ValueError):
         return False
     return True

@@ -57,13 +57,15 @@ class Mempool:
         """Move up to a block's worth of pending txs to in flight and return them in order."""
         out: list[tuple[bytes, types_pb2.SignedTx]] = []
         size = 0
-        while self._pending and len(out) < txs_max:
-            tx_id, tx = next(iter(self._pending.items()))
+        pending, in_flight = self._pending, self._in_flight
+        while pending and len(out) < txs_max:
+            tx_id, tx = pending.popitem(last=False)
             tx_size = len(tx.body) + len(tx.signature)
             if out and size + tx_size > bytes_max:
+                pending[tx_id] = tx  # does not fit: back to the front, first in the next block
+                pending.move_to_end(tx_id, last=False)
                 break
-            del self._pending[tx_id]
-            self._in_flight[tx_id] = tx
+            in_flight[tx_id] = tx
             out.append((tx_id, tx))
             size += tx_size
         return out
