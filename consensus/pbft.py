@@ -139,6 +139,7 @@ class PbftEngine:
         self._sync_requested_ms: int | None = None
         self._sync_turn = 0
         self._asked_new_view_ms: dict[int, int] = {}
+        self._own_checkpoint: Checkpoint | None = None
 
     # --- Engine interface --------------------------------------------------------------------
 
@@ -228,6 +229,7 @@ class PbftEngine:
             self._lag_since_ms = None
             self._sync_requested_ms = None
             self._progress()
+            self._maybe_checkpoint(out)
         self._deliver_decided(out)
         self._retry_pending(out)
         self._maybe_sync(out)
@@ -453,11 +455,20 @@ class PbftEngine:
             slot.pending = None
             self._lag_since_ms = None
             self._progress()
-            if height % self.config.checkpoint_interval_blocks == 0:
-                signature = self._sign(checkpoint_statement(height, block_hash))
-                out.append(Broadcast(Checkpoint(height, block_hash, signature)))
-                self._add_checkpoint(self.node_id, height, block_hash, signature, out)
+            self._maybe_checkpoint(out)
         self._retry_pending(out)
+
+    def _maybe_checkpoint(self, out: list[Action]) -> None:
+        """At a checkpoint height, announce it (and keep resending it until it is stable)."""
+        height, block_hash = self._commit_height, self._last_hash
+        if height % self.config.checkpoint_interval_blocks or height <= self._stable.height:
+            return
+        checkpoint = Checkpoint(
+            height, block_hash, self._sign(checkpoint_statement(height, block_hash))
+        )
+        self._own_checkpoint = checkpoint
+        out.append(Broadcast(checkpoint))
+        self._add_checkpoint(self.node_id, height, block_hash, checkpoint.signature, out)
 
     def _progress(self) -> None:
         self._timeout_doublings = 0
@@ -694,6 +705,9 @@ class PbftEngine:
     # --- retransmission and state transfer ---------------------------------------------------
 
     def _retransmit(self, out: list[Action]) -> None:
+        checkpoint = self._own_checkpoint
+        if checkpoint is not None and checkpoint.height > self._stable.height:
+            out.append(Broadcast(checkpoint))
         if not self._active:
             held = self._view_changes.get(self._view, {}).get(self.node_id)
             out.append(Broadcast(held if held is not None else self._own_view_change()))

@@ -6,11 +6,16 @@ import dataclasses
 import random
 
 from consensus.engine import Engine
+from consensus.pbft import PbftEngine
+from consensus.pbft_config import PbftConfig, PbftConfigError
 from consensus.raft import RaftEngine
 from consensus.raft_config import RaftConfig, RaftConfigError
 from consensus.solo import SoloEngine
+from node.admission import VerifiedCache
 from node.config import ConfigError, NodeConfig
 from node.genesis import Genesis
+from node.identity import Account
+from node.pbft_blocks import BlockChecker, inspect_block, signer, verifier
 from node.storage import Storage
 
 # Consensus params the node itself reads (not the engine).
@@ -30,7 +35,13 @@ def signs_messages(genesis: Genesis) -> bool:
     return genesis.consensus == "pbft"
 
 
-def build_engine(config: NodeConfig, genesis: Genesis, storage: Storage) -> Engine:
+def build_engine(
+    config: NodeConfig,
+    genesis: Genesis,
+    storage: Storage,
+    verified: VerifiedCache | None = None,
+) -> Engine:
+    """`verified`: tx ids whose signatures admission already checked (PBFT backups skip them)."""
     head = storage.head()
     validators = [v.node_id for v in genesis.validators]
     if genesis.consensus == "solo":
@@ -50,4 +61,36 @@ def build_engine(config: NodeConfig, genesis: Genesis, storage: Storage) -> Engi
             commit_height=head.height,
             last_block_hash=head.block_hash,
         )
+    if genesis.consensus == "pbft":
+        return _build_pbft(config, genesis, storage, verified)
     raise ConfigError(f"consensus {genesis.consensus!r} is not available in this build")
+
+
+def _build_pbft(
+    config: NodeConfig, genesis: Genesis, storage: Storage, verified: VerifiedCache | None
+) -> PbftEngine:
+    fields = {f.name for f in dataclasses.fields(PbftConfig)}
+    try:
+        pbft_config = PbftConfig(**_engine_params(genesis, fields))
+    except PbftConfigError as exc:
+        raise ConfigError(f"genesis: pbft params: {exc}") from exc
+    try:
+        account = Account.load(config.signing_key)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load signing_key {config.signing_key}: {exc}") from exc
+    if account.public_key != genesis.validator(config.node_id).public_key:
+        raise ConfigError("signing_key does not match this node's key in genesis")
+    head = storage.head()
+    checker = BlockChecker(genesis, storage, verified)
+    return PbftEngine(
+        config.node_id,
+        [v.node_id for v in genesis.validators],
+        storage.consensus_records(),
+        validate=checker.validate,
+        inspect=inspect_block,
+        sign=signer(account),
+        verify=verifier(genesis),
+        config=pbft_config,
+        commit_height=head.height,
+        last_block_hash=head.block_hash,
+    )

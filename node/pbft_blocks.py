@@ -1,0 +1,160 @@
+"""What a PBFT replica needs from the node: block identity, block validation, message signing.
+
+The PBFT engine cannot read blocks or keys. This module gives it:
+- `inspect_block`: a payload's (height, hash, parent) — and `None` unless the header's
+  `txs_hash` matches the txs carried, since the block hash covers only the header: without
+  that check a primary could ship one header with different txs to different backups;
+- `BlockChecker.validate`: a backup's check of a proposal before it prepares it: well-formed,
+  right chain, height and parent, header time after the parent's, `prev_app_hash` equal to this
+  node's app hash of the parent (so the parent must be executed here first: until then the
+  answer is "not yet" and the engine asks again on its next tick), within the block limits,
+  and every tx signature valid (ids admission already verified are skipped; the rest are
+  checked on a small thread pool, the GIL being released while verifying);
+- `signer`/`verifier`: Ed25519 over the engine's statements with the node key and the
+  genesis validator keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from google.protobuf.message import DecodeError
+
+from consensus.pbft_config import BlockIdentity, Sign, Verify
+from node.admission import VerifiedCache
+from node.executor import block_hash_of, txs_hash
+from node.genesis import Genesis
+from node.identity import Account, is_weak_public_key, tx_id_of, verify_signature
+from node.storage import Storage
+from proto import types_pb2
+
+log = logging.getLogger(__name__)
+
+CLOCK_DRIFT_MS_MAX = 60_000
+REJECTED_BLOCKS_MAX = 1_024
+VERIFY_CHUNK_MIN = 64
+
+
+def _parse(payload: bytes) -> types_pb2.Block | None:
+    block = types_pb2.Block()
+    try:
+        block.ParseFromString(payload)
+    except DecodeError:
+        return None
+    return block if block.HasField("header") else None
+
+
+def inspect_block(payload: bytes) -> BlockIdentity | None:
+    block = _parse(payload)
+    if block is None:
+        return None
+    header = block.header
+    if header.txs_hash != txs_hash(tx_id_of(tx.body) for tx in block.txs):
+        return None
+    return BlockIdentity(header.height, block_hash_of(header), header.parent_hash)
+
+
+def _verify_chunk(items: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
+    return [verify_signature(key, sig, body) for key, sig, body in items]
+
+
+class BlockChecker:
+    """A backup's validation of proposed blocks; see the module docstring."""
+
+    def __init__(
+        self,
+        genesis: Genesis,
+        storage: Storage,
+        verified: VerifiedCache | None,
+        *,
+        threads: int = 2,
+        wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.genesis = genesis
+        self.storage = storage
+        self.verified = verified if verified is not None else VerifiedCache(200_000)
+        self.wall_clock_ms = wall_clock_ms
+        self._threads = threads
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pbft-verify")
+        self._rejected: OrderedDict[bytes, None] = OrderedDict()
+
+    def _reject(self, block_hash: bytes, why: str) -> bool:
+        log.warning("refusing proposed block %s: %s", block_hash.hex()[:16], why)
+        self._rejected[block_hash] = None
+        if len(self._rejected) > REJECTED_BLOCKS_MAX:
+            self._rejected.popitem(last=False)
+        return False
+
+    def validate(self, height: int, parent_hash: bytes, payload: bytes) -> bool:
+        block = _parse(payload)
+        if block is None:
+            return False
+        header = block.header
+        block_hash = block_hash_of(header)
+        if block_hash in self._rejected:
+            return False
+        head = self.storage.head()
+        if head.height != height - 1:
+            return False  # the parent is not executed here yet: not now, maybe later
+        limits = self.genesis.block
+        if header.height != height or header.parent_hash != parent_hash:
+            return self._reject(block_hash, "wrong height or parent")
+        if header.chain_id != self.genesis.chain_id:
+            return self._reject(block_hash, f"chain {header.chain_id!r}")
+        if header.prev_app_hash != head.app_hash:
+            return self._reject(block_hash, "prev_app_hash differs from ours")
+        if header.time_ms <= head.time_ms:
+            return self._reject(block_hash, "time does not move forward")
+        if header.time_ms > self.wall_clock_ms() + CLOCK_DRIFT_MS_MAX:
+            return False  # from the future (or our clock is behind): maybe later
+        if len(block.txs) > limits.txs_max or len(payload) > limits.bytes_max + 4096:
+            return self._reject(block_hash, "over the block limits")
+        if header.txs_hash != txs_hash(tx_id_of(tx.body) for tx in block.txs):
+            return self._reject(block_hash, "txs_hash does not match the txs")
+        if not self._signatures_valid(block):
+            return self._reject(block_hash, "a tx signature is invalid")
+        return True
+
+    def _signatures_valid(self, block: types_pb2.Block) -> bool:
+        todo: list[tuple[bytes, tuple[bytes, bytes, bytes]]] = []
+        for tx in block.txs:
+            tx_id = tx_id_of(tx.body)
+            if tx_id in self.verified:
+                continue
+            body = types_pb2.TxBody()
+            try:
+                body.ParseFromString(tx.body)
+            except DecodeError:
+                return False
+            if is_weak_public_key(body.sender):
+                return False
+            todo.append((tx_id, (body.sender, tx.signature, tx.body)))
+        if not todo:
+            return True
+        chunk = max(VERIFY_CHUNK_MIN, -(-len(todo) // self._threads))
+        groups = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
+        results = self._pool.map(_verify_chunk, [[item for _, item in g] for g in groups])
+        for group, oks in zip(groups, results, strict=True):
+            for (tx_id, _), ok in zip(group, oks, strict=True):
+                if not ok:
+                    return False
+                self.verified.add(tx_id)
+        return True
+
+
+def signer(account: Account) -> Sign:
+    return account.sign
+
+
+def verifier(genesis: Genesis) -> Verify:
+    keys = {v.node_id: v.public_key for v in genesis.validators}
+
+    def verify(node_id: str, statement: bytes, signature: bytes) -> bool:
+        key = keys.get(node_id)
+        return key is not None and verify_signature(key, signature, statement)
+
+    return verify
