@@ -88,7 +88,7 @@ class Node:
             self.genesis,
             self.storage,
             Executor(self.contracts, self.genesis.chain_id),
-            build_engine(config, self.genesis, self.storage),
+            build_engine(config, self.genesis, self.storage, self.verifier.cache),
             self.mempool,
             tick_ms=config.tick_ms,
             empty_block_interval_ms=self.genesis.consensus_params.get(
