@@ -31,6 +31,7 @@ from consensus.engine import (
 from node import crashpoints
 from node.executor import Executor, block_hash_of, txs_hash
 from node.genesis import Genesis
+from node.identity import tx_id_of
 from node.mempool import Mempool
 from node.state import StoreState
 from node.storage import ChainHead, Storage
@@ -207,11 +208,15 @@ class Driver:
 
     def _maybe_propose(self) -> list[Action]:
         status = self.engine.status
-        is_proposer = status.next_height is not None
+        # The proposer role, not a free slot right now (PBFT offers one slot at a time).
+        is_proposer = status.leader == self.node_id
         if self._was_proposer and not is_proposer:
             moved = self.mempool.requeue_in_flight()
             if moved:
                 log.info("no longer proposer; %d txs back to pending", moved)
+            # What we proposed may never commit (a new PBFT view drops an unprepared block):
+            # if this node proposes again, it must be able to fill the same height.
+            self._proposed_height = self.head.height
         self._was_proposer = is_proposer
         if status.next_height is None or status.next_parent_hash is None:
             return []
@@ -339,10 +344,16 @@ class Driver:
     async def _sync(self, peer: str, from_height: int) -> None:
         assert self.transport is not None
         log.info("syncing from %s at height %d", peer, from_height)
+        # A Byzantine-tolerant engine can check a fetched block's commit certificate: the peer
+        # serving it need not be trusted (then the header must also match the txs carried).
+        verify = getattr(self.engine, "verify_certificate", None)
         try:
             async for fetched in self.transport.fetch_blocks(peer, self.head.height + 1):
                 if fetched.block.header.height != self.head.height + 1:
                     continue
+                if verify is not None and not self._certified(fetched, verify):
+                    log.warning("block %d from %s: bad certificate", self.head.height + 1, peer)
+                    break
                 committed = await asyncio.to_thread(
                     self._execute_and_store, fetched.block, fetched.block_hash, fetched.certificate
                 )
@@ -357,6 +368,17 @@ class Driver:
         except Exception as exc:  # a peer that fails mid-sync: try again on the next request
             log.warning("sync from %s stopped: %s", peer, exc)
         self._inbox.put_nowait(_Synced(self.head.height, self.head.block_hash))
+
+    @staticmethod
+    def _certified(
+        fetched: types_pb2.CommittedBlock, verify: Callable[[int, bytes, bytes], bool]
+    ) -> bool:
+        header = fetched.block.header
+        if fetched.block_hash != block_hash_of(header):
+            return False
+        if header.txs_hash != txs_hash(tx_id_of(tx.body) for tx in fetched.block.txs):
+            return False
+        return verify(header.height, fetched.block_hash, fetched.certificate)
 
     # --- clients ----------------------------------------------------------------------------
 
