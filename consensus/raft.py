@@ -14,9 +14,8 @@ height the driver has applied, which survives restarts in the block store.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from consensus.engine import (
     Action,
@@ -53,6 +52,12 @@ CANDIDATE = "candidate"
 LEADER = "leader"
 
 
+class RandomSource(Protocol):
+    """What the engine needs of the injected `random.Random` (no `random` import here)."""
+
+    def randrange(self, start: int, stop: int | None = ..., step: int = ...) -> int: ...
+
+
 class RaftEngine:
     """One validator's Raft state machine; see the module docstring for the contract."""
 
@@ -61,7 +66,7 @@ class RaftEngine:
         node_id: NodeId,
         validators: Sequence[NodeId],
         restored: Mapping[str, bytes],
-        rng: random.Random,
+        rng: RandomSource,
         config: RaftConfig | None = None,
         commit_height: int = 0,
         last_block_hash: bytes = bytes(32),
@@ -555,7 +560,7 @@ class RaftEngine:
         if source is None or source == self.node_id:
             if not self._peers:
                 return
-            source = self._rng.choice(self._peers)
+            source = self._peers[self._rng.randrange(len(self._peers))]
         self._sync_requested_ms = self._now_ms
         logger.info(
             "node=%s requests sync from %s at height %d",
