@@ -97,27 +97,28 @@ class BlockChecker:
         block_hash = block_hash_of(header)
         if block_hash in self._rejected:
             return False
-        head = self.storage.head()
-        if head.height != height - 1:
-            return False  # the parent is not executed here yet: not now, maybe later
         limits = self.genesis.block
         if header.height != height or header.parent_hash != parent_hash:
             return self._reject(block_hash, "wrong height or parent")
         if header.chain_id != self.genesis.chain_id:
             return self._reject(block_hash, f"chain {header.chain_id!r}")
-        if header.prev_app_hash != head.app_hash:
-            return self._reject(block_hash, "prev_app_hash differs from ours")
-        if header.time_ms <= head.time_ms:
-            return self._reject(block_hash, "time does not move forward")
-        if header.time_ms > self.wall_clock_ms() + CLOCK_DRIFT_MS_MAX:
-            return False  # from the future (or our clock is behind): maybe later
         if len(block.txs) > limits.txs_max or len(payload) > limits.bytes_max + 4096:
             return self._reject(block_hash, "over the block limits")
         if header.txs_hash != txs_hash(tx_id_of(tx.body) for tx in block.txs):
             return self._reject(block_hash, "txs_hash does not match the txs")
+        # Signatures first: checked ids are remembered, so this work overlaps the parent's
+        # execution instead of following it.
         if not self._signatures_valid(block):
             return self._reject(block_hash, "a tx signature is invalid")
-        return True
+        head = self.storage.head()
+        if head.height != height - 1:
+            return False  # the parent is not executed here yet: not now, maybe later
+        if header.prev_app_hash != head.app_hash:
+            return self._reject(block_hash, "prev_app_hash differs from ours")
+        if header.time_ms <= head.time_ms:
+            return self._reject(block_hash, "time does not move forward")
+        # From the future (or our clock is behind): not now, maybe later.
+        return header.time_ms <= self.wall_clock_ms() + CLOCK_DRIFT_MS_MAX
 
     def _signatures_valid(self, block: types_pb2.Block) -> bool:
         todo: list[tuple[bytes, tuple[bytes, bytes, bytes]]] = []
