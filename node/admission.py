@@ -194,6 +194,15 @@ class Admission:
         return checked
 
     async def admit(self, txs: Sequence[types_pb2.SignedTx]) -> list[bytes]:
+        # Refuse what cannot fit before spending CPU on signatures: under a flood, a full
+        # mempool would otherwise cost a signature check per refused tx.
+        self.check_request_size(txs)
+        if len(self.mempool) + len(txs) > self.mempool.txs_max:
+            raise AdmissionError(
+                "RESOURCE_EXHAUSTED",
+                f"the mempool is full ({len(self.mempool)} of {self.mempool.txs_max} txs); "
+                "retry later",
+            )
         checked = await self.check(txs)
         # Re-check duplicates: another request may have admitted the same tx meanwhile.
         for index, item in enumerate(checked):
