@@ -126,7 +126,7 @@ class PbftEngine:
             slot.accepted = (record.accepted_view, record.accepted_hash)
             if record.prepared is not None:
                 slot.prepared = record.prepared
-                slot.add_payload(record.prepared.block_hash, record.prepared.payload)
+                slot.add_payload(record.prepared.block_hash, record.prepared.payload, True)
                 slot.commit_sent_view = record.prepared.view
         self._checkpoints: dict[NodeId, dict[tuple[int, bytes], bytes]] = {}
         self._view_changes: dict[int, dict[NodeId, ViewChange]] = {}
@@ -214,7 +214,7 @@ class PbftEngine:
         )
         out: list[Action] = []
         slot = self._slot(block.height)
-        slot.add_payload(block.block_hash, block.payload)
+        slot.add_payload(block.block_hash, block.payload, trusted=True)
         announce = PrePrepare(self._view, block.height, block.block_hash, block.payload)
         self._accept(slot, block.block_hash, out, announce)
         self._deliver_decided(out)
@@ -311,7 +311,7 @@ class PbftEngine:
                 return
             if identity.height != msg.height:
                 return
-            slot.add_payload(msg.block_hash, msg.payload)
+            slot.add_payload(msg.block_hash, msg.payload, trusted=msg.view == self._view)
         if msg.view != self._view:
             if msg.view > self._view:
                 self._ask_new_view(msg.view, out)
@@ -684,7 +684,7 @@ class PbftEngine:
                 assert slot.decided.block_hash == proof.block_hash, (
                     f"new view {msg.view} re-proposes another block at committed {proof.height}"
                 )
-            slot.add_payload(proof.block_hash, proof.payload)
+            slot.add_payload(proof.block_hash, proof.payload, trusted=True)
             self._accept(slot, proof.block_hash, out)
         self._deliver_decided(out)
 

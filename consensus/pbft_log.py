@@ -97,9 +97,23 @@ class Slot:
         value = SlotRecord(self.height, self.accepted[0], self.accepted[1], self.prepared)
         return (slot_key(self.height), RECORDS.encode(value))
 
-    def add_payload(self, block_hash: bytes, payload: bytes) -> None:
-        if block_hash in self.payloads or len(self.payloads) >= PAYLOADS_PER_SLOT_MAX:
+    def add_payload(self, block_hash: bytes, payload: bytes, trusted: bool = False) -> None:
+        """Keep a (hash-checked) candidate block. When the slot is full, an untrusted one (a
+        pre-prepare of some view's primary) is dropped, while a trusted one (the current
+        primary's, our own, one from a prepared certificate) evicts the oldest candidate that
+        is neither accepted nor decided here, so a liar cannot crowd out the real block."""
+        if block_hash in self.payloads:
             return
+        if len(self.payloads) >= PAYLOADS_PER_SLOT_MAX:
+            if not trusted:
+                return
+            protected = {self.accepted[1] if self.accepted else b""}
+            if self.decided is not None:
+                protected.add(self.decided.block_hash)
+            victim = next((h for h in self.payloads if h not in protected), None)
+            if victim is None:
+                return
+            del self.payloads[victim]
         self.payloads[block_hash] = payload
 
 

@@ -26,8 +26,8 @@ from tests.sim.chaos import ChaosPlan, run_chaos
 from tests.sim.pbft_cluster import pbft_factory, varied_pbft_config
 from tests.sim.simulator import NetworkFaults, SimConfig, Simulator
 
-HONEST_SEEDS = {4: 120, 7: 40}
-BYZANTINE_SEEDS = {4: 60, 7: 20}
+HONEST_SEEDS = {4: 100, 7: 30}
+BYZANTINE_SEEDS = {4: 50, 7: 20}
 
 
 def _seeds(default: int) -> list[int]:
