@@ -9,6 +9,12 @@ committed blocks through the driver (`RequestSync`) and adopt the leader's snaps
 Raft indices are not heights: a new leader appends a no-op entry (no block) so it can commit
 entries of earlier terms. `commit_index` is Raft's (volatile); `commit_height` is the block
 height the driver has applied, which survives restarts in the block store.
+
+Driver contract beyond `consensus.engine`: rebuild with every record still persisted (keys
+`raft/...`) and with the block store's applied height and tip hash; commits at or below that
+height are never emitted again. On `RequestSync(peer, h)` fetch committed blocks from `h` on
+(a partial batch is fine), apply them, then call `synced(top_height, top_hash)`; fetch nothing,
+call nothing: the engine asks again after `sync_retry_ms`.
 """
 
 from __future__ import annotations
@@ -207,7 +213,7 @@ class RaftEngine:
         next_height: int | None = None
         next_parent: bytes | None = None
         in_flight = self._log.last_height - self._commit_height
-        if self._role == LEADER and in_flight < self.config.proposals_in_flight_max:
+        if self._role == LEADER and 0 <= in_flight < self.config.proposals_in_flight_max:
             next_height = self._log.last_height + 1
             next_parent = self._log.last_block_hash
         return EngineStatus(
