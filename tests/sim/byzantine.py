@@ -9,7 +9,8 @@ node's own sim key: it can lie only as itself, as a real Byzantine node could.
 - `ConflictingVoter`: sends some recipients prepares and commits for a block that does not
   exist, besides (or instead of) its honest votes;
 - `Silent`: sends nothing (or nothing of some kinds: a silent primary);
-- `Replayer`: also sends, at random, messages it sent long ago.
+- `Replayer`: also sends, at random, messages it sent long ago;
+- `Twins`: two engines with one identity and key, hearing different parts of the cluster.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from consensus.engine import NodeId
+from consensus.engine import Broadcast, NodeId, Send
 from consensus.pbft_messages import (
     CommitVote,
     Prepare,
@@ -112,3 +113,55 @@ class Replayer:
 def fool_half(seed: int) -> Callable[[NodeId], bool]:
     """A fixed, seed-chosen half of the node ids."""
     return lambda node_id: hashlib.sha256(f"{seed}:{node_id}".encode()).digest()[0] % 2 == 0
+
+
+class Twins:
+    """Two engines running one node's identity and key (a cloned validator). The first twin
+    hears everyone and its commits and records are the node's; the second hears only
+    `second_hears` and its votes go out too, so the node contradicts itself whenever the twins'
+    views of the cluster diverge. Build it in an engine factory for the twinned node id."""
+
+    def __init__(
+        self,
+        first: Any,
+        second: Any,
+        second_hears: Callable[[NodeId], bool],
+        second_proposes: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.first = first
+        self.second = second
+        self.second_hears = second_hears
+        # When the node may propose, the second twin proposes `second_proposes(block)` too.
+        self.second_proposes = second_proposes
+
+    @staticmethod
+    def _speech(actions: list[Any]) -> list[Any]:
+        return [a for a in actions if isinstance(a, Send | Broadcast)]
+
+    def start(self, now_ms: int) -> list[Any]:
+        return [*self.first.start(now_ms), *self._speech(self.second.start(now_ms))]
+
+    def tick(self, now_ms: int) -> list[Any]:
+        return [*self.first.tick(now_ms), *self._speech(self.second.tick(now_ms))]
+
+    def receive(self, sender: NodeId, msg: Any) -> list[Any]:
+        out = self.first.receive(sender, msg)
+        if self.second_hears(sender):
+            out = [*out, *self._speech(self.second.receive(sender, msg))]
+        return out
+
+    def propose(self, block: Any) -> list[Any]:
+        out = self.first.propose(block)
+        if self.second_proposes is not None:
+            out = [*out, *self._speech(self.second.propose(self.second_proposes(block)))]
+        return out
+
+    def synced(self, height: int, block_hash: bytes) -> list[Any]:
+        return [
+            *self.first.synced(height, block_hash),
+            *self._speech(self.second.synced(height, block_hash)),
+        ]
+
+    @property
+    def status(self) -> Any:
+        return self.first.status

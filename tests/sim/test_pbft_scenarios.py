@@ -8,18 +8,20 @@ One test gives the adversary f + 1 replicas and expects the checker to catch the
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from consensus.engine import BlockProposal, Engine
 from consensus.pbft import PbftEngine
 from consensus.pbft_config import PbftConfig
 from consensus.pbft_messages import Checkpoint, CommitVote, PrePrepare
-from tests.sim.byzantine import ConflictingVoter, Equivocator, Replayer, Silent
-from tests.sim.pbft_cluster import SIM_PBFT_CONFIG, pbft_factory
-from tests.sim.simulator import InvariantViolation, NodeId, SimConfig, Simulator
+from tests.sim.byzantine import ConflictingVoter, Equivocator, Replayer, Silent, Twins
+from tests.sim.pbft_cluster import SIM_PBFT_CONFIG, other_block, pbft_factory
+from tests.sim.simulator import InvariantViolation, NodeBoot, NodeId, SimConfig, Simulator
 
 BOUND_MS = 10_000
 
@@ -130,6 +132,42 @@ def test_replayed_old_messages_are_ignored() -> None:
     sim.crash("n0")  # replays from older views reach the others during the view change
     _grow(sim, 4, ["n1", "n3"])
     sim.restart("n0")
+    _converge(sim)
+
+
+def _other_proposal(block: BlockProposal) -> BlockProposal:
+    payload = other_block(block.payload, "twin")
+    return replace(block, block_hash=hashlib.sha256(payload).digest(), payload=payload)
+
+
+def test_twins_with_one_identity_and_key_cannot_split_the_honest_replicas() -> None:
+    """n0 (the first primary) runs as two engines with one key: the second twin hears only
+    n3 and proposes its own block for every height the first proposes, so n0 pre-prepares and
+    votes for two blocks at once. Honest replicas never disagree and the cluster moves on."""
+    honest_build = pbft_factory()
+
+    def build(boot: NodeBoot) -> Engine:
+        if boot.node_id != "n0":
+            return honest_build(boot)
+        second = honest_build(replace(boot, restored={}))
+        twins = Twins(honest_build(boot), second, lambda s: s == "n3", _other_proposal)
+        return twins  # type: ignore[return-value]
+
+    sim = Simulator(SimConfig(node_count=4), build, seed=11)
+    sim.byzantine.add("n0")
+    proposed: dict[tuple[int, int], set[bytes]] = {}
+
+    def spy(sim: Simulator, sender: NodeId, to: NodeId, msg: Any) -> Sequence[Any]:
+        if isinstance(msg, PrePrepare):
+            proposed.setdefault((msg.view, msg.height), set()).add(msg.block_hash)
+        return (msg,)
+
+    sim.outgoing_hooks["n0"] = spy
+    _grow(sim, 6)
+    assert any(len(hashes) > 1 for hashes in proposed.values()), "the twins never diverged"
+    sim.crash("n1")
+    _grow(sim, 3, ["n2", "n3"])
+    sim.restart("n1")
     _converge(sim)
 
 
