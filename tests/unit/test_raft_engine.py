@@ -117,6 +117,11 @@ def test_figure_8_old_term_entry_is_not_committed_by_counting_replicas() -> None
         actions += engine.receive(peer, AppendResponse(4, True, 2, 0))
     assert _of(Commit, actions) == []
     assert engine.status.commit_height == 0
+    # Why: `e`, holding a term-3 entry at index 2, can still win votes from replicas of it.
+    replica = RaftEngine("c", FIVE, _records(4, "a", entries), random.Random(2), CONFIG)
+    replica.start(0)
+    vote = replica.receive("e", RequestVote(5, 2, 3, False))
+    assert _sent(vote, VoteResponse) == [("e", VoteResponse(5, True, False))]
     for peer in ("b", "c"):
         actions += engine.receive(peer, AppendResponse(4, True, 3, 0))
     assert _of(Commit, actions) == [Commit(1, _hash(1), b"block-1")]
