@@ -79,6 +79,7 @@ class Story:
         self.node = cluster.nodes[-1]
         self.client = LedgerClient(self.node.client_addr, timeout_s=30.0)
         self.victim = ""
+        self.issued_height = 0
         self.rejoining: asyncio.Task[object] | None = None
 
     def who(self, name: str) -> str:
@@ -144,8 +145,8 @@ class Story:
 
     async def run(self) -> None:
         root, second_root = await self.vouchers()
-        kill_height = await self.kill_leader(second_root)
-        await self.maturity(root, second_root, kill_height)
+        await self.kill_leader()
+        await self.maturity(root, second_root, self.issued_height)
         step("The lineage tree of the first voucher, read back from the chain")
         lineage = await self.client.query("voucher", "lineage", {"root": root})
         make_console().print(voucher_tree(lineage, self.names))
@@ -170,6 +171,7 @@ class Story:
             "supplier": self.account("tier1a"), "amount": 300_000_00,
             "maturity_ms": maturity_ms, "documents": [contract, invoice]})
         root = receipt.result["voucher"]
+        self.issued_height = receipt.height
         say(f"• Brightline Seats delivered; Apex Motors issues voucher {root[:12]}… of "
             f"{money(300_000_00)} to tier1a for invoice INV-2026-0042, maturing in "
             f"{MATURITY_AHEAD_MS // 1000} s of block time ({self.fact(receipt)})")
@@ -219,9 +221,12 @@ class Story:
         second_root = second.result["voucher"]
         say(f"• with its own invoice INV-2026-0043, Coastal Glass (tier1b) gets voucher "
             f"{second_root[:12]}… of {money(80_000_00)} ({self.fact(second)})")
+        receipt = await self.ok("tier1b", "voucher", "transfer", {
+            "voucher": second_root, "to": self.account("tier2"), "amount": 30_000_00})
+        say(f"• tier1b pays tier2 {money(30_000_00)} of it ({self.fact(receipt)})")
         return root, second_root
 
-    async def kill_leader(self, second_root: str) -> int:
+    async def kill_leader(self) -> None:
         step("6. A node dies; the network keeps committing")
         info = await self.client.chain_info()
         victim = info.leader
@@ -243,14 +248,15 @@ class Story:
         round_name = "view" if info.consensus == "pbft" else "term"
         say(f"• {info.leader} leads after {time.monotonic() - killed_at:.1f} s ({info.consensus} "
             f"{round_name} {info.round}); three of four nodes carry on")
-        receipt = await self.ok("tier1b", "voucher", "transfer", {
-            "voucher": second_root, "to": self.account("tier2"), "amount": 30_000_00})
-        say(f"• tier1b pays tier2 {money(30_000_00)} of its voucher: committed at height "
-            f"{receipt.height} without {victim} ({self.fact(receipt)})")
+        # Not bound to the vouchers' maturity, so a slow election cannot make it fail.
+        receipt = await self.ok("factor", "voucher", "grant_credit", {
+            "core": self.account("core"), "limit": 500_000_00,
+            "expiry_ms": now_ms() + 365 * DAY_MS})
+        say(f"• {self.who('factor')} grants Apex Motors a second line of {money(500_000_00)}: "
+            f"committed at height {receipt.height} without {victim} ({self.fact(receipt)})")
         self.victim = victim
         self.rejoining = asyncio.create_task(restart_node(self.cluster, victim, timeout_s=60.0))
         say(f"• {victim} is started again in the background; we look at it in step 9")
-        return receipt.height
 
     async def maturity(self, root: str, second_root: str, from_height: int) -> None:
         step("7. Maturity: the chain pays every holder by itself")
