@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.cli import add_parser as add_bench_parser  # `scfchain bench` lives in bench/
 
     add_bench_parser(sub)
+
+    from node.soak import add_parser as add_soak_parser  # `scfchain soak`: faults under load
+
+    add_soak_parser(sub)
     return parser
 
 

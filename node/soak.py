@@ -1,0 +1,376 @@
+"""`scfchain soak`: a live local cluster under steady load while a seeded schedule kills,
+restarts, partitions, slows and heals nodes; at the end, the ledger checks and a summary.
+
+    scfchain soak --minutes 30 --consensus raft --seed 7 --out soak-raft
+
+Every peer link passes through a TCP proxy (`node/netfaults.py`) the schedule controls. At most
+f nodes are impaired at a time (crashed or cut off), so the cluster should keep committing.
+Checks, continuously: agreement (every node's block at the lowest common height has one hash).
+After every heal: convergence (all nodes hold the cluster's height, same hash) within 30 s. At
+the end: every acknowledged tx is committed, no tx succeeded twice, the receiver's balance
+equals the number of successful transfers, and every node has the same height and app hash.
+Writes `summary.json` and `summary.md` to --out. Exit status 1 if any check failed.
+Processes are stopped by PID, always.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import random
+import signal
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from node.client import LedgerClient, LedgerError
+from node.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
+from node.netfaults import LinkProxy, NetworkFaults
+from proto import types_pb2
+
+MEMBERS = [
+    MemberSpec("admin", ("admin",)),
+    MemberSpec("payer", ("core_enterprise",), balance=10**15),
+    MemberSpec("payee", ("supplier",)),
+]
+CONVERGE_S = 30.0
+FAULT_KINDS = ("kill", "isolate", "isolate_leader", "loss", "delay", "kill_leader")
+
+
+@dataclass
+class SoakStats:
+    started_s: float = field(default_factory=time.monotonic)
+    faults: Counter[str] = field(default_factory=Counter)
+    acknowledged: set[bytes] = field(default_factory=set)
+    submitted: int = 0
+    refused_batches: int = 0
+    refusals: Counter[str] = field(default_factory=Counter)
+    agreement_checks: int = 0
+    disagreements: list[str] = field(default_factory=list)
+    converge_s: list[float] = field(default_factory=list)
+    not_converged: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+
+    def log(self, text: str) -> None:
+        line = f"{time.monotonic() - self.started_s:8.1f}s {text}"
+        self.events.append(line)
+        print(line, flush=True)
+
+
+class SoakCluster:
+    def __init__(self, net: NetworkLayout, faults: NetworkFaults,
+                 proxies: dict[str, LinkProxy]) -> None:
+        self.net = net
+        self.faults = faults
+        self.proxies = proxies
+        self.procs = {layout.node_id: NodeProcess(layout) for layout in net.nodes}
+        for proxy in proxies.values():
+            proxy.source_of = self.node_of_port
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.procs)
+
+    def node_of_port(self, port: int) -> str | None:
+        for node_id, proc in self.procs.items():
+            if proc.pid is None or not proc.alive():
+                continue
+            with contextlib.suppress(psutil.Error):
+                for conn in psutil.Process(proc.pid).net_connections(kind="tcp"):
+                    if conn.laddr and conn.laddr.port == port:
+                        return node_id
+        return None
+
+    def live(self) -> list[str]:
+        return [n for n, p in self.procs.items() if p.alive()]
+
+    def addr(self, node_id: str) -> str:
+        return self.procs[node_id].layout.client_addr
+
+    async def info(self, node_id: str) -> Any:
+        try:
+            async with LedgerClient(self.addr(node_id), timeout_s=2) as client:
+                return await client.chain_info()
+        except LedgerError:
+            return None
+
+    async def leader(self) -> str | None:
+        for node_id in self.live():
+            info = await self.info(node_id)
+            if info is not None and info.leader:
+                return str(info.leader)
+        return None
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.stop(grace_s=5)
+            if proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+
+
+async def build(root: str, consensus: str, seed: int) -> SoakCluster:
+    nodes = 4 if consensus == "pbft" else 3
+    net = write_network(root, nodes=nodes, consensus=consensus, members=MEMBERS,
+                        chain_id=f"soak-{consensus}", block={"interval_ms": 50, "txs_max": 500},
+                        consensus_params={"empty_block_interval_ms": 1_000})
+    faults = NetworkFaults(seed=seed)
+    proxies: dict[str, LinkProxy] = {}
+    with open(net.genesis_path) as handle:
+        genesis = json.load(handle)
+    for validator in genesis["validators"]:
+        host, _, port = validator["peer_addr"].rpartition(":")
+        proxy = LinkProxy(validator["id"], host, int(port), faults)
+        await proxy.start()
+        proxies[validator["id"]] = proxy
+        validator["peer_addr"] = f"{host}:{proxy.port}"
+    with open(net.genesis_path, "w") as handle:
+        json.dump(genesis, handle, indent=2)
+    return SoakCluster(net, faults, proxies)
+
+
+async def load_worker(cluster: SoakCluster, stats: SoakStats, stop: asyncio.Event,
+                      index: int, nonces: itertools.count[int]) -> None:
+    net = cluster.net
+    payer, payee = net.account("payer"), net.account("payee")
+    turn = itertools.count(index)
+    while not stop.is_set():
+        live = cluster.live()
+        if not live:
+            await asyncio.sleep(0.1)
+            continue
+        node_id = live[next(turn) % len(live)]
+        txs = [payer.build_tx(net.chain_id, "cash", "transfer",
+                              {"to": payee.account_id, "amount": 1}, nonce=next(nonces))
+               for _ in range(20)]
+        stats.submitted += len(txs)
+        try:
+            async with LedgerClient(cluster.addr(node_id), timeout_s=8) as client:
+                response = await client.submit(txs, wait=True, timeout_ms=5_000)
+        except LedgerError as exc:
+            stats.refused_batches += 1
+            stats.refusals[exc.status] += 1
+            await asyncio.sleep(0.1)
+            continue
+        for receipt in response.receipts:
+            if receipt.status == types_pb2.SUCCESS:
+                stats.acknowledged.add(receipt.tx_id)
+            else:
+                stats.refusals[f"receipt:{receipt.error_code}"] += 1
+
+
+async def auditor(cluster: SoakCluster, stats: SoakStats, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        infos = {n: await cluster.info(n) for n in cluster.live()}
+        infos = {n: i for n, i in infos.items() if i is not None}
+        if len(infos) >= 2:
+            height = min(i.height for i in infos.values())
+            hashes = {}
+            for node_id in infos:
+                with contextlib.suppress(LedgerError):
+                    async with LedgerClient(cluster.addr(node_id), timeout_s=2) as client:
+                        hashes[node_id] = (await client.get_block(height)).block_hash.hex()
+            if height and len(set(hashes.values())) > 1:
+                stats.disagreements.append(f"height {height}: {hashes}")
+                stats.log(f"DISAGREEMENT at height {height}: {hashes}")
+            stats.agreement_checks += 1
+        await asyncio.sleep(1.0)
+
+
+async def converge(cluster: SoakCluster, stats: SoakStats, within_s: float) -> bool:
+    """All nodes at (at least) the highest height seen now, with one block hash there."""
+    started = time.monotonic()
+    infos = [await cluster.info(n) for n in cluster.ids]
+    target = max((i.height for i in infos if i is not None), default=0)
+    while time.monotonic() - started < within_s:
+        hashes = set()
+        for node_id in cluster.ids:
+            try:
+                async with LedgerClient(cluster.addr(node_id), timeout_s=2) as client:
+                    hashes.add((await client.get_block(target)).block_hash)
+            except LedgerError:
+                hashes.add(b"missing")
+        if len(hashes) == 1 and b"missing" not in hashes:
+            stats.converge_s.append(time.monotonic() - started)
+            return True
+        await asyncio.sleep(0.2)
+    stats.not_converged.append(f"height {target} not reached by all within {within_s}s")
+    stats.log(f"NOT CONVERGED within {within_s}s at height {target}")
+    return False
+
+
+async def fault_schedule(cluster: SoakCluster, stats: SoakStats, rng: random.Random,
+                         end_s: float) -> None:
+    while time.monotonic() < end_s - 20:
+        await asyncio.sleep(rng.uniform(3, 8))  # quiet time
+        kind = rng.choice(FAULT_KINDS)
+        leader = await cluster.leader()
+        victim = (leader if kind.endswith("leader") and leader else rng.choice(cluster.ids))
+        hold_s = rng.uniform(3, 10)
+        stats.faults[kind] += 1
+        stats.log(f"fault {kind} on {victim if kind not in ('loss', 'delay') else 'all links'} "
+                  f"for {hold_s:.1f}s")
+        if kind in ("kill", "kill_leader"):
+            cluster.procs[victim].kill()
+            await asyncio.sleep(hold_s)
+            cluster.procs[victim].start()
+            with contextlib.suppress(RuntimeError, TimeoutError):
+                await cluster.procs[victim].wait_healthy(60)
+        elif kind in ("isolate", "isolate_leader"):
+            cluster.faults.isolate(victim, cluster.ids)
+            await asyncio.sleep(hold_s)
+            cluster.faults.heal()
+        elif kind == "loss":
+            cluster.faults.set_default(loss=rng.choice((0.1, 0.3, 0.5)))
+            await asyncio.sleep(hold_s)
+            cluster.faults.heal()
+        else:
+            cluster.faults.set_default(delay_ms=75, jitter_ms=50)
+            await asyncio.sleep(hold_s)
+            cluster.faults.heal()
+        for node_id, proc in cluster.procs.items():  # a node that died on its own
+            if not proc.alive():
+                stats.log(f"{node_id} is down (exit {proc.process and proc.process.returncode});"
+                          " restarting")
+                stats.faults["unplanned_exit"] += 1
+                proc.start()
+        await converge(cluster, stats, CONVERGE_S)
+
+
+async def final_checks(cluster: SoakCluster, stats: SoakStats) -> dict[str, Any]:
+    cluster.faults.heal()
+    for proc in cluster.procs.values():
+        if not proc.alive():
+            proc.start()
+    for proc in cluster.procs.values():
+        await proc.wait_healthy(60)
+    converged = await converge(cluster, stats, 60)
+    infos = {n: await cluster.info(n) for n in cluster.ids}
+    heights = {n: i.height for n, i in infos.items() if i}
+    height = min(heights.values())
+    app_hashes = set()
+    for node_id in cluster.ids:
+        async with LedgerClient(cluster.addr(node_id), timeout_s=10) as client:
+            app_hashes.add((await client.get_block(height)).app_hash.hex())
+    successes: Counter[bytes] = Counter()
+    async with LedgerClient(cluster.addr(cluster.ids[0]), timeout_s=60) as client:
+        stream = client.subscribe(from_height=1)
+        async for block in stream:
+            successes.update(r.tx_id for r in block.receipts if r.status == types_pb2.SUCCESS)
+            if block.block.header.height >= height:
+                break
+        await stream.aclose()
+        balance = (await client.query("cash", "balance", {
+            "account": cluster.net.account("payee").account_id}))["balance"]
+    lost = stats.acknowledged - set(successes)
+    twice = [t for t, n in successes.items() if n > 1]
+    return {
+        "converged": converged,
+        "height": height,
+        "app_hashes_equal": len(app_hashes) == 1,
+        "committed_txs": len(successes),
+        "acknowledged_txs": len(stats.acknowledged),
+        "lost_txs": len(lost),
+        "executed_twice": len(twice),
+        "balance_matches": balance == len(successes),
+    }
+
+
+async def soak(minutes: float, consensus: str, seed: int, root: str, out: str,
+               workers: int) -> int:
+    rng = random.Random(seed)
+    stats = SoakStats()
+    cluster = await build(root, consensus, seed)
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    result: dict[str, Any] = {}
+    try:
+        for proc in cluster.procs.values():
+            proc.start()
+        for proc in cluster.procs.values():
+            await proc.wait_healthy(60)
+        stats.log(f"cluster up: {consensus}, {len(cluster.ids)} nodes, seed {seed}, {root}")
+        end_s = time.monotonic() + minutes * 60
+        nonces = itertools.count(1)
+        tasks = [asyncio.create_task(load_worker(cluster, stats, stop, i, nonces))
+                 for i in range(workers)]
+        tasks.append(asyncio.create_task(auditor(cluster, stats, stop)))
+        await fault_schedule(cluster, stats, rng, end_s)
+        await asyncio.sleep(max(0.0, end_s - time.monotonic()))
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        stats.log("load stopped; final checks")
+        result = await final_checks(cluster, stats)
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for proxy in cluster.proxies.values():
+            await proxy.close()
+        cluster.stop_all()
+    ok = (result.get("converged") and result.get("app_hashes_equal")
+          and result.get("lost_txs") == 0 and result.get("executed_twice") == 0
+          and result.get("balance_matches") and not stats.disagreements
+          and not stats.not_converged)
+    summary = {
+        "consensus": consensus, "seed": seed, "minutes": minutes, "nodes": len(cluster.ids),
+        "ok": bool(ok), "faults_injected": dict(stats.faults),
+        "faults_total": sum(v for k, v in stats.faults.items() if k != "unplanned_exit"),
+        "txs_submitted": stats.submitted, "refused_batches": stats.refused_batches,
+        "refusals": dict(stats.refusals), "agreement_checks": stats.agreement_checks,
+        "disagreements": stats.disagreements, "not_converged": stats.not_converged,
+        "converge_after_heal_s_max": round(max(stats.converge_s, default=0.0), 2),
+        **result, "events": stats.events,
+    }
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "summary.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    with open(os.path.join(out, "summary.md"), "w") as handle:
+        handle.write(_markdown(summary))
+    print(_markdown(summary))
+    return 0 if ok else 1
+
+
+def _markdown(s: dict[str, Any]) -> str:
+    rows = [("result", "PASS" if s["ok"] else "FAIL"), ("consensus", s["consensus"]),
+            ("nodes", s["nodes"]), ("minutes", s["minutes"]), ("seed", s["seed"]),
+            ("faults injected", f"{s['faults_total']} {s['faults_injected']}"),
+            ("txs submitted", s["txs_submitted"]),
+            ("txs acknowledged", s.get("acknowledged_txs")),
+            ("txs committed", s.get("committed_txs")), ("txs lost", s.get("lost_txs")),
+            ("txs executed twice", s.get("executed_twice")),
+            ("final height", s.get("height")), ("app hashes equal", s.get("app_hashes_equal")),
+            ("agreement checks / disagreements",
+             f"{s['agreement_checks']} / {len(s['disagreements'])}"),
+            ("slowest convergence after heal (s)", s["converge_after_heal_s_max"]),
+            ("heals not converged in 30 s", len(s["not_converged"])),
+            ("refused batches", f"{s['refused_batches']} {s['refusals']}")]
+    lines = [f"# Soak: {s['consensus']}, {s['minutes']} min", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines) + "\n"
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser("soak", help="a live cluster under load and seeded faults")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--consensus", choices=("raft", "pbft"), default="raft")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=3, help="load clients")
+    parser.add_argument("--dir", help="cluster directory (default: a new temporary one)")
+    parser.add_argument("--out", default="soak-report", help="where summary.json/md go")
+    parser.set_defaults(func=_command)
+
+
+def _command(args: argparse.Namespace) -> int:
+    root = args.dir or tempfile.mkdtemp(prefix=f"scf-soak-{args.consensus}-")
+    return asyncio.run(soak(args.minutes, args.consensus, args.seed, root, args.out,
+                            args.workers))
