@@ -1,7 +1,8 @@
 """`scfchain tx|query|watch|voucher tree`: calling a running cluster by member name.
 
 Each command finds the cluster through `--dir DIR/cluster.json`, signs with the sample member's
-key from `DIR/keys/`, and talks to the first node that answers (or `--node ID`). In `--args`,
+key from `DIR/keys/`, and talks to the first node that answers (or `--node ID`); on PBFT, `tx`
+accepts a receipt only once f + 1 nodes return matching ones (`node.quorum_client`). In `--args`,
 a string `"@name"` stands for that member's account id, so `{"to": "@tier1a"}` works.
 People get names instead of hex, amounts as money; `--json` prints one JSON document
 (`watch --json`: one per block, a line each).
@@ -24,6 +25,7 @@ from rich.tree import Tree
 from node.cli_cluster import make_console
 from node.client import LedgerClient, LedgerError, ReceiptView, event_dict
 from node.launcher import Cluster, ClusterError, load_cluster
+from node.quorum_client import QuorumClient
 from node.sample_consortium import money
 from proto import types_pb2
 
@@ -142,25 +144,41 @@ def _tx(args: argparse.Namespace) -> int:
     contract, method = parse_call(args.call, "method")
     account = cluster.account(args.as_name)
     call_args = parse_args_json(args.args, cluster)
+    tx = account.build_tx(cluster.chain_id, contract, method, call_args)
+    quorum = cluster.consensus == "pbft" and not args.node
+    node_ids = {node.client_addr: node.id for node in cluster.nodes}
 
-    async def run() -> ReceiptView:
-        tx = account.build_tx(cluster.chain_id, contract, method, call_args)
+    async def send() -> tuple[ReceiptView, list[str]]:
+        if quorum:  # one node's receipt is only as honest as that node: ask for f + 1
+            async with QuorumClient([node.client_addr for node in cluster.nodes]) as nodes:
+                confirmed = (await nodes.submit_and_confirm([tx], timeout_ms=60_000))[0]
+            return confirmed.receipt, [node_ids[a] for a in confirmed.vouchers]
         client = await connect(cluster, args.node)
         async with client:
-            deadline = time.monotonic() + NO_LEADER_RETRY_S
-            while True:  # UNAVAILABLE = not admitted (no leader yet), so resending is safe
-                try:
-                    return (await client.submit_and_wait([tx]))[0]
-                except LedgerError as exc:
-                    if exc.status != "UNAVAILABLE" or time.monotonic() > deadline:
-                        raise
-                await asyncio.sleep(0.25)
+            return (await client.submit_and_wait([tx]))[0], []
 
-    receipt = asyncio.run(run())
+    async def run() -> tuple[ReceiptView, list[str]]:
+        deadline = time.monotonic() + NO_LEADER_RETRY_S
+        while True:  # UNAVAILABLE = not admitted (no leader yet), so resending is safe
+            try:
+                return await send()
+            except LedgerError as exc:
+                if exc.status != "UNAVAILABLE" or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.25)
+
+    receipt, confirmed_by = asyncio.run(run())
     if args.json:
-        print(json.dumps(receipt.to_json()))
+        doc = receipt.to_json()
+        if quorum:
+            doc["confirmed_by"] = confirmed_by
+        print(json.dumps(doc))
     else:
-        print_receipt(make_console(), receipt, cluster.names())
+        console = make_console()
+        print_receipt(console, receipt, cluster.names())
+        if quorum:
+            console.print(f"confirmed by {', '.join(confirmed_by)} (matching receipts from "
+                          f"f + 1 = {(len(cluster.nodes) - 1) // 3 + 1} nodes are needed)")
     return 0 if receipt.ok else 1
 
 

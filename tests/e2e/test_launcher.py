@@ -124,6 +124,8 @@ def test_pbft_cluster_up_serves_and_down_leaves_no_process(
     paid = run.json("tx", "cash.transfer", "--as", "core", "--dir", cluster_dir,
                     "--args", '{"to": "@dealer", "amount": 5}')
     assert paid["status"] == "SUCCESS"
+    assert len(paid["confirmed_by"]) >= 2  # f + 1 matching receipts, f = 1
+    assert set(paid["confirmed_by"]) <= {"node1", "node2", "node3", "node4"}
     statuses = run.json("cluster", "status", "--dir", cluster_dir)
     assert [s["up"] for s in statuses] == [True] * 4
     assert {s["round"] for s in statuses} == {0}  # the view
