@@ -40,6 +40,7 @@ from node.launcher import (
     start_cluster,
     stop_cluster,
 )
+from node.quorum_client import QuorumClient
 from node.sample_consortium import SAMPLE_MEMBERS, money, sample_member
 
 NODES = 4
@@ -138,6 +139,17 @@ class Story:
         found = await self.client.query("cash", "balance", {"account": self.account(name)})
         return int(found["balance"])
 
+    async def confirm_with_quorum(self, receipt: ReceiptView) -> None:
+        """On PBFT, one node's receipt is only as honest as that node: ask f + 1 of them."""
+        addresses = {node.client_addr: node.id for node in self.cluster.nodes}
+        async with QuorumClient(list(addresses)) as quorum:
+            confirmed = (await quorum.confirm([bytes.fromhex(receipt.tx_id)]))[0]
+        if confirmed.receipt != receipt:
+            raise DemoError(f"the quorum's receipt differs from {self.node.id}'s")
+        names = " and ".join(addresses[a] for a in confirmed.vouchers)
+        say(f"• {names} return the same receipt: f + 1 = {quorum.matches_needed} matching "
+            "receipts, so at least one honest node vouches for it")
+
     def fact(self, receipt: ReceiptView) -> str:
         return f"height {receipt.height}, tx {receipt.tx_id[:12]}…"
 
@@ -162,6 +174,8 @@ class Story:
         say(f"• {self.who('bank')} grants {self.who('core')} (the core enterprise) a "
             f"reverse-factoring line of "
             f"{money(1_000_000_00)} for a year: OK ({self.fact(receipt)})")
+        if self.cluster.consensus == "pbft":
+            await self.confirm_with_quorum(receipt)
 
         step("2. A voucher for an invoice, issued to tier 1")
         invoice = doc_hash("invoice INV-2026-0042: 1,200 seat frames, 300,000.00")

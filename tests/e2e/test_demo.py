@@ -40,6 +40,7 @@ def test_demo_tells_the_whole_story_and_stops_every_node(tmp_path) -> None:
         "is refused: DOCUMENT_ALREADY_USED",
         "the current leader" if "· raft ·" in out else "the current primary",
         "three of four nodes carry on",
+        "return the same receipt: f + 1 = 2" if "· pbft ·" in out else "Credit line",
         "5 payments, 380,000.00 in all",
         "every voucher is now REDEEMED",
         "tier 3 · tier3 · 50,000.00 · REDEEMED",
