@@ -74,6 +74,8 @@ class DemoError(Exception):
 
 
 class Story:
+    """The narrated steps, talking to one live node (another once that one is killed)."""
+
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.names = cluster.names()
