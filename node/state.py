@@ -86,12 +86,22 @@ class MemoryState:
                 self.items[key] = value
 
 
+INDEX_AFTER_WRITES = 64  # below this many buffered writes a prefix scan just filters them all
+
+
 class Overlay:
-    """Writes buffered over a base view; `None` marks a deletion."""
+    """Writes buffered over a base view; `None` marks a deletion.
+
+    A block's overlay holds thousands of writes and contracts scan prefixes of it (credit
+    lines, queues), so past `INDEX_AFTER_WRITES` writes it keeps an index from every
+    "directory" (each prefix of a key that ends in "/", and "") to the keys written under it,
+    and a scan sorts only the keys under the scanned prefix's directory instead of all writes.
+    """
 
     def __init__(self, base: ReadableState) -> None:
         self.base = base
         self.writes: dict[str, bytes | None] = {}
+        self._dirs: dict[str, list[str]] | None = None
 
     def get(self, key: str) -> bytes | None:
         writes = self.writes
@@ -100,13 +110,41 @@ class Overlay:
         return self.base.get(key)
 
     def set(self, key: str, value: bytes) -> None:
+        if self._dirs is not None and key not in self.writes:
+            self._index(key)
         self.writes[key] = value
 
     def delete(self, key: str) -> None:
+        if self._dirs is not None and key not in self.writes:
+            self._index(key)
         self.writes[key] = None
 
+    def _index(self, key: str) -> None:
+        dirs = self._dirs
+        assert dirs is not None
+        dirs.setdefault("", []).append(key)
+        end = key.find("/")
+        while end != -1:
+            dirs.setdefault(key[: end + 1], []).append(key)
+            end = key.find("/", end + 1)
+
+    def _buffered(self, prefix: str) -> list[tuple[str, bytes | None]]:
+        """This overlay's writes under prefix, sorted by key."""
+        writes = self.writes
+        if len(writes) <= INDEX_AFTER_WRITES:
+            return sorted((k, v) for k, v in writes.items() if k.startswith(prefix))
+        if self._dirs is None:
+            self._dirs = {}
+            for key in writes:
+                self._index(key)
+        # Every key that starts with prefix was indexed under prefix's last directory.
+        candidates = self._dirs.get(prefix[: prefix.rfind("/") + 1], ())
+        if not prefix.endswith("/"):
+            candidates = [k for k in candidates if k.startswith(prefix)]
+        return [(k, writes[k]) for k in sorted(candidates)]
+
     def iter_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
-        mine = sorted((k, v) for k, v in self.writes.items() if k.startswith(prefix))
+        mine = self._buffered(prefix)
         if not mine:
             yield from self.base.iter_prefix(prefix)
             return
@@ -125,5 +163,13 @@ class Overlay:
 
     def merge_into_parent(self) -> None:
         """Fold this overlay's writes into its base, which must itself be an Overlay."""
-        assert isinstance(self.base, Overlay)
-        self.base.writes.update(self.writes)
+        parent = self.base
+        assert isinstance(parent, Overlay)
+        if parent._dirs is None:
+            parent.writes.update(self.writes)
+            return
+        writes = parent.writes
+        for key, value in self.writes.items():
+            if key not in writes:
+                parent._index(key)
+            writes[key] = value
