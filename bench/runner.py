@@ -317,8 +317,11 @@ class Round:
             }
             for n in cluster.nodes
         ]
+        label = cfg.label
+        if not cluster.fresh:  # the target's own engine and size, not the command's defaults
+            label = f"{cluster.consensus}-{len(cluster.nodes)}n/{cfg.workload}/c{cfg.clients}"
         return {
-            "label": cfg.label,
+            "label": label,
             "consensus": cluster.consensus,
             "nodes": len(cluster.nodes),
             "workload": cfg.workload,
