@@ -52,6 +52,8 @@ def add_parser(sub: Any) -> None:
                        help="a running cluster directory (its cluster.json) instead of a fresh one")
     bench.add_argument("--sweep", default=None,
                        help='a matrix, e.g. "consensus=solo,raft nodes=4,7 clients=8,32"')
+    bench.add_argument("--submit-to", choices=("all", "leader"), default="all",
+                       help="clients spread over all nodes (default) or all at the leader")
     bench.add_argument("--keep", action="store_true", help="leave fresh clusters running")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(func=main)
@@ -86,6 +88,8 @@ def _label(cfg: dict[str, Any]) -> str:
     parts = [f"{cfg['consensus']}-{cfg['nodes']}n", cfg["workload"], f"c{cfg['clients']}"]
     if cfg.get("rate"):
         parts.append(f"r{cfg['rate']:g}")
+    if cfg.get("submit_to") == "leader":
+        parts.append("to-leader")
     return "/".join(parts)
 
 
@@ -93,7 +97,8 @@ def round_configs(args: argparse.Namespace) -> list[Any]:
     from bench.runner import RoundConfig, default_work_dir
 
     base = {"consensus": args.consensus, "nodes": args.nodes, "clients": args.clients,
-            "workload": args.workload, "rate": args.rate, "batch": args.batch}
+            "workload": args.workload, "rate": args.rate, "batch": args.batch,
+            "submit_to": args.submit_to}
     combos = parse_sweep(args.sweep) if args.sweep else [{}]
     configs = []
     for combo in combos:
@@ -111,6 +116,7 @@ def round_configs(args: argparse.Namespace) -> list[Any]:
             accounts=max(4, args.accounts), block_txs_max=args.block_txs,
             block_interval_ms=args.block_interval_ms, commit_timeout_s=args.commit_timeout,
             work_dir=default_work_dir(), target=args.target, keep=args.keep,
+            submit_to=args.submit_to,
         ))
     return configs
 
@@ -164,6 +170,7 @@ def main(args: argparse.Namespace) -> int:
             "block_interval_ms": args.block_interval_ms,
             "sweep": args.sweep,
             "target": args.target,
+            "submit_to": args.submit_to,
         },
         "rounds": rounds,
     }

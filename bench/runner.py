@@ -58,6 +58,7 @@ class RoundConfig:
     work_dir: str
     target: str | None = None
     keep: bool = False
+    submit_to: str = "all"  # "all": client i talks to node i mod n; "leader": all to the leader
 
 
 class NodeSampler:
@@ -120,6 +121,19 @@ async def _heights(cluster: Cluster) -> dict[str, int]:
             except LedgerError:
                 out[node.node_id] = -1
     return out
+
+
+async def _leader_addr(cluster: Cluster, timeout_s: float = 30.0) -> str:
+    """The client address of the current leader / primary (waits for an election)."""
+    by_id = {node.node_id: node.client_addr for node in cluster.nodes}
+    deadline = time.monotonic() + timeout_s
+    async with LedgerClient(cluster.nodes[0].client_addr, timeout_s=10) as client:
+        while time.monotonic() < deadline:
+            leader = (await client.chain_info()).leader
+            if leader in by_id:
+                return by_id[leader]
+            await asyncio.sleep(0.2)
+    raise BenchError(f"no leader elected within {timeout_s:.0f} s")
 
 
 def _registration(cluster: Cluster, plan_members: list[Member], seed: int, salt: int,
@@ -199,10 +213,10 @@ class Round:
                  f"({sum(len(s) for s in plan.setup):,} setup, {len(plan.warmup):,} warm-up, "
                  f"{len(plan.load):,} measured)")
         tx_ids = [tx.tx_id for tx in everything]
-        clients = [
-            LedgerClient(cluster.nodes[i % len(cluster.nodes)].client_addr, timeout_s=120)
-            for i in range(cfg.clients)
-        ]
+        addrs = [node.client_addr for node in cluster.nodes]
+        if cfg.submit_to == "leader":
+            addrs = [await _leader_addr(cluster)]
+        clients = [LedgerClient(addrs[i % len(addrs)], timeout_s=120) for i in range(cfg.clients)]
         watcher = LedgerClient(cluster.nodes[0].client_addr, timeout_s=120)
         tracker = Tracker(watcher)
         try:
