@@ -28,7 +28,7 @@ from tests.e2e.reliability import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 # point -> hit count at which the node exits (counted from the node's start)
 POINTS = {
@@ -37,6 +37,10 @@ POINTS = {
     "after_commit_before_reply": 8,
 }
 SMALL_LOG = {"log_compaction_entries": 16, "log_retained_entries": 4}
+# PBFT: checkpoints every 4 blocks, watermark window 8, so a node 48 blocks behind must be
+# brought up to date by state transfer.
+SMALL_PBFT_WINDOW = {"checkpoint_interval_blocks": 4, "watermark_window_blocks": 8}
+BEHIND_BLOCKS = 48
 
 
 async def crash_and_recover(cluster: FaultCluster, victim: str, point: str,
@@ -48,11 +52,13 @@ async def crash_and_recover(cluster: FaultCluster, victim: str, point: str,
         await cluster.restart(victim, {"SCFCHAIN_CRASH_POINT": f"{point}:{hits}"})
         load.start()
         code = await wait_exit(cluster.procs[victim], 40)
+        print(f"{point}: {victim} exited with {code}", flush=True)
         assert code == EXIT_CODE, f"{point}: {victim} exited with {code}, not at the point"
         before = len(load.acknowledged)
         await asyncio.sleep(1.0)  # the others keep committing without it
         assert len(load.acknowledged) > before, f"{point}: the cluster stopped committing"
         await cluster.restart(victim)  # no crash point: it must recover on its own
+        print(f"{point}: {victim} restarted", flush=True)
         await asyncio.sleep(1.0)
     finally:
         await load.stop()
@@ -71,12 +77,13 @@ async def crash_during_state_transfer(cluster: FaultCluster) -> dict[str, int]:
     try:
         async def far_ahead() -> bool:
             head = (await heads(cluster, [leader]))[leader]
-            return head is not None and head[0] > stopped_at + 3 * SMALL_LOG[
-                "log_compaction_entries"]
+            return head is not None and head[0] > stopped_at + BEHIND_BLOCKS
 
         await wait_until(far_ahead, 30, "the cluster advancing past the log retention")
+        print(f"during_state_transfer: {victim} restarting armed", flush=True)
         await cluster.restart(victim, {"SCFCHAIN_CRASH_POINT": "during_state_transfer:3"})
         code = await wait_exit(cluster.procs[victim], 40)
+        print(f"during_state_transfer: {victim} exited with {code}", flush=True)
         assert code == EXIT_CODE, f"{victim} exited with {code}, not during state transfer"
         await cluster.restart(victim)
         await asyncio.sleep(1.0)
@@ -90,7 +97,7 @@ async def crash_during_state_transfer(cluster: FaultCluster) -> dict[str, int]:
 
 @pytest.mark.parametrize("consensus", consensuses())
 async def test_every_crash_point_in_turn_loses_nothing(tmp_path, consensus) -> None:
-    params = SMALL_LOG if consensus == "raft" else {}
+    params = SMALL_LOG if consensus == "raft" else SMALL_PBFT_WINDOW
     cluster = await make_cluster(str(tmp_path), consensus, consensus_params=params)
     results = {}
     try:

@@ -96,78 +96,91 @@ async def converged_past(cluster: FaultCluster, target: int) -> float:
 
 
 async def committing(cluster: FaultCluster, load: Load, what: str) -> None:
+    """The fault lasts at least FAULT_S, and new txs are acknowledged during it (clients
+    stuck on a cut-off node time out first, so allow up to 15 s)."""
+    before = len(load.acknowledged)
+    started = time.monotonic()
+    await asyncio.sleep(FAULT_S)
+
+    async def more() -> bool:
+        return len(load.acknowledged) > before
+
+    await wait_until(more, 15 - FAULT_S, f"new txs committed during {what}")
+    assert time.monotonic() - started >= FAULT_S
+
+
+async def run_faults(cluster: FaultCluster, auditor: Auditor, load: Load,
+                     report: dict[str, float]) -> None:
+    faults, nodes = cluster.faults, cluster.ids
+    await cluster.start()
+    leader = await cluster.wait_leader()
+    auditor.start()
+    load.start(workers=3)  # one worker stuck on a cut-off node must not stall the rest
+    await asyncio.sleep(1.0)
+
+    # 1. blackhole a follower: the majority keeps committing.
+    follower = next(n for n in nodes if n != leader)
+    faults.isolate(follower, nodes)
+    await committing(cluster, load, f"blackhole of {follower}")
+    target = await max_height(cluster)
+    faults.heal()
+    report["blackhole_follower"] = await converged_past(cluster, target)
+
+    # 2. isolate the leader/primary: the others move on without it and keep committing.
+    leader = await cluster.wait_leader()
+    faults.isolate(leader, nodes)
+    others = [n for n in nodes if n != leader]
+
+    async def new_leader() -> bool:
+        for node_id in others:
+            async with LedgerClient(cluster.addr(node_id), timeout_s=2) as client:
+                info = await client.chain_info()
+            if info.leader and info.leader != leader:
+                return True
+        return False
+
+    await wait_until(new_leader, 20, "a new leader among the majority")
+    await committing(cluster, load, f"isolation of the leader {leader}")
+    target = await max_height(cluster)
+    faults.heal()
+    report["isolate_leader"] = await converged_past(cluster, target)
+
+    # 3. 50 % loss on every link. Progress is not promised here (each lost segment costs a
+    # 200 ms retransmission, longer than Raft's heartbeat); safety and recovery are.
+    faults.set_default(loss=0.5)
     before = len(load.acknowledged)
     await asyncio.sleep(FAULT_S)
-    assert len(load.acknowledged) > before, f"nothing committed during {what}"
+    report["loss_50_acknowledged_during"] = len(load.acknowledged) - before
+    target = await max_height(cluster)
+    faults.heal()
+    report["loss_50"] = await converged_past(cluster, target)
+
+    # 4. 75 +- 50 ms delay on every link.
+    faults.set_default(delay_ms=75, jitter_ms=50)
+    await committing(cluster, load, "75 +- 50 ms delay")
+    target = await max_height(cluster)
+    faults.heal()
+    report["delay_75"] = await converged_past(cluster, target)
+    await load.stop()
+    await auditor.stop()
 
 
 @pytest.mark.parametrize("consensus", consensuses())
 async def test_partitions_loss_and_delay_keep_agreement_and_converge(tmp_path,
                                                                      consensus) -> None:
     cluster = await make_cluster(str(tmp_path), consensus, proxied=True)
-    faults, nodes = cluster.faults, cluster.ids
     auditor = Auditor(cluster)
     load = Load(cluster)
     report: dict[str, float] = {}
     try:
-        await cluster.start()
-        leader = await cluster.wait_leader()
-        auditor.start()
-        load.start(workers=3)  # one worker stuck on a cut-off node must not stall the rest
-        await asyncio.sleep(1.0)
-
-        # 1. blackhole a follower: the majority keeps committing.
-        follower = next(n for n in nodes if n != leader)
-        faults.isolate(follower, nodes)
-        await committing(cluster, load, f"blackhole of {follower}")
-        target = await max_height(cluster)
-        faults.heal()
-        report["blackhole_follower"] = await converged_past(cluster, target)
-
-        # 2. isolate the leader: the others elect a new one and keep committing.
-        leader = await cluster.wait_leader()
-        faults.isolate(leader, nodes)
-        others = [n for n in nodes if n != leader]
-
-        async def new_leader() -> bool:
-            for node_id in others:
-                async with LedgerClient(cluster.addr(node_id), timeout_s=2) as client:
-                    info = await client.chain_info()
-                if info.leader and info.leader != leader:
-                    return True
-            return False
-
-        await wait_until(new_leader, 10, "a new leader among the majority")
-        await committing(cluster, load, f"isolation of the leader {leader}")
-        target = await max_height(cluster)
-        faults.heal()
-        report["isolate_leader"] = await converged_past(cluster, target)
-
-        # 3. 50 % loss on every link. Progress is not promised here (each lost segment costs a
-        # 200 ms retransmission, longer than Raft's heartbeat); safety and recovery are.
-        faults.set_default(loss=0.5)
-        before = len(load.acknowledged)
-        await asyncio.sleep(FAULT_S)
-        report["loss_50_acknowledged_during"] = len(load.acknowledged) - before
-        target = await max_height(cluster)
-        faults.heal()
-        report["loss_50"] = await converged_past(cluster, target)
-
-        # 4. 75 +- 50 ms delay on every link.
-        faults.set_default(delay_ms=75, jitter_ms=50)
-        await committing(cluster, load, "75 +- 50 ms delay")
-        target = await max_height(cluster)
-        faults.heal()
-        report["delay_75"] = await converged_past(cluster, target)
-    finally:
-        await load.stop()
-        await auditor.stop()
-    try:
+        await run_faults(cluster, auditor, load, report)
         assert not auditor.disagreements, auditor.disagreements
         assert auditor.checks > 10
         figures = await check_ledger(cluster, load)
     finally:
-        await cluster.stop()
+        await load.stop()
+        await auditor.stop()
+        await cluster.stop()  # always, by PID, whatever failed above
     print(f"\nnetwork faults ({consensus}): converged after heal (s) {report}; {figures}; "
           f"agreement checks {auditor.checks}; proxied connections "
           f"{sum(p.connections for p in cluster.proxies.values())}")
