@@ -127,6 +127,7 @@ class Driver:
         self._proposed: tuple[int, int] = (-1, 0)  # (round, height) of our last proposal
         self._was_proposer = False
         self._sync_task: asyncio.Task[None] | None = None
+        self._apply_lock = asyncio.Lock()  # the commit loop and a sync never apply at once
         self._head_changed = asyncio.Event()
         self.stopped = asyncio.Event()
 
@@ -265,21 +266,24 @@ class Driver:
     async def _commit_loop(self) -> None:
         while True:
             commit = await self._commits.get()
-            if commit.height <= self.head.height:
-                continue  # applied before a restart, or by sync
-            if commit.height != self.head.height + 1:
-                raise FatalError(
-                    f"commit of height {commit.height} while the chain is at {self.head.height}"
+            # One block applied at a time: a sync may be applying blocks in a worker thread.
+            async with self._apply_lock:
+                if commit.height <= self.head.height:
+                    continue  # applied before a restart, or by sync
+                if commit.height != self.head.height + 1:
+                    raise FatalError(
+                        f"commit of height {commit.height} while the chain is at "
+                        f"{self.head.height}"
+                    )
+                block = types_pb2.Block()
+                try:
+                    block.ParseFromString(commit.block)
+                except DecodeError:
+                    raise FatalError(f"committed block {commit.height} does not parse") from None
+                committed = await asyncio.to_thread(
+                    self._execute_and_store, block, commit.block_hash, commit.certificate
                 )
-            block = types_pb2.Block()
-            try:
-                block.ParseFromString(commit.block)
-            except DecodeError:
-                raise FatalError(f"committed block {commit.height} does not parse") from None
-            committed = await asyncio.to_thread(
-                self._execute_and_store, block, commit.block_hash, commit.certificate
-            )
-            self._after_commit(committed)
+                self._after_commit(committed)
 
     def _execute_and_store(
         self, block: types_pb2.Block, block_hash: bytes, certificate: bytes
@@ -349,19 +353,25 @@ class Driver:
         verify = getattr(self.engine, "verify_certificate", None)
         try:
             async for fetched in self.transport.fetch_blocks(peer, self.head.height + 1):
-                if fetched.block.header.height != self.head.height + 1:
-                    continue
-                if verify is not None and not self._certified(fetched, verify):
-                    log.warning("block %d from %s: bad certificate", self.head.height + 1, peer)
-                    break
-                committed = await asyncio.to_thread(
-                    self._execute_and_store, fetched.block, fetched.block_hash, fetched.certificate
-                )
-                if committed.app_hash != fetched.app_hash:
-                    raise FatalError(
-                        f"block {self.head.height} from {peer}: app hash differs from ours"
+                async with self._apply_lock:  # the commit loop may be applying this height
+                    if fetched.block.header.height != self.head.height + 1:
+                        continue
+                    if verify is not None and not self._certified(fetched, verify):
+                        log.warning(
+                            "block %d from %s: bad certificate", self.head.height + 1, peer
+                        )
+                        break
+                    committed = await asyncio.to_thread(
+                        self._execute_and_store,
+                        fetched.block,
+                        fetched.block_hash,
+                        fetched.certificate,
                     )
-                self._after_commit(committed)
+                    if committed.app_hash != fetched.app_hash:
+                        raise FatalError(
+                            f"block {self.head.height} from {peer}: app hash differs from ours"
+                        )
+                    self._after_commit(committed)
                 crashpoints.reached("during_state_transfer")
         except FatalError:
             raise

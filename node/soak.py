@@ -9,7 +9,9 @@ Checks, continuously: agreement (every node's block at the lowest common height 
 After every heal: convergence (all nodes hold the cluster's height, same hash) within 30 s. At
 the end: every acknowledged tx is committed, no tx succeeded twice, the receiver's balance
 equals the number of successful transfers, and every node has the same height and app hash.
-Writes `summary.json` and `summary.md` to --out. Exit status 1 if any check failed.
+A node that exits on its own (not killed by the schedule) is restarted and counted as a
+failure: nodes must need no manual repair. Writes `summary.json` and `summary.md` to --out.
+Exit status 1 if any check failed.
 Processes are stopped by PID, always.
 """
 
@@ -320,7 +322,7 @@ async def soak(minutes: float, consensus: str, seed: int, root: str, out: str,
     ok = (result.get("converged") and result.get("app_hashes_equal")
           and result.get("lost_txs") == 0 and result.get("executed_twice") == 0
           and result.get("balance_matches") and not stats.disagreements
-          and not stats.not_converged)
+          and not stats.not_converged and not stats.faults["unplanned_exit"])
     summary = {
         "consensus": consensus, "seed": seed, "minutes": minutes, "nodes": len(cluster.ids),
         "ok": bool(ok), "faults_injected": dict(stats.faults),
@@ -353,6 +355,7 @@ def _markdown(s: dict[str, Any]) -> str:
              f"{s['agreement_checks']} / {len(s['disagreements'])}"),
             ("slowest convergence after heal (s)", s["converge_after_heal_s_max"]),
             ("heals not converged in 30 s", len(s["not_converged"])),
+            ("nodes that exited on their own", s["faults_injected"].get("unplanned_exit", 0)),
             ("refused batches", f"{s['refused_batches']} {s['refusals']}")]
     lines = [f"# Soak: {s['consensus']}, {s['minutes']} min", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
