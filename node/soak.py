@@ -290,6 +290,10 @@ async def soak(minutes: float, consensus: str, seed: int, root: str, out: str,
                workers: int) -> int:
     rng = random.Random(seed)
     stats = SoakStats()
+    main = asyncio.current_task()
+    assert main is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):  # stop cleanly: the finally below kills by PID
+        asyncio.get_running_loop().add_signal_handler(sig, main.cancel)
     cluster = await build(root, consensus, seed)
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
@@ -375,5 +379,9 @@ def add_parser(sub: Any) -> None:
 
 def _command(args: argparse.Namespace) -> int:
     root = args.dir or tempfile.mkdtemp(prefix=f"scf-soak-{args.consensus}-")
-    return asyncio.run(soak(args.minutes, args.consensus, args.seed, root, args.out,
-                            args.workers))
+    try:
+        return asyncio.run(soak(args.minutes, args.consensus, args.seed, root, args.out,
+                                args.workers))
+    except asyncio.CancelledError:
+        print("soak stopped by a signal; nodes stopped, no summary written")
+        return 130
