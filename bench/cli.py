@@ -100,6 +100,7 @@ def round_configs(args: argparse.Namespace) -> list[Any]:
             "workload": args.workload, "rate": args.rate, "batch": args.batch,
             "submit_to": args.submit_to}
     combos = parse_sweep(args.sweep) if args.sweep else [{}]
+    plan_time_ms = int(time.time() * 1000)  # one for all rounds: they share bodies and signatures
     configs = []
     for combo in combos:
         cfg = {**base, **combo}
@@ -116,7 +117,7 @@ def round_configs(args: argparse.Namespace) -> list[Any]:
             accounts=max(4, args.accounts), block_txs_max=args.block_txs,
             block_interval_ms=args.block_interval_ms, commit_timeout_s=args.commit_timeout,
             work_dir=default_work_dir(), target=args.target, keep=args.keep,
-            submit_to=args.submit_to,
+            submit_to=args.submit_to, plan_time_ms=plan_time_ms,
         ))
     return configs
 

@@ -58,6 +58,7 @@ class RoundConfig:
     work_dir: str
     target: str | None = None
     keep: bool = False
+    plan_time_ms: int = 0  # the workload's "now" (maturities, due dates); 0: the round's start
     submit_to: str = "all"  # "all": client i talks to node i mod n; "leader": all to the leader
 
 
@@ -196,8 +197,8 @@ class Round:
         public_keys = {m.name: account_for(cfg.seed, m.name).public_key for m in members}
         salt = 0 if not cfg.target else int(time.time())
         chain_id = load_target(cfg.target).chain_id if cfg.target else "scf-bench"
-        sizes = Sizes(load=cfg.txs, warmup=cfg.warmup_txs, time_ms=int(time.time() * 1000),
-                      salt=salt)
+        sizes = Sizes(load=cfg.txs, warmup=cfg.warmup_txs,
+                      time_ms=cfg.plan_time_ms or int(time.time() * 1000), salt=salt)
         plan = make_plan(cfg.workload, seed=cfg.seed, chain_id=chain_id,
                          public_keys=public_keys, sizes=sizes, accounts=cfg.accounts)
         self.cluster = cluster = await self._start_cluster()

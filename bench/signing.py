@@ -17,6 +17,10 @@ from proto import types_pb2
 CHUNK_TXS = 2_000
 
 _accounts: dict[str, Account] = {}
+# Signatures already made in this process, by body: the rounds of a sweep share their bodies
+# (same seed, same plan time), so only the first round pays for signing.
+_signed: dict[bytes, bytes] = {}
+SIGNED_CACHE_MAX = 2_000_000
 
 
 def _sign_chunk(seed: int, items: list[tuple[str, bytes]]) -> list[bytes]:
@@ -40,9 +44,9 @@ def sign_all(
     """Sign every tx (in order). Accounts not made from the seed (e.g. a target cluster's own
     keys) are signed here in the parent, as they are few."""
     accounts = accounts or {}
-    own = [i for i, tx in enumerate(txs) if tx.sender in accounts]
-    seeded = [i for i, tx in enumerate(txs) if tx.sender not in accounts]
-    signatures: list[bytes] = [b""] * len(txs)
+    signatures: list[bytes] = [_signed.get(tx.body, b"") for tx in txs]
+    own = [i for i, tx in enumerate(txs) if tx.sender in accounts and not signatures[i]]
+    seeded = [i for i, tx in enumerate(txs) if tx.sender not in accounts and not signatures[i]]
     for i in own:
         signatures[i] = accounts[txs[i].sender].sign(txs[i].body)
     workers = workers or max(1, os.cpu_count() or 1)
@@ -62,6 +66,10 @@ def sign_all(
             for chunk, future in zip(chunks, futures, strict=True):
                 for i, sig in zip(chunk, future.result(), strict=True):
                     signatures[i] = sig
+    if len(_signed) + len(seeded) > SIGNED_CACHE_MAX:
+        _signed.clear()
+    for i in seeded:
+        _signed[txs[i].body] = signatures[i]
     return [
         types_pb2.SignedTx(body=tx.body, signature=sig)
         for tx, sig in zip(txs, signatures, strict=True)
