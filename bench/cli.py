@@ -14,11 +14,12 @@ import asyncio
 import itertools
 import os
 import shlex
+import signal
 import sys
 import time
 from typing import Any
 
-from bench.cluster import BenchError
+from bench.cluster import BenchError, stop_started
 from bench.workloads import WORKLOADS
 
 CONSENSUS = ("solo", "raft", "pbft")
@@ -149,12 +150,19 @@ def main(args: argparse.Namespace) -> int:
         TimeElapsedColumn(), console=console, disable=args.quiet, transient=False,
     )
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)  # stop our nodes on SIGTERM too
     try:
         with progress:
             rounds = asyncio.run(run_rounds(configs, progress))
     except BenchError as exc:
         print(f"scfchain bench: {exc}", file=sys.stderr)
         return 2
+    finally:
+        stop_started()
+        signal.signal(signal.SIGTERM, previous)
     report = {
         "machine": machine_info(),
         "config": {

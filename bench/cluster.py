@@ -44,6 +44,17 @@ class Cluster:
     def stop(self) -> None:
         for proc in self.processes:
             proc.stop(grace_s=10)
+        if self in _STARTED:
+            _STARTED.remove(self)
+
+
+_STARTED: list[Cluster] = []
+
+
+def stop_started() -> None:
+    """Stop every fresh cluster this process started and has not stopped (on interrupts)."""
+    for cluster in list(_STARTED):
+        cluster.stop()
 
 
 async def start_fresh(
@@ -82,6 +93,7 @@ async def start_fresh(
         accounts={},
         processes=processes,
     )
+    _STARTED.append(cluster)
     try:
         for proc in processes:
             proc.start()

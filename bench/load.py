@@ -181,9 +181,11 @@ class Sender:
                 return
 
     async def closed_loop(
-        self, phase: Phase, offset: int, batch_txs: int, deadline_s: float | None
+        self, phase: Phase, offset: int, batch_txs: int, deadline_s: float | None,
+        batch_timeout_s: float = 120.0,
     ) -> None:
-        """Each client keeps one batch in flight: it sends the next when the last committed."""
+        """Each client keeps one batch in flight: it sends the next when the last committed
+        (or, after batch_timeout_s, gives its missing txs up as TIMEOUT and moves on)."""
         queue = deque(
             list(range(start, min(start + batch_txs, phase.size)))
             for start in range(0, phase.size, batch_txs)
@@ -194,7 +196,13 @@ class Sender:
                 indices = queue.popleft()
                 batch = Batch(phase, indices, len(indices))
                 await self.send(client, batch, offset)
-                await batch.done.wait()
+                try:
+                    async with asyncio.timeout(batch_timeout_s):
+                        await batch.done.wait()
+                except TimeoutError:
+                    self.tracker.refuse(
+                        batch, [self.tx_ids[offset + i] for i in indices], "TIMEOUT"
+                    )
 
         async with asyncio.TaskGroup() as group:
             for client in self.clients:

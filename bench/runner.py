@@ -267,7 +267,7 @@ class Round:
         offset = await self._setup(plan, sender, tracker)
         if plan.warmup:
             warm = Phase("warmup", len(plan.warmup))
-            await sender.closed_loop(warm, offset, cfg.batch_txs, None)
+            await sender.closed_loop(warm, offset, cfg.batch_txs, None, cfg.commit_timeout_s)
             await self._wait(warm, tracker)
             self.say(f"warm-up done ({len(plan.warmup):,} txs)")
             offset += len(plan.warmup)
@@ -301,7 +301,8 @@ class Round:
             if cfg.rate_tps:
                 await sender.open_loop(phase, offset, cfg.rate_tps, cfg.batch_txs, deadline)
             else:
-                await sender.closed_loop(phase, offset, cfg.batch_txs, deadline)
+                await sender.closed_loop(phase, offset, cfg.batch_txs, deadline,
+                                         cfg.commit_timeout_s)
             if deadline is not None:
                 for i, code in enumerate(phase.code):  # never sent: not part of the round
                     if code is None and not phase.submit_s[i]:
