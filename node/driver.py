@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 INBOX_BATCH_MAX = 512
 INBOX_ITEMS_MAX = 50_000
 COMMIT_QUEUE_MAX = 1_024
+HANDOFF_TXS_MAX = 2_000
+HANDOFF_RETRY_MS = 500
 
 
 class FatalError(Exception):
@@ -127,6 +129,8 @@ class Driver:
         self._proposed: tuple[int, int] = (-1, 0)  # (round, height) of our last proposal
         self._was_proposer = False
         self._sync_task: asyncio.Task[None] | None = None
+        self._handoff_task: asyncio.Task[None] | None = None
+        self._handoff_ms = 0
         self._apply_lock = asyncio.Lock()  # the commit loop and a sync never apply at once
         self._head_changed = asyncio.Event()
         self.stopped = asyncio.Event()
@@ -219,6 +223,8 @@ class Driver:
             # if this node proposes again, it must be able to fill the same height.
             self._proposed_height = self.head.height
         self._was_proposer = is_proposer
+        if not is_proposer:
+            self._maybe_hand_off(status.leader)
         if status.next_height is None or status.next_parent_hash is None:
             return []
         # The header carries the parent's app hash, so the parent must be executed first.
@@ -260,6 +266,33 @@ class Driver:
         self.stats.proposals += 1
         log.debug("propose height=%d txs=%d", header.height, len(taken))
         return self.engine.propose(proposal)
+
+    def _maybe_hand_off(self, leader: str | None) -> None:
+        """Pending txs on a node that does not propose (a deposed leader or primary, or txs
+        admitted while there was none) go to whoever proposes now, or they would never commit."""
+        if leader is None or self.transport is None or not self.mempool.pending_count:
+            return
+        if self._handoff_task is not None and not self._handoff_task.done():
+            return
+        now = self._now_ms()
+        if now - self._handoff_ms < HANDOFF_RETRY_MS:
+            return
+        self._handoff_ms = now
+        drained = self.mempool.drain_pending(HANDOFF_TXS_MAX)
+        self._handoff_task = asyncio.create_task(self._hand_off(leader, drained))
+
+    async def _hand_off(self, leader: str, txs: list[tuple[bytes, types_pb2.SignedTx]]) -> None:
+        assert self.transport is not None
+        try:
+            await self.transport.forward(leader, [tx for _, tx in txs])
+            log.info("handed %d pending txs to %s", len(txs), leader)
+        except Exception as exc:  # the leader refused or is unreachable: keep them, retry later
+            log.info("hand-off of %d txs to %s failed: %s", len(txs), leader, exc)
+            remaining = [(tx_id, tx) for tx_id, tx in txs if not self.storage.has_tx(tx_id)]
+            try:
+                self.mempool.add_batch(remaining)
+            except Exception:  # full: the client's wait times out and it resubmits
+                log.warning("dropped %d pending txs that could not be handed off", len(remaining))
 
     # --- committing -------------------------------------------------------------------------
 
