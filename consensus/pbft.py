@@ -13,13 +13,14 @@ h + 1's header carries app_hash(h), so the hash chain commits to the app state o
 behind). 2f + 1 matching checkpoints make it stable: the log below is garbage-collected and the
 watermarks move to (stable, stable + window].
 
-View change: no commit for T ms (the node makes an empty block every second when idle, so
-silence means the primary is faulty, slow or cut off) sends a signed view change with the
-stable checkpoint and every prepared certificate above it; T doubles with each view change
-that brings no commit. f + 1 view changes for higher views pull a replica along. The new
-primary's new-view carries 2f + 1 view changes; every replica derives the same re-proposals
-from them (`select_new_view`) and prepares them in the new view. A replica that sees traffic
-of a view it has not entered asks that view's primary for the new-view.
+View change: no commit and no new valid proposal for T ms (the node makes an empty block
+every second when idle, so silence means the primary is faulty, slow or cut off) sends a
+signed view change with the stable checkpoint and every prepared certificate above it; T
+doubles with each view change that brings no commit. f + 1 view changes for higher views
+pull a replica along. The new primary's new-view carries 2f + 1 view changes; every replica
+derives the same re-proposals from them (`select_new_view`) and prepares them in the new
+view. A replica that sees traffic of a view it has not entered asks that view's primary for
+the new-view.
 
 State transfer: evidence that the cluster is ahead (a commit certificate or stable checkpoint
 above our height, or f + 1 replicas voting above it) held for `sync_delay_ms` makes a
@@ -369,6 +370,9 @@ class PbftEngine:
             or (slot.accepted == (self._view, block_hash))
         ), "one block per height and view"
         slot.accepted = (self._view, block_hash)
+        # The primary is alive and proposing valid blocks: a slow round (big blocks on a busy
+        # machine) is not a reason to replace it; a round that stalls still times out.
+        self._reset_deadline()
         self._persist(out, [slot.record()])
         if announce is not None:
             out.append(Broadcast(announce))
