@@ -221,7 +221,7 @@ class Driver:
                 log.info("no longer proposer; %d txs back to pending", moved)
             # What we proposed may never commit (a new PBFT view drops an unprepared block):
             # if this node proposes again, it must be able to fill the same height.
-            self._proposed_height = self.head.height
+            self._proposed = (-1, 0)
         self._was_proposer = is_proposer
         if not is_proposer:
             self._maybe_hand_off(status.leader)
