@@ -123,12 +123,17 @@ def round_configs(args: argparse.Namespace) -> list[Any]:
     return configs
 
 
-async def run_rounds(configs: list[Any], progress: Any) -> list[dict[str, Any]]:
+async def run_rounds(
+    configs: list[Any], progress: Any, on_round: Any = None
+) -> list[dict[str, Any]]:
+    """Run the rounds in order; on_round(rounds so far) after each (for partial reports)."""
     from bench.runner import Round
 
-    rounds = []
+    rounds: list[dict[str, Any]] = []
     for cfg in configs:
         rounds.append(await Round(cfg, progress).run())
+        if on_round is not None:
+            on_round(rounds)
     return rounds
 
 
@@ -150,20 +155,7 @@ def main(args: argparse.Namespace) -> int:
         TimeElapsedColumn(), console=console, disable=args.quiet, transient=False,
     )
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    def interrupted(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupted)  # stop our nodes on SIGTERM too
-    try:
-        with progress:
-            rounds = asyncio.run(run_rounds(configs, progress))
-    except BenchError as exc:
-        print(f"scfchain bench: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        stop_started()
-        signal.signal(signal.SIGTERM, previous)
-    report = {
+    report: dict[str, Any] = {
         "machine": machine_info(),
         "config": {
             "command": command,
@@ -181,9 +173,28 @@ def main(args: argparse.Namespace) -> int:
             "target": args.target,
             "submit_to": args.submit_to,
         },
-        "rounds": rounds,
+        "rounds": [],
     }
+    out_dir = os.path.abspath(args.out)
+
+    def partial(rounds: list[dict[str, Any]]) -> None:
+        if len(rounds) < len(configs):  # a long sweep keeps what it measured so far
+            write_all(out_dir, {**report, "rounds": rounds})
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)  # stop our nodes on SIGTERM too
+    try:
+        with progress:
+            report["rounds"] = asyncio.run(run_rounds(configs, progress, partial))
+    except BenchError as exc:
+        print(f"scfchain bench: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        stop_started()
+        signal.signal(signal.SIGTERM, previous)
     print_table(report, console)
-    paths = write_all(os.path.abspath(args.out), report)
+    paths = write_all(out_dir, report)
     console.print("wrote " + ", ".join(paths))
     return 0
