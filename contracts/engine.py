@@ -23,6 +23,8 @@ RATE_BPS_MAX = 100_000
 TIME_MS_MAX = 10**14  # ~ year 5138; rejects absurd maturities
 CALL_DEPTH_MAX = 4
 
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
 JsonValue = Any  # canonical JSON values: dict[str, ...], list, str, int, bool, None
 
 
@@ -263,7 +265,7 @@ class Args:
         value = self._get(name, True)
         if not isinstance(value, str) or len(value) != length:
             raise ContractError("INVALID_ARGS", f"{name} must be {length} lower-case hex chars")
-        if any(ch not in "0123456789abcdef" for ch in value):
+        if not _HEX_DIGITS.issuperset(value):
             raise ContractError("INVALID_ARGS", f"{name} must be {length} lower-case hex chars")
         return value
 

@@ -180,9 +180,19 @@ class Admission:
             checked.append(Checked(tx_id, tx, sender))
         return checked
 
-    async def check(self, txs: Sequence[types_pb2.SignedTx]) -> list[Checked]:
-        """Parse and verify signatures; raises AdmissionError on the first bad tx."""
+    async def check(
+        self, txs: Sequence[types_pb2.SignedTx], *, signatures_checked: bool = False
+    ) -> list[Checked]:
+        """Parse and verify signatures; raises AdmissionError on the first bad tx.
+
+        `signatures_checked`: a crash-fault peer (Raft, authenticated by mutual TLS) already
+        verified these signatures when its client submitted them; they are not checked again.
+        """
         checked = self.parse(txs)
+        if signatures_checked:
+            for item in checked:
+                self.verifier.cache.add(item.tx_id)
+            return checked
         oks = await self.verifier.verify(
             [(c.tx_id, c.sender, c.tx.signature, c.tx.body) for c in checked]
         )
@@ -193,7 +203,9 @@ class Admission:
                 )
         return checked
 
-    async def admit(self, txs: Sequence[types_pb2.SignedTx]) -> list[bytes]:
+    async def admit(
+        self, txs: Sequence[types_pb2.SignedTx], *, signatures_checked: bool = False
+    ) -> list[bytes]:
         # Refuse what cannot fit before spending CPU on signatures: under a flood, a full
         # mempool would otherwise cost a signature check per refused tx.
         self.check_request_size(txs)
@@ -203,7 +215,7 @@ class Admission:
                 f"the mempool is full ({len(self.mempool)} of {self.mempool.txs_max} txs); "
                 "retry later",
             )
-        checked = await self.check(txs)
+        checked = await self.check(txs, signatures_checked=signatures_checked)
         # Re-check duplicates: another request may have admitted the same tx meanwhile.
         for index, item in enumerate(checked):
             if item.tx_id in self.mempool:

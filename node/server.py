@@ -213,6 +213,10 @@ def run_node(config_path: str) -> int:
         print(f"scfchain node: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.node_id, config.log_level)
+    # Block execution and LevelDB reads run in worker threads that drop and re-take the GIL
+    # around each store read; a short switch interval keeps them from waiting up to 5 ms for
+    # the event loop thread each time.
+    sys.setswitchinterval(0.0005)
     try:
         import uvloop
 
