@@ -258,7 +258,15 @@ class RaftEngine:
                 out.append(Send(sender, VoteResponse(self._term, False, True)))
             return False
         elif from_leader:
-            assert self._role != LEADER, f"two leaders in term {self._term}"
+            if self._role == LEADER:
+                # Impossible among correct validators (one leader per term; the simulator
+                # checks it). A peer that claims it anyway is misbehaving: drop its message
+                # rather than let one message stop this node.
+                logger.error(
+                    "node=%s leader of term %d got %s from %s claiming the same term; dropped",
+                    self.node_id, self._term, type(msg).__name__, sender,
+                )
+                return False
             if self._role != FOLLOWER or self._leader != sender:
                 self._become_follower(out, self._term, sender)
         if from_leader:

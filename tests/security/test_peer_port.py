@@ -205,15 +205,9 @@ async def test_forged_and_malformed_consensus_messages_are_dropped(raft3) -> Non
     assert figures["height"] > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug (consensus/raft.py _settle_term): an AppendEntries or Heartbeat in the leader's "
-    "own term, sent by any validator's certificate, trips `assert role != LEADER` ('two leaders "
-    "in term N') and the leader process exits; one misbehaving validator can stop every leader. "
-    "Dropping and logging the message would keep Raft's crash-fault model without the kill "
-    "switch. Remove this marker when fixed (strict: an unexpected pass fails CI)."))
 async def test_same_term_append_from_a_follower_does_not_kill_the_leader(raft3) -> None:
-    """Runs last in this module: while the bug exists it stops the leader of the shared
-    cluster."""
+    """A same-term AppendEntries from another validator is dropped and logged by the leader
+    (it used to trip an assert and stop the leader process). Runs last in this module."""
     async with LedgerClient(raft3.addr("node1")) as client:
         info = await client.chain_info()
     leader, term = info.leader, info.round
