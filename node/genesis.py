@@ -115,6 +115,11 @@ def parse_genesis(raw: bytes) -> Genesis:
         raise ConfigError("genesis: validator ids must be unique")
     if kind == "solo" and len(validators) != 1:
         raise ConfigError("genesis: solo consensus runs exactly one validator")
+    if kind == "pbft" and len(validators) < 4:
+        raise ConfigError(
+            f"genesis: pbft needs n = 3f + 1 >= 4 validators to tolerate a fault; "
+            f"got {len(validators)} (use raft for fewer nodes)"
+        )
     members = []
     for item in _need(doc, "members", list):
         roles = tuple(_need(item, "roles", list))

@@ -101,3 +101,16 @@ async def test_full_mempool_is_resource_exhausted(admission) -> None:
     with pytest.raises(AdmissionError) as info:
         await admission.admit([tx(nonce=10)])
     assert info.value.status == "RESOURCE_EXHAUSTED" and "retry" in info.value.message
+
+
+def test_pbft_genesis_with_fewer_than_four_validators_is_refused(tmp_path) -> None:
+    """A 3-node PBFT network cannot tolerate a fault: genesis says so instead of the engine
+    asserting at start-up."""
+    from node.config import ConfigError
+    from node.genesis import load_genesis
+    from node.localnet import MemberSpec, write_network
+
+    net = write_network(str(tmp_path), nodes=3, consensus="pbft",
+                        members=[MemberSpec("admin", ("admin",))])
+    with pytest.raises(ConfigError, match="pbft needs"):
+        load_genesis(net.genesis_path)
