@@ -140,7 +140,11 @@ def _up(args: argparse.Namespace) -> int:
     offsets = {node.id: _size(node.log_file) for node in cluster.nodes}
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
-        asyncio.run(start_cluster(cluster, timeout_s=args.timeout))
+        asyncio.run(
+            start_cluster(
+                cluster, timeout_s=args.timeout, byzantine=frozenset(args.byzantine or ())
+            )
+        )
         statuses = asyncio.run(node_statuses(cluster))
         if args.json:
             print(json.dumps({"chain_id": cluster.chain_id, "consensus": cluster.consensus,
@@ -284,6 +288,12 @@ def register(sub: Any) -> None:
                          "(default: free ports)")
     up.add_argument("--detach", action="store_true", help="leave the nodes running and return")
     up.add_argument("--fresh", action="store_true", help="wipe the directory's chain first")
+    up.add_argument(
+        "--byzantine",
+        action="append",
+        metavar="NODE",
+        help="tests only: start NODE as an equivocating PBFT primary (repeatable)",
+    )
     up.add_argument("--chain-id", default="scf-local", help="chain id of a new cluster")
     up.add_argument("--timeout", type=float, default=READY_TIMEOUT_S_DEFAULT,
                     help="seconds to wait for healthy nodes and a leader")

@@ -437,9 +437,14 @@ def kill_node(cluster: Cluster, node_id: str) -> bool:
     return bool(procs)
 
 
-def start_node(cluster: Cluster, node: ClusterNode) -> NodeProcess:
-    """Start one node process and record its PID in cluster.json."""
-    proc = NodeProcess(node.layout())
+def start_node(
+    cluster: Cluster, node: ClusterNode, *, byzantine: str = ""
+) -> NodeProcess:
+    """Start one node process and record its PID in cluster.json.
+
+    `byzantine` (tests only) starts it in a lying mode, see node/byzantine.py."""
+    env = {"SCFCHAIN_BYZANTINE": byzantine} if byzantine else {}
+    proc = NodeProcess(node.layout(), env=env)
     proc.start()
     node.pid = proc.pid
     cluster.save()
@@ -471,7 +476,10 @@ async def restart_node(
 
 
 async def start_cluster(
-    cluster: Cluster, *, timeout_s: float = READY_TIMEOUT_S_DEFAULT
+    cluster: Cluster,
+    *,
+    timeout_s: float = READY_TIMEOUT_S_DEFAULT,
+    byzantine: frozenset[str] = frozenset(),
 ) -> list[NodeProcess]:
     """Start every node, wait until all are healthy and a leader or primary serves.
 
@@ -487,8 +495,12 @@ async def start_cluster(
     _require_ports_free(addrs)
     procs: list[NodeProcess] = []
     try:
+        unknown = sorted(byzantine - {n.id for n in cluster.nodes})
+        if unknown:
+            raise ClusterError(f"--byzantine names no node of this cluster: {unknown}")
         for node in cluster.nodes:
-            procs.append(start_node(cluster, node))
+            mode = "equivocate" if node.id in byzantine else ""
+            procs.append(start_node(cluster, node, byzantine=mode))
         await _wait_ready(cluster, procs, timeout_s)
     except BaseException as exc:
         stop_processes(_processes(cluster), 2.0)

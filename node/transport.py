@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from consensus.codec import CodecError, decode_message, encode_message
+from node import byzantine
 from node.admission import Admission, AdmissionError
 from node.config import TlsFiles
 from node.genesis import Genesis
@@ -150,6 +151,9 @@ class PeerTransportGrpc:
             v.node_id: v.peer_addr for v in genesis.validators if v.node_id != node_id
         }
         self._links: dict[str, _PeerLink] = {}
+        self._byzantine = byzantine.mode()  # test-only; "" in production
+        if self._byzantine:
+            log.warning("BYZANTINE MODE %r: this node will lie (tests only)", self._byzantine)
         self._verify_pool = ThreadPoolExecutor(2, thread_name_prefix="peer-verify")
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -195,6 +199,8 @@ class PeerTransportGrpc:
         link = self._links.get(to)
         if link is None:
             return
+        if self._byzantine:
+            msg = byzantine.mutate(sorted(self._links), to, msg)
         try:
             link.queue.put_nowait(msg)
         except asyncio.QueueFull:

@@ -1,0 +1,48 @@
+"""Test-only Byzantine behaviour for a real node: `SCFCHAIN_BYZANTINE=equivocate`.
+
+A node started with it equivocates whenever it is the PBFT primary: its pre-prepare for a
+height reaches the last of its peers (in id order) with a different block — same height and
+parent, a later timestamp, so a different hash — while the other peers get the real one. The
+transport signs both, as a lying primary with a valid key would. The honest replicas must keep
+agreeing and committing (end-to-end tests; `scfchain cluster up --byzantine NODE`).
+Unset in production: `enabled()` is False and the transport never calls `mutate`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from consensus.pbft_messages import PrePrepare
+from node.executor import block_hash_of
+from proto import types_pb2
+
+log = logging.getLogger(__name__)
+
+ENV = "SCFCHAIN_BYZANTINE"
+MODES = ("equivocate",)
+
+
+def mode() -> str:
+    value = os.environ.get(ENV, "")
+    if value and value not in MODES:
+        raise ValueError(f"{ENV}: unknown mode {value!r}; known: {MODES}")
+    return value
+
+
+def mutate(peers: list[str], to: str, msg: Any) -> Any:
+    """The message this Byzantine node sends to `to` instead of `msg`."""
+    if not isinstance(msg, PrePrepare) or not peers or to != max(peers):
+        return msg
+    block = types_pb2.Block()
+    block.ParseFromString(msg.payload)
+    block.header.time_ms += 1
+    forged = PrePrepare(
+        view=msg.view,
+        height=msg.height,
+        block_hash=block_hash_of(block.header),
+        payload=block.SerializeToString(),
+    )
+    log.warning("BYZANTINE: pre-prepare for height %d to %s carries another block", msg.height, to)
+    return forged
