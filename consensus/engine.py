@@ -92,6 +92,15 @@ class EngineStatus:
     extra: Mapping[str, int | str] = field(default_factory=dict)
 
 
+def fills_offered_slot(status: EngineStatus, block: BlockProposal) -> bool:
+    """Whether a proposal is for the slot the engine offers now (height and parent)."""
+    return (
+        status.next_height is not None
+        and block.height == status.next_height
+        and block.parent_hash == status.next_parent_hash
+    )
+
+
 # Given (height, parent_hash, payload), is this proposal acceptable? (PBFT backups.)
 BlockValidator = Callable[[int, bytes, bytes], bool]
 

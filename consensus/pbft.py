@@ -43,6 +43,7 @@ from consensus.engine import (
     EngineStatus,
     NodeId,
     RequestSync,
+    fills_offered_slot,
 )
 from consensus.pbft_config import BlockInspector, PbftConfig, Sign, Verify
 from consensus.pbft_log import (
@@ -195,12 +196,7 @@ class PbftEngine(ViewChanges):
         return out
 
     def propose(self, block: BlockProposal) -> list[Action]:
-        status = self.status
-        if (
-            status.next_height is None
-            or block.height != status.next_height
-            or block.parent_hash != status.next_parent_hash
-        ):
+        if not fills_offered_slot(self.status, block):
             logger.debug("node=%s refuses proposal at height %d", self.node_id, block.height)
             return []
         identity = self._q.identity(block.payload)

@@ -33,6 +33,7 @@ from consensus.engine import (
     Persist,
     RequestSync,
     Send,
+    fills_offered_slot,
 )
 from consensus.raft_config import RaftConfig
 from consensus.raft_log import HardState, RaftLog, Record, SnapshotMarker, hard_state_record
@@ -170,12 +171,7 @@ class RaftEngine:
         return out
 
     def propose(self, block: BlockProposal) -> list[Action]:
-        status = self.status
-        if (
-            status.next_height is None
-            or block.height != status.next_height
-            or block.parent_hash != status.next_parent_hash
-        ):
+        if not fills_offered_slot(self.status, block):
             logger.debug("node=%s refuses proposal at height %d", self.node_id, block.height)
             return []
         out: list[Action] = []
