@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 from collections.abc import Callable
@@ -200,3 +201,20 @@ class LinkProxy:
                 self.bytes_forwarded += len(data)
         except (OSError, ConnectionError):
             writer.transport.abort()
+
+
+async def proxy_peer_links(genesis_path: str, faults: NetworkFaults) -> dict[str, LinkProxy]:
+    """Put a proxy in front of every validator's peer port: genesis (read by every node) then
+    names the proxy ports, while each node's own config keeps its real listen address."""
+    with open(genesis_path) as handle:
+        genesis = json.load(handle)
+    proxies: dict[str, LinkProxy] = {}
+    for validator in genesis["validators"]:
+        host, _, port = validator["peer_addr"].rpartition(":")
+        proxy = LinkProxy(validator["id"], host, int(port), faults)
+        await proxy.start()
+        proxies[validator["id"]] = proxy
+        validator["peer_addr"] = f"{host}:{proxy.port}"
+    with open(genesis_path, "w") as handle:
+        json.dump(genesis, handle, indent=2)
+    return proxies

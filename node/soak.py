@@ -35,7 +35,7 @@ import psutil
 
 from node.client import LedgerClient, LedgerError
 from node.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
-from node.netfaults import LinkProxy, NetworkFaults
+from node.netfaults import LinkProxy, NetworkFaults, proxy_peer_links
 from proto import types_pb2
 
 MEMBERS = [
@@ -125,17 +125,7 @@ async def build(root: str, consensus: str, seed: int) -> SoakCluster:
                         chain_id=f"soak-{consensus}", block={"interval_ms": 50, "txs_max": 500},
                         consensus_params={"empty_block_interval_ms": 1_000})
     faults = NetworkFaults(seed=seed)
-    proxies: dict[str, LinkProxy] = {}
-    with open(net.genesis_path) as handle:
-        genesis = json.load(handle)
-    for validator in genesis["validators"]:
-        host, _, port = validator["peer_addr"].rpartition(":")
-        proxy = LinkProxy(validator["id"], host, int(port), faults)
-        await proxy.start()
-        proxies[validator["id"]] = proxy
-        validator["peer_addr"] = f"{host}:{proxy.port}"
-    with open(net.genesis_path, "w") as handle:
-        json.dump(genesis, handle, indent=2)
+    proxies = await proxy_peer_links(net.genesis_path, faults)
     return SoakCluster(net, faults, proxies)
 
 

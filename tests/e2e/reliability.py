@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import inspect
 import itertools
-import json
 import os
 import signal
 import time
@@ -25,6 +24,7 @@ import psutil
 from node import engines
 from node.client import LedgerClient, LedgerError
 from node.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
+from node.netfaults import proxy_peer_links
 from proto import types_pb2
 from tests.e2e.proxy import LinkProxy, NetworkFaults
 
@@ -146,18 +146,8 @@ async def make_cluster(root: str, consensus: str, *, proxied: bool = False,
     proxies: dict[str, LinkProxy] = {}
     faults = NetworkFaults(seed=int.from_bytes(os.urandom(4), "big"))
     if proxied:
-        # Every node reaches a peer through that peer's proxy: genesis (read by all) names the
-        # proxy ports, while each node's own config keeps its real listen address.
-        with open(net.genesis_path) as handle:
-            genesis = json.load(handle)
-        for validator in genesis["validators"]:
-            host, _, port = validator["peer_addr"].rpartition(":")
-            proxy = LinkProxy(validator["id"], host, int(port), faults)
-            await proxy.start()
-            proxies[validator["id"]] = proxy
-            validator["peer_addr"] = f"{host}:{proxy.port}"
-        with open(net.genesis_path, "w") as handle:
-            json.dump(genesis, handle, indent=2)
+        # Every node reaches a peer through that peer's proxy.
+        proxies = await proxy_peer_links(net.genesis_path, faults)
     return FaultCluster(net, proxies, faults)
 
 
