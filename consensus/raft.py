@@ -260,7 +260,10 @@ class RaftEngine:
                 # rather than let one message stop this node.
                 logger.error(
                     "node=%s leader of term %d got %s from %s claiming the same term; dropped",
-                    self.node_id, self._term, type(msg).__name__, sender,
+                    self.node_id,
+                    self._term,
+                    type(msg).__name__,
+                    sender,
                 )
                 return False
             if self._role != FOLLOWER or self._leader != sender:
@@ -420,7 +423,17 @@ class RaftEngine:
         pr = self._progress[sender]
         pr.recent_active = True
         if not msg.success:
-            if pr.reject(msg.index, msg.hint_index):
+            match_before = pr.match
+            resend = pr.reject(msg.index, msg.hint_index)
+            if pr.match < match_before:
+                logger.warning(
+                    "node=%s: %s lost log entries it had acknowledged (match %d, rejects %d)",
+                    self.node_id,
+                    sender,
+                    match_before,
+                    msg.index,
+                )
+            if resend:
                 self._send_append(sender, out, allow_empty=True)
             return
         if msg.index > self._log.last_index:

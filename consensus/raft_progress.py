@@ -82,6 +82,10 @@ class Progress:
             return True
         if self.state is ProgressState.SNAPSHOT or self.next - 1 != rejected_index:
             return False
+        if rejected_index <= self.match:
+            # The follower no longer holds entries it acknowledged (a damaged log tail dropped
+            # on restart): forget the match, or probing would never go below it.
+            self.match = 0
         self.next = max(min(rejected_index, hint_index + 1), self.match + 1)
         self.probe_sent = False
         return True

@@ -13,7 +13,8 @@ from typing import Any
 
 from consensus.engine import NodeId
 from consensus.raft_config import RaftConfig
-from consensus.raft_messages import AppendEntries
+from consensus.raft_log import ENTRY_KEY_PREFIX, RECORDS
+from consensus.raft_messages import AppendEntries, Entry
 from tests.sim.raft_cluster import SIM_RAFT_CONFIG, raft_factory
 from tests.sim.simulator import SimConfig, Simulator
 
@@ -97,6 +98,31 @@ def test_follower_restarting_with_a_shorter_log_catches_up_from_the_leader_log()
     assert sim.run_until(sim.converged, BOUND_MS)
     assert sim.nodes[follower].height >= behind + 20
     assert sim.stats.sync_requests == 0
+
+
+def test_follower_that_lost_acknowledged_entries_is_probed_below_its_old_match() -> None:
+    """A damaged write-ahead log loses a follower entries it had acknowledged (outside Raft's
+    fault model, but a real disk does it). The leader's record of what the follower holds is
+    then too high; probing must walk below it, or the follower is never sent another entry."""
+    sim = _cluster()
+    leader = sim.leader()
+    assert leader is not None
+    follower = next(node_id for node_id in sim.nodes if node_id != leader)
+    _commit_more(sim, leader, 12)
+    node = sim.nodes[follower]
+    sim.crash(follower)
+    entries = sorted(key for key in node.durable if key.startswith(ENTRY_KEY_PREFIX))
+    assert len(entries) > 6, "the follower's log should hold the recent entries"
+    lost = entries[-6:]
+    first_lost = RECORDS.decode(node.durable[lost[0]], Entry)
+    for key in lost:
+        del node.durable[key]  # the damaged tail, dropped when the node restarts
+    del node.blocks[first_lost.height - 1 :]
+    sim.restart(follower)
+    _commit_more(sim, leader, 5)
+    sim.proposing = False
+    assert sim.run_until(sim.converged, BOUND_MS), "the follower never caught up"
+    assert sim.nodes[follower].blocks == sim.nodes[leader].blocks
 
 
 def test_leader_crashing_mid_replication_keeps_committed_blocks_and_drops_its_divergent_tail() -> (
