@@ -426,8 +426,12 @@ class RaftEngine:
             match_before = pr.match
             resend = pr.reject(msg.index, msg.hint_index)
             if pr.match < match_before:
-                logger.warning(
-                    "node=%s: %s lost log entries it had acknowledged (match %d, rejects %d)",
+                # A duplicated old rejection looks the same as a lost log tail; either way
+                # probing from the follower's hint is safe (match only feeds commit counting,
+                # and the commit index never moves back).
+                logger.info(
+                    "node=%s: %s rejects at or below its match %d (rejects %d): a stale reply "
+                    "or a lost log tail; probing from its hint",
                     self.node_id,
                     sender,
                     match_before,

@@ -83,8 +83,9 @@ class Progress:
         if self.state is ProgressState.SNAPSHOT or self.next - 1 != rejected_index:
             return False
         if rejected_index <= self.match:
-            # The follower no longer holds entries it acknowledged (a damaged log tail dropped
-            # on restart): forget the match, or probing would never go below it.
+            # Either the follower no longer holds entries it acknowledged (a damaged log tail
+            # dropped on restart) or this is a duplicated old rejection: forget the match, or
+            # probing could never go below it. The next acknowledgement restores it.
             self.match = 0
         self.next = max(min(rejected_index, hint_index + 1), self.match + 1)
         self.probe_sent = False
