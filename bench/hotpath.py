@@ -68,7 +68,7 @@ class Chain:
         writes, app_hash = genesis.state_writes()
         self.storage.init_genesis(bytes(32), writes, app_hash, genesis.time_ms)
         self.executor = Executor(default_engine(), CHAIN_ID)
-        self.state = StoreState(self.storage.get_state, self.storage.iter_state)
+        self.state = StoreState(self.storage.get_state_for_execution, self.storage.iter_state)
         self.time_ms = genesis.time_ms
 
     def block(self, txs: list[types_pb2.SignedTx]) -> types_pb2.Block:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,7 +30,7 @@ from consensus.engine import (
     Send,
 )
 from node import crashpoints
-from node.executor import Executor, block_hash_of, txs_hash
+from node.executor import Executor, app_hash_height, block_hash_of, txs_hash
 from node.genesis import Genesis
 from node.identity import tx_id_of
 from node.mempool import Mempool
@@ -44,6 +45,7 @@ INBOX_ITEMS_MAX = 50_000
 COMMIT_QUEUE_MAX = 1_024
 HANDOFF_TXS_MAX = 2_000
 HANDOFF_RETRY_MS = 500
+PROPOSED_TIMES_MAX = 64
 
 
 class FatalError(Exception):
@@ -119,7 +121,7 @@ class Driver:
         self.empty_block_interval_ms = empty_block_interval_ms
         self.wall_clock_ms = wall_clock_ms
         self.head: ChainHead = storage.head()
-        self.state = StoreState(storage.get_state, storage.iter_state)
+        self.state = StoreState(storage.get_state_for_execution, storage.iter_state)
         self.stats = DriverStats()
         self._inbox: asyncio.Queue[_Tick | _Message | _Synced] = asyncio.Queue(INBOX_ITEMS_MAX)
         self._commits: asyncio.Queue[Commit] = asyncio.Queue(COMMIT_QUEUE_MAX)
@@ -127,6 +129,9 @@ class Driver:
         self._subscribers: list[_Subscriber] = []
         self._last_proposal_ms = 0
         self._proposed: tuple[int, int] = (-1, 0)  # (round, height) of our last proposal
+        # Header times of our recent proposals by block hash: the next block's time must be
+        # later than its parent's, and the parent may not be executed yet.
+        self._proposed_times: OrderedDict[bytes, int] = OrderedDict()
         self._was_proposer = False
         self._sync_task: asyncio.Task[None] | None = None
         self._handoff_task: asyncio.Task[None] | None = None
@@ -227,12 +232,22 @@ class Driver:
             self._maybe_hand_off(status.leader)
         if status.next_height is None or status.next_parent_hash is None:
             return []
-        # The header carries the parent's app hash, so the parent must be executed first.
-        # One proposal per (round, height): a new round may re-propose an abandoned height.
-        if status.next_height != self.head.height + 1 or self._proposed == (
-            status.round,
-            status.next_height,
+        head = self.head
+        next_height = status.next_height
+        # The header carries the app hash of height next_height - APP_HASH_LAG, so that block
+        # must be executed here; the parent may still be executing (pipelining). One proposal
+        # per (round, height): a new round may re-propose an abandoned height.
+        if (
+            app_hash_height(next_height) > head.height
+            or next_height <= head.height
+            or self._proposed == (status.round, next_height)
         ):
+            return []
+        if next_height == head.height + 1:
+            parent_time_ms: int | None = head.time_ms
+        else:  # the parent is not executed yet: only our own proposal's time is known
+            parent_time_ms = self._proposed_times.get(status.next_parent_hash)
+        if parent_time_ms is None:
             return []
         now = self.wall_clock_ms()
         limits = self.genesis.block
@@ -246,10 +261,10 @@ class Driver:
         taken = self.mempool.take(limits.txs_max, limits.bytes_max)
         header = types_pb2.BlockHeader(
             chain_id=self.genesis.chain_id,
-            height=status.next_height,
-            time_ms=max(now, self.head.time_ms + 1),
+            height=next_height,
+            time_ms=max(now, parent_time_ms + 1),
             parent_hash=status.next_parent_hash,
-            prev_app_hash=self.head.app_hash,
+            prev_app_hash=self._app_hash_at(app_hash_height(next_height)),
             txs_hash=txs_hash(tx_id for tx_id, _ in taken),
             proposer=self.node_id,
             round=status.round,
@@ -263,6 +278,9 @@ class Driver:
         )
         self._last_proposal_ms = now
         self._proposed = (status.round, header.height)
+        self._proposed_times[proposal.block_hash] = header.time_ms
+        while len(self._proposed_times) > PROPOSED_TIMES_MAX:
+            self._proposed_times.popitem(last=False)
         self.stats.proposals += 1
         log.debug("propose height=%d txs=%d", header.height, len(taken))
         return self.engine.propose(proposal)
@@ -327,12 +345,16 @@ class Driver:
             raise FatalError(f"block {header.height}: hash does not match its header")
         if header.parent_hash != head.block_hash or header.height != head.height + 1:
             raise FatalError(f"block {header.height} does not extend our chain head")
-        if header.prev_app_hash != head.app_hash:
+        checked_height = app_hash_height(header.height)
+        ours = self._app_hash_at(checked_height)
+        if header.prev_app_hash != ours:
             raise FatalError(
                 f"block {header.height} carries app hash {header.prev_app_hash.hex()[:16]} for "
-                f"height {head.height}; ours is {head.app_hash.hex()[:16]}: this node's state "
+                f"height {checked_height}; ours is {ours.hex()[:16]}: this node's state "
                 "diverged from the proposer's. Stopping for safety."
             )
+        if header.time_ms <= head.time_ms:
+            raise FatalError(f"block {header.height}: time does not move forward")
         outcome = self.executor.execute(block, self.state, head.app_hash, self.storage.has_tx)
         committed = types_pb2.CommittedBlock(
             block=block,
@@ -347,6 +369,10 @@ class Driver:
         crashpoints.reached("after_commit_before_reply")
         self.head = ChainHead(header.height, outcome.app_hash, block_hash, header.time_ms)
         return committed
+
+    def _app_hash_at(self, height: int) -> bytes:
+        head = self.head
+        return head.app_hash if height == head.height else self.storage.app_hash_at(height)
 
     def _after_commit(self, committed: types_pb2.CommittedBlock) -> None:
         receipts = committed.receipts

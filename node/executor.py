@@ -22,6 +22,17 @@ from proto import types_pb2
 
 log = logging.getLogger(__name__)
 
+# A block's header carries the app hash after the block APP_HASH_LAG heights below it (the
+# genesis state's for the first blocks), not its parent's. So block h+1 can be built and
+# ordered while block h still executes: consensus and execution overlap instead of taking
+# turns. A node whose state diverged still stops, one block later than with a lag of 1.
+APP_HASH_LAG = 2
+
+
+def app_hash_height(height: int) -> int:
+    """The height whose app hash the header of block `height` carries."""
+    return max(height - APP_HASH_LAG, 0)
+
 
 def write_set_digest(writes: Mapping[str, bytes | None]) -> bytes:
     digest = hashlib.sha256()

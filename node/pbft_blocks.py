@@ -6,8 +6,9 @@ The PBFT engine cannot read blocks or keys. This module gives it:
   that check a primary could ship one header with different txs to different backups;
 - `BlockChecker.validate`: a backup's check of a proposal before it prepares it: well-formed,
   right chain, height and parent, header time after the parent's, `prev_app_hash` equal to this
-  node's app hash of the parent (so the parent must be executed here first: until then the
-  answer is "not yet" and the engine asks again on its next tick), within the block limits,
+  node's app hash `APP_HASH_LAG` blocks below (that block must be executed here first, and the
+  parent executed or validated here, for its time: until then the answer is "not yet" and the
+  engine asks again on its next tick), within the block limits,
   and every tx signature valid (ids admission already verified are skipped; the rest are
   checked on a small thread pool, the GIL being released while verifying);
 - `signer`/`verifier`: Ed25519 over the engine's statements with the node key and the
@@ -26,7 +27,7 @@ from google.protobuf.message import DecodeError
 
 from consensus.pbft_config import BlockIdentity, Sign, Verify
 from node.admission import VerifiedCache
-from node.executor import block_hash_of, txs_hash
+from node.executor import app_hash_height, block_hash_of, txs_hash
 from node.genesis import Genesis
 from node.identity import Account, is_weak_public_key, tx_id_of, verify_signature
 from node.storage import Storage
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 CLOCK_DRIFT_MS_MAX = 60_000
 REJECTED_BLOCKS_MAX = 1_024
+VALIDATED_TIMES_MAX = 64
 VERIFY_CHUNK_MIN = 64
 
 
@@ -81,6 +83,9 @@ class BlockChecker:
         self._threads = threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pbft-verify")
         self._rejected: OrderedDict[bytes, None] = OrderedDict()
+        # Header times of blocks this backup accepted: a proposal's parent may be committed
+        # but not yet executed here, and its time must still be before the proposal's.
+        self._times: OrderedDict[bytes, int] = OrderedDict()
 
     def _reject(self, block_hash: bytes, why: str) -> bool:
         log.warning("refusing proposed block %s: %s", block_hash.hex()[:16], why)
@@ -111,14 +116,29 @@ class BlockChecker:
         if not self._signatures_valid(block):
             return self._reject(block_hash, "a tx signature is invalid")
         head = self.storage.head()
-        if head.height != height - 1:
-            return False  # the parent is not executed here yet: not now, maybe later
-        if header.prev_app_hash != head.app_hash:
+        checked_height = app_hash_height(height)
+        if head.height < checked_height or head.height >= height:
+            return False  # the block whose app hash it carries is not executed here yet
+        if head.height == height - 1:
+            parent_time_ms: int | None = head.time_ms
+        else:  # the parent is committed but still executing: we validated it, so know its time
+            parent_time_ms = self._times.get(parent_hash)
+        if parent_time_ms is None:
+            return False  # not now, maybe later (once the parent is executed)
+        ours = head.app_hash if head.height == checked_height else (
+            self.storage.app_hash_at(checked_height)
+        )
+        if header.prev_app_hash != ours:
             return self._reject(block_hash, "prev_app_hash differs from ours")
-        if header.time_ms <= head.time_ms:
+        if header.time_ms <= parent_time_ms:
             return self._reject(block_hash, "time does not move forward")
         # From the future (or our clock is behind): not now, maybe later.
-        return header.time_ms <= self.wall_clock_ms() + CLOCK_DRIFT_MS_MAX
+        if header.time_ms > self.wall_clock_ms() + CLOCK_DRIFT_MS_MAX:
+            return False
+        self._times[block_hash] = header.time_ms
+        while len(self._times) > VALIDATED_TIMES_MAX:
+            self._times.popitem(last=False)
+        return True
 
     def _signatures_valid(self, block: types_pb2.Block) -> bool:
         todo: list[tuple[bytes, tuple[bytes, bytes, bytes]]] = []

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import plyvel
 
+from node.txfilter import TxIdFilter
 from proto import types_pb2
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,13 @@ _HASH = b"h/"
 _TX = b"t/"
 _CONSENSUS = b"c/"
 _META = b"m/"
+_APP_HASH = b"a/"  # height -> app hash after that block (headers carry it APP_HASH_LAG later)
 
 
 BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+# Committed state values kept in memory for block execution (member records, balances, ...):
+# a store read releases and re-takes the GIL, which under load means waiting for other threads.
+STATE_CACHE_KEYS = 50_000
 
 
 class StorageError(Exception):
@@ -69,6 +74,19 @@ class Storage:
         self.path = path
         self._write_lock = threading.Lock()
         self._closed = False
+        self._state_cache: dict[str, bytes | None] = {}
+        self._tx_filter = self._build_tx_filter()
+
+    def _build_tx_filter(self) -> TxIdFilter:
+        """Every committed tx id, from the store's index (one pass to count, one to add)."""
+        with self._db.iterator(prefix=_TX, include_value=False) as it:
+            count = sum(1 for _ in it)
+        cut = len(_TX)
+        with self._db.iterator(prefix=_TX, include_value=False) as it:
+            built = TxIdFilter.of((key[cut:] for key in it), count)
+        if count:
+            log.info("tx id filter: %d committed tx ids, capacity %d", count, built.capacity)
+        return built
 
     def close(self) -> None:
         if not self._closed:
@@ -102,6 +120,7 @@ class Storage:
             batch = self._db.write_batch(sync=True)
             self._put_state(batch, writes)
             batch.put(_META + b"genesis", genesis_id)
+            batch.put(_height_key(_APP_HASH, 0), app_hash)
             batch.put(_META + b"height", struct.pack(">Q", 0))
             batch.put(_META + b"app_hash", app_hash)
             batch.put(_META + b"block_hash", bytes(32))
@@ -111,8 +130,26 @@ class Storage:
     # --- state ------------------------------------------------------------------------------
 
     def get_state(self, key: str) -> bytes | None:
-        value: bytes | None = self._db.get(_STATE + key.encode())
-        return value
+        """Committed value of `key` (from the execution cache when it holds the key)."""
+        try:
+            return self._state_cache[key]
+        except KeyError:
+            value: bytes | None = self._db.get(_STATE + key.encode())
+            return value
+
+    def get_state_for_execution(self, key: str) -> bytes | None:
+        """`get_state` that also remembers what it read. Only block execution may call it (the
+        commit loop or a sync, one at a time): the cache is filled and updated by that one
+        writer, so a reader on another thread can never store a value a commit replaced."""
+        cache = self._state_cache
+        try:
+            return cache[key]
+        except KeyError:
+            value: bytes | None = self._db.get(_STATE + key.encode())
+            if len(cache) >= STATE_CACHE_KEYS:
+                cache.clear()
+            cache[key] = value
+            return value
 
     def iter_state(self, prefix: str) -> Iterator[tuple[str, bytes]]:
         cut = len(_STATE)
@@ -132,6 +169,7 @@ class Storage:
         header = committed.block.header
         height = header.height
         location = struct.pack(">Q", height)
+        tx_ids = list(tx_ids)  # iterated twice: the batch, then the tx id filter
         with self._write_lock:
             current = self.head().height
             if height != current + 1:
@@ -146,7 +184,23 @@ class Storage:
             batch.put(_META + b"app_hash", committed.app_hash)
             batch.put(_META + b"block_hash", committed.block_hash)
             batch.put(_META + b"time_ms", struct.pack(">Q", header.time_ms))
+            batch.put(_height_key(_APP_HASH, height), committed.app_hash)
             self._write(batch)
+            self._after_block_written(state_writes, tx_ids)
+
+    def _after_block_written(
+        self, state_writes: Mapping[str, bytes | None], tx_ids: Iterable[tuple[bytes, int]]
+    ) -> None:
+        """Bring the in-memory views level with what the batch just made durable."""
+        cache = self._state_cache
+        if len(cache) + len(state_writes) > STATE_CACHE_KEYS:
+            cache.clear()
+        cache.update(state_writes)
+        tx_filter = self._tx_filter
+        for tx_id, _ in tx_ids:
+            tx_filter.add(tx_id)
+        if tx_filter.full:
+            self._tx_filter = self._build_tx_filter()  # twice the size, from the index
 
     def get_block(self, height: int) -> types_pb2.CommittedBlock | None:
         raw = self._db.get(_height_key(_BLOCK, height))
@@ -155,6 +209,13 @@ class Storage:
         block = types_pb2.CommittedBlock()
         block.ParseFromString(raw)
         return block
+
+    def app_hash_at(self, height: int) -> bytes:
+        """The app hash after block `height` (0: the genesis state's) of the stored chain."""
+        value: bytes | None = self._db.get(_height_key(_APP_HASH, height))
+        if value is None:
+            raise StorageError(f"no app hash stored for height {height}")
+        return value
 
     def get_block_raw(self, height: int) -> bytes | None:
         value: bytes | None = self._db.get(_height_key(_BLOCK, height))
@@ -172,6 +233,8 @@ class Storage:
         return int(height), int(index)
 
     def has_tx(self, tx_id: bytes) -> bool:
+        if not self._tx_filter.might_contain(tx_id):
+            return False  # never committed: no store read (and no wait for the GIL)
         return self._db.get(_TX + tx_id) is not None
 
     # --- consensus records ------------------------------------------------------------------

@@ -55,3 +55,48 @@ def test_iter_state_is_sorted_and_bounded_by_prefix(tmp_path) -> None:
     store.init_genesis(b"g" * 32, {"v/b": b"2", "v/a": b"1", "w/a": b"3"}, b"h" * 32, 1)
     assert list(store.iter_state("v/")) == [("v/a", b"1"), ("v/b", b"2")]
     store.close()
+
+
+def test_has_tx_never_misses_a_committed_id_through_filter_growth_and_reopen(
+    tmp_path, monkeypatch
+) -> None:
+    """The in-memory tx id filter grows past its capacity (rebuilt from the index) and is
+    rebuilt on reopen; a committed id is always found, and most unknown ids never reach
+    LevelDB."""
+    import hashlib
+
+    import node.txfilter as txfilter
+
+    monkeypatch.setattr(txfilter, "CAPACITY_MIN", 64)
+    store = Storage(str(tmp_path))
+    store.init_genesis(b"g" * 32, {}, b"h0" * 16, 1000)
+    ids = [hashlib.sha256(b"tx%d" % i).digest() for i in range(600)]
+    for height in range(1, 7):
+        chunk = ids[(height - 1) * 100 : height * 100]
+        store.commit_block(committed(height, bytes([height]) * 32), {},
+                           [(tx_id, i) for i, tx_id in enumerate(chunk)])
+        assert all(store.has_tx(tx_id) for tx_id in ids[: height * 100])
+    assert store._tx_filter.capacity >= 600  # grew from 64
+    unknown = [hashlib.sha256(b"new%d" % i).digest() for i in range(2000)]
+    assert not any(store.has_tx(tx_id) for tx_id in unknown)
+    maybes = sum(store._tx_filter.might_contain(tx_id) for tx_id in unknown)
+    assert maybes < 100  # ~1 % false positives expected; each only costs a store read
+    store.close()
+    again = Storage(str(tmp_path))
+    assert all(again.has_tx(tx_id) for tx_id in ids)
+    assert not any(again.has_tx(tx_id) for tx_id in unknown)
+    again.close()
+
+
+def test_execution_state_cache_follows_every_committed_write_and_delete(tmp_path) -> None:
+    store = Storage(str(tmp_path))
+    store.init_genesis(b"g" * 32, {"a": b"1", "b": b"2"}, b"h0" * 16, 1000)
+    assert store.get_state_for_execution("a") == b"1"
+    assert store.get_state_for_execution("c") is None  # a miss is remembered too
+    store.commit_block(committed(1, b"h1" * 16), {"a": None, "c": b"3", "d": b"4"}, [])
+    for read in (store.get_state, store.get_state_for_execution):
+        assert (read("a"), read("b"), read("c"), read("d")) == (None, b"2", b"3", b"4")
+    store.close()
+    again = Storage(str(tmp_path))
+    assert again.get_state_for_execution("a") is None and again.get_state("c") == b"3"
+    again.close()
