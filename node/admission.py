@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 from node.config import Limits
 from node.identity import is_weak_public_key, verify_signature
 from node.mempool import Mempool, MempoolFull
+from node.verify_pool import VerifyPool
 from proto import types_pb2
 
 log = logging.getLogger(__name__)
@@ -65,15 +66,19 @@ class VerifiedCache:
 
 
 class SignatureVerifier:
-    """Batched Ed25519 checks on a thread pool; remembers what passed."""
+    """Batched Ed25519 checks, in worker processes (`processes`, what a node uses) or on a
+    thread pool (tests, tools); remembers what passed."""
 
-    def __init__(self, threads: int, cache_max: int) -> None:
+    def __init__(self, threads: int, cache_max: int, processes: VerifyPool | None = None) -> None:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="verify")
-        self._threads = threads
+        self._threads = processes.workers if processes is not None else threads
+        self.processes = processes
         self.cache = VerifiedCache(cache_max)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.processes is not None:
+            self.processes.close()
 
     async def verify(self, items: Sequence[tuple[bytes, bytes, bytes, bytes]]) -> list[bool]:
         """items: (tx_id, public_key, signature, body). Returns validity per item."""
@@ -84,11 +89,13 @@ class SignatureVerifier:
         loop = asyncio.get_running_loop()
         chunk = max(64, -(-len(todo) // self._threads))
         groups = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
+        chunks = [[(items[i][1], items[i][2], items[i][3]) for i in group] for group in groups]
+        processes = self.processes
         futures = [
-            loop.run_in_executor(
-                self._pool, _verify_chunk, [(items[i][1], items[i][2], items[i][3]) for i in group]
-            )
-            for group in groups
+            asyncio.wrap_future(processes.submit(chunk))
+            if processes is not None
+            else loop.run_in_executor(self._pool, _verify_chunk, chunk)
+            for chunk in chunks
         ]
         for group, oks in zip(groups, await asyncio.gather(*futures), strict=True):
             for index, ok in zip(group, oks, strict=True):

@@ -24,7 +24,7 @@ class Limits:
     subscribers_max: int = 256
     subscriber_queue_blocks_max: int = 256
     query_args_bytes_max: int = 16_384
-    verify_threads: int = 2
+    verify_threads: int = 2  # signature-check worker processes of a node
     verified_cache_max: int = 400_000
 
     def validate(self) -> None:

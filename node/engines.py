@@ -17,6 +17,7 @@ from node.genesis import Genesis
 from node.identity import Account
 from node.pbft_blocks import BlockChecker, inspect_block, signer, verifier
 from node.storage import Storage
+from node.verify_pool import VerifyPool
 
 # Consensus params the node itself reads (not the engine).
 NODE_PARAMS = ("empty_block_interval_ms",)
@@ -40,8 +41,10 @@ def build_engine(
     genesis: Genesis,
     storage: Storage,
     verified: VerifiedCache | None = None,
+    verify_pool: VerifyPool | None = None,
 ) -> Engine:
-    """`verified`: tx ids whose signatures admission already checked (PBFT backups skip them)."""
+    """`verified`: tx ids whose signatures admission already checked (PBFT backups skip them);
+    `verify_pool`: worker processes for the signatures a PBFT backup must still check."""
     head = storage.head()
     validators = [v.node_id for v in genesis.validators]
     if genesis.consensus == "solo":
@@ -62,12 +65,16 @@ def build_engine(
             last_block_hash=head.block_hash,
         )
     if genesis.consensus == "pbft":
-        return _build_pbft(config, genesis, storage, verified)
+        return _build_pbft(config, genesis, storage, verified, verify_pool)
     raise ConfigError(f"consensus {genesis.consensus!r} is not available in this build")
 
 
 def _build_pbft(
-    config: NodeConfig, genesis: Genesis, storage: Storage, verified: VerifiedCache | None
+    config: NodeConfig,
+    genesis: Genesis,
+    storage: Storage,
+    verified: VerifiedCache | None,
+    verify_pool: VerifyPool | None,
 ) -> PbftEngine:
     fields = {f.name for f in dataclasses.fields(PbftConfig)}
     try:
@@ -81,7 +88,7 @@ def _build_pbft(
     if account.public_key != genesis.validator(config.node_id).public_key:
         raise ConfigError("signing_key does not match this node's key in genesis")
     head = storage.head()
-    checker = BlockChecker(genesis, storage, verified)
+    checker = BlockChecker(genesis, storage, verified, pool=verify_pool)
     return PbftEngine(
         config.node_id,
         [v.node_id for v in genesis.validators],

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from google.protobuf.message import DecodeError
@@ -31,6 +31,7 @@ from node.executor import app_hash_height, block_hash_of, txs_hash
 from node.genesis import Genesis
 from node.identity import Account, is_weak_public_key, tx_id_of, verify_signature
 from node.storage import Storage
+from node.verify_pool import VerifyPool
 from proto import types_pb2
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,15 @@ class BlockChecker:
         verified: VerifiedCache | None,
         *,
         threads: int = 2,
+        pool: VerifyPool | None = None,
         wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.genesis = genesis
         self.storage = storage
         self.verified = verified if verified is not None else VerifiedCache(200_000)
         self.wall_clock_ms = wall_clock_ms
-        self._threads = threads
+        self._threads = pool.workers if pool is not None else threads
+        self._processes = pool
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pbft-verify")
         self._rejected: OrderedDict[bytes, None] = OrderedDict()
         # Header times of blocks this backup accepted: a proposal's parent may be committed
@@ -158,7 +161,11 @@ class BlockChecker:
             return True
         chunk = max(VERIFY_CHUNK_MIN, -(-len(todo) // self._threads))
         groups = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
-        results = self._pool.map(_verify_chunk, [[item for _, item in g] for g in groups])
+        chunks = [[item for _, item in g] for g in groups]
+        if self._processes is not None:
+            results: Iterable[list[bool]] = self._processes.verify(chunks)
+        else:
+            results = self._pool.map(_verify_chunk, chunks)
         for group, oks in zip(groups, results, strict=True):
             for (tx_id, _), ok in zip(group, oks, strict=True):
                 if not ok:

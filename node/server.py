@@ -28,6 +28,7 @@ from node.identity import Account
 from node.mempool import Mempool
 from node.storage import Storage, StorageError
 from node.transport import PeerTransportGrpc
+from node.verify_pool import VerifyPool
 from proto import ledger_pb2, ledger_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -82,13 +83,19 @@ class Node:
         limits = config.limits
         self.contracts = default_engine()
         self.mempool = Mempool(limits.mempool_txs_max, limits.mempool_bytes_max)
-        self.verifier = SignatureVerifier(limits.verify_threads, limits.verified_cache_max)
+        self.verifier = SignatureVerifier(
+            limits.verify_threads,
+            limits.verified_cache_max,
+            processes=VerifyPool(limits.verify_threads),
+        )
         self.driver = Driver(
             config.node_id,
             self.genesis,
             self.storage,
             Executor(self.contracts, self.genesis.chain_id),
-            build_engine(config, self.genesis, self.storage, self.verifier.cache),
+            build_engine(
+                config, self.genesis, self.storage, self.verifier.cache, self.verifier.processes
+            ),
             self.mempool,
             tick_ms=config.tick_ms,
             empty_block_interval_ms=self.genesis.consensus_params.get(
