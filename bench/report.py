@@ -207,6 +207,11 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(rounds)]
     lines += ["", "## Per node", ""]
     lines += [
+        "CPU and RSS count each node process together with its signature-check workers "
+        "(RSS summed, so shared pages count more than once).",
+        "",
+    ]
+    lines += [
         "| round | node | CPU % | peak RSS MB | blocks | mean block txs |",
         "|---|---|---|---|---|---|",
     ]

@@ -77,9 +77,23 @@ class NodeSampler:
         self._t0 = 0.0
         self.cpu_percent: dict[str, float] = dict.fromkeys(pids, 0.0)
 
+    @staticmethod
+    def _tree(proc: psutil.Process) -> list[psutil.Process]:
+        """The node and its signature-check worker processes: a node's cost is all of them."""
+        try:
+            return [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            return [proc]
+
     def _cpu(self, proc: psutil.Process) -> float:
-        times = proc.cpu_times()
-        return float(times.user + times.system)
+        total = 0.0
+        for member in self._tree(proc):
+            try:
+                times = member.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
 
     def begin(self) -> None:
         self._t0 = time.perf_counter()
@@ -96,9 +110,15 @@ class NodeSampler:
             if proc is None:
                 continue
             try:
-                rss_mb = proc.memory_info().rss / 2**20
+                proc.memory_info()
             except psutil.Error:
                 continue
+            rss_mb = 0.0
+            for member in self._tree(proc):
+                try:
+                    rss_mb += member.memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
             self.rss_max[node_id] = max(self.rss_max[node_id], rss_mb)
 
     def end(self) -> None:
