@@ -132,6 +132,14 @@ def _bracket_depth(raw: bytes) -> int:
 
 _DEFAULT = json.JSONEncoder().default  # raises TypeError for what JSON cannot hold
 _SCAN_ONCE = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+# One C encoder for every call (sort_keys, compact, ASCII). It is built without a markers
+# dict: contract values come from JSON and cannot be cyclic, and a shared markers dict could
+# keep a stale entry after a failed call.
+_ENCODER = (
+    c_make_encoder(None, _DEFAULT, encode_basestring_ascii, None, ":", ",", True, False, True)
+    if c_make_encoder is not None
+    else None
+)
 
 
 def encode(value: JsonValue) -> bytes:
@@ -141,17 +149,17 @@ def encode(value: JsonValue) -> bytes:
     without building a `JSONEncoder` and its closures on every call (this runs several times per
     tx): the same C encoder json.dumps ends up in, called directly.
     """
+    kind = type(value)
+    if kind is int:  # balances, amounts: what json.dumps writes for an int
+        return str(value).encode()
     _assert_no_float(value)
-    if isinstance(value, str):
+    if kind is str:
         return encode_basestring_ascii(value).encode()
-    if c_make_encoder is None:  # pragma: no cover - CPython always has the C accelerator
+    if _ENCODER is None:  # pragma: no cover - CPython always has the C accelerator
         return json.dumps(
             value, sort_keys=True, separators=(",", ":"), ensure_ascii=True
         ).encode()
-    chunks = c_make_encoder(
-        {}, _DEFAULT, encode_basestring_ascii, None, ":", ",", True, False, True
-    )(value, 0)
-    return "".join(chunks).encode()
+    return "".join(_ENCODER(value, 0)).encode()
 
 
 def decode(raw: bytes) -> JsonValue:
