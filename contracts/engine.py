@@ -439,10 +439,21 @@ class Contract:
         return fn
 
 
+MEMBER_SUMMARIES_MAX = 4_096
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSummary:
+    suspended: bool
+    name: Any
+    roles: tuple[str, ...]
+
+
 class Engine:
     """The registry of contracts and the dispatcher of calls, views and block-end hooks."""
 
     def __init__(self, contracts: list[Contract]) -> None:
+        self._members: dict[bytes, MemberSummary] = {}  # by the stored record's bytes
         self.contracts: dict[str, Contract] = {}
         for contract in contracts:
             assert contract.name not in self.contracts, contract.name
@@ -489,11 +500,31 @@ class Engine:
         return result, ctx.events
 
     def require_active_member(self, ctx: Context, account: str) -> None:
-        member = self.read(ctx.state, "consortium", f"m/{account}")
+        member = self.member_summary(ctx.state, account)
         if member is None:
             raise ContractError("UNKNOWN_MEMBER", f"account {account[:16]}… is not a member")
-        if member.get("suspended"):
-            raise ContractError("MEMBER_SUSPENDED", f"member {member.get('name')} is suspended")
+        if member.suspended:
+            raise ContractError("MEMBER_SUSPENDED", f"member {member.name} is suspended")
+
+    def member_summary(self, state: StateView, account: str) -> MemberSummary | None:
+        """What every call checks about a member, decoded once per distinct stored record
+        (every tx reads its sender's record, and most read another member's)."""
+        raw = state.get(f"consortium/m/{account}")
+        if raw is None:
+            return None
+        cache = self._members
+        summary = cache.get(raw)
+        if summary is None:
+            member: Any = decode(raw)
+            summary = MemberSummary(
+                bool(member.get("suspended")),
+                member.get("name"),
+                tuple(member.get("roles", ())),
+            )
+            if len(cache) >= MEMBER_SUMMARIES_MAX:
+                cache.clear()
+            cache[raw] = summary
+        return summary
 
     def read(self, state: StateView, contract: str, key: str) -> JsonValue:
         raw = state.get(f"{contract}/{key}")
@@ -589,10 +620,10 @@ ROLES = (
 
 def roles_of(ctx: Context | ReadContext, account: str) -> tuple[str, ...]:
     """The roles of an active member, () for a stranger or a suspended member."""
-    member = ctx.engine.read(ctx.state, "consortium", f"m/{account}")
-    if member is None or member.get("suspended"):
+    member = ctx.engine.member_summary(ctx.state, account)
+    if member is None or member.suspended:
         return ()
-    return tuple(member.get("roles", ()))
+    return member.roles
 
 
 def require_role(ctx: Context, account: str, *roles: str) -> None:
