@@ -50,9 +50,13 @@ def heal_and_converge(sim: Simulator, plan: ChaosPlan) -> None:
     for node_id, node in sim.nodes.items():
         if not node.is_up:
             sim.restart(node_id)
-    base_height = sim.max_height()
+    # Progress is an honest replica committing: a Byzantine one runs a real engine behind its
+    # lying hook and may commit (on honest votes) while the honest replicas have not yet.
+    base_height = sim.max_height(honest_only=True)
     sim.proposing = True
-    if not sim.run_until(lambda: sim.max_height() > base_height, plan.progress_bound_ms):
+    if not sim.run_until(
+        lambda: sim.max_height(honest_only=True) > base_height, plan.progress_bound_ms
+    ):
         sim.fail(f"no block committed within {plan.progress_bound_ms} ms of healing")
     sim.proposing = False
     if not sim.run_until(sim.converged, plan.converge_bound_ms):

@@ -263,8 +263,12 @@ class Simulator:
                 best = (status.round, node.node_id)
         return best[1] if best else None
 
-    def max_height(self) -> int:
-        return max(node.height for node in self.nodes.values())
+    def max_height(self, honest_only: bool = False) -> int:
+        return max(
+            node.height
+            for node in self.nodes.values()
+            if not (honest_only and node.node_id in self.byzantine)
+        )
 
     def converged(self) -> bool:
         """All honest nodes up, holding the same chain, and their engines agree they did."""
