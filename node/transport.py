@@ -32,6 +32,10 @@ from proto import peer_pb2, peer_pb2_grpc, types_pb2
 log = logging.getLogger(__name__)
 
 PEER_QUEUE_MESSAGES_MAX = 20_000
+# Also bounded by bytes: a PBFT pre-prepare (and its retransmissions) carries a whole block, so
+# 20,000 queued messages to a slow peer could be gigabytes. A 5-minute PBFT overload run grew a
+# node past 1.8 GB before this bound.
+PEER_QUEUE_BYTES_MAX = 64 * 1024 * 1024
 BATCH_MESSAGES_MAX = 256
 BATCH_BYTES_MAX = 48 * 1024 * 1024
 DELIVER_TIMEOUT_S = 5.0
@@ -65,8 +69,27 @@ class _PeerLink:
         options = [*_OPTIONS, ("grpc.ssl_target_name_override", peer_id)]
         self.channel = grpc.aio.secure_channel(addr, creds, options=options)
         self.stub = peer_pb2_grpc.PeerStub(self.channel)
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(PEER_QUEUE_MESSAGES_MAX)
+        self.queue: asyncio.Queue[peer_pb2.PeerEnvelope] = asyncio.Queue(
+            PEER_QUEUE_MESSAGES_MAX
+        )
+        self.queued_bytes = 0
         self.dropped = 0
+
+    def put(self, envelope: peer_pb2.PeerEnvelope) -> bool:
+        size = len(envelope.payload)
+        if self.queued_bytes + size > PEER_QUEUE_BYTES_MAX:
+            return False
+        try:
+            self.queue.put_nowait(envelope)
+        except asyncio.QueueFull:
+            return False
+        self.queued_bytes += size
+        return True
+
+    def take(self) -> peer_pb2.PeerEnvelope:
+        envelope = self.queue.get_nowait()
+        self.queued_bytes -= len(envelope.payload)
+        return envelope
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
@@ -201,16 +224,39 @@ class PeerTransportGrpc:
             return
         if self._byzantine:
             msg = byzantine.mutate(sorted(self._links), to, msg)
-        try:
-            link.queue.put_nowait(msg)
-        except asyncio.QueueFull:
-            link.dropped += 1
-            if link.dropped % 1000 == 1:
-                log.warning("queue to %s is full; dropped %d messages", to, link.dropped)
+        envelope = self._encoded(msg)
+        if envelope is not None:
+            self._enqueue(link, envelope)
 
     def broadcast(self, msg: Any) -> None:
-        for peer in self._links:
-            self.send(peer, msg)
+        if self._byzantine:
+            for peer in self._links:
+                self.send(peer, msg)
+            return
+        envelope = self._encoded(msg)  # encoded and signed once for every peer
+        if envelope is not None:
+            for link in self._links.values():
+                self._enqueue(link, envelope)
+
+    def _encoded(self, msg: Any) -> peer_pb2.PeerEnvelope | None:
+        try:
+            return self._envelope(msg)
+        except CodecError as exc:
+            log.error("cannot encode %s: %s", type(msg).__name__, exc)
+            return None
+
+    @staticmethod
+    def _enqueue(link: _PeerLink, envelope: peer_pb2.PeerEnvelope) -> None:
+        if not link.put(envelope):
+            link.dropped += 1
+            if link.dropped % 1000 == 1:
+                log.warning(
+                    "queue to %s is full (%d messages, %d bytes); dropped %d messages",
+                    link.peer_id,
+                    link.queue.qsize(),
+                    link.queued_bytes,
+                    link.dropped,
+                )
 
     def _envelope(self, msg: Any) -> peer_pb2.PeerEnvelope:
         payload = encode_message(msg)
@@ -222,15 +268,18 @@ class PeerTransportGrpc:
     async def _pump(self, link: _PeerLink) -> None:
         delay = RETRY_DELAY_MIN_S
         while True:
-            msgs = [await link.queue.get()]
-            while len(msgs) < BATCH_MESSAGES_MAX and not link.queue.empty():
-                msgs.append(link.queue.get_nowait())
-            envelopes = []
-            for msg in msgs:
-                try:
-                    envelopes.append(self._envelope(msg))
-                except CodecError as exc:
-                    log.error("cannot encode %s for %s: %s", type(msg).__name__, link.peer_id, exc)
+            first = await link.queue.get()
+            link.queued_bytes -= len(first.payload)
+            envelopes = [first]
+            batch_bytes = len(first.payload)
+            while (
+                len(envelopes) < BATCH_MESSAGES_MAX
+                and batch_bytes < BATCH_BYTES_MAX
+                and not link.queue.empty()
+            ):
+                envelope = link.take()
+                envelopes.append(envelope)
+                batch_bytes += len(envelope.payload)
             batch = peer_pb2.PeerBatch(from_node=self.node_id, envelopes=envelopes)
             try:
                 await link.stub.Deliver(batch, timeout=DELIVER_TIMEOUT_S)
