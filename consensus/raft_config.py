@@ -22,8 +22,11 @@ class RaftConfig:
     proposals_in_flight_max: int = 4
     # Compact when this many committed entries sit in the log; keep the newest
     # `log_retained_entries` of them so briefly-lagging followers still catch up from the log.
-    log_compaction_entries: int = 1024
-    log_retained_entries: int = 256
+    # Entries hold whole blocks (up to the block byte limit each), so the log is compacted
+    # often: with 1,024 entries a Raft node (with its verify workers) reached 405-475 MB in a
+    # 5-minute run at 2,000 tx/s. Followers further behind fetch blocks by height instead.
+    log_compaction_entries: int = 256
+    log_retained_entries: int = 64
     # Resend a sync request this long after the previous one if no `synced` came back.
     sync_retry_ms: int = 1000
     pre_vote: bool = True
