@@ -41,6 +41,9 @@ def raft3(tmp_path_factory):
     cluster = asyncio.run(make_cluster(root, "raft"))
     try:
         asyncio.run(cluster.start())
+        # Healthy is not elected: the first election may take a few seconds while three nodes
+        # and their verify workers start on two cores (a Submit meanwhile is UNAVAILABLE).
+        asyncio.run(cluster.wait_leader())
         yield cluster
     finally:
         cluster.kill_all()
