@@ -21,13 +21,14 @@ from typing import Any
 from bench.signing import account_for, sign_all
 from bench.workloads import Sizes, make_plan, members_of
 from contracts import default_engine
-from node.admission import Admission, SignatureVerifier, _verify_chunk
+from node.admission import Admission, SignatureVerifier
 from node.config import Limits
 from node.executor import Executor, block_hash_of, txs_hash
 from node.genesis import BlockLimits, Genesis, Member
 from node.mempool import Mempool
 from node.state import StoreState
 from node.storage import Storage
+from node.verify_pool import verify_chunk
 from proto import types_pb2
 
 CHAIN_ID = "scf-bench"
@@ -143,7 +144,7 @@ def _stages(chain: Chain, probe: list[types_pb2.SignedTx], repeat: int) -> dict[
         "request_parse_us": _cpu_us_per_tx(lambda: types_pb2.Block().ParseFromString(request),
                                            n, repeat),
         "admission_parse_us": _cpu_us_per_tx(lambda: admission.parse(probe), n, repeat),
-        "verify_us": _cpu_us_per_tx(lambda: _verify_chunk(items), n, max(1, repeat // 2)),
+        "verify_us": _cpu_us_per_tx(lambda: verify_chunk(items), n, max(1, repeat // 2)),
         "has_tx_us": _cpu_us_per_tx(lambda: [storage.has_tx(c.tx_id) for c in checked], n,
                                     repeat),
         "execute_us": _cpu_us_per_tx(lambda: chain.execute(block), n, repeat),

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from node.config import Limits
-from node.identity import is_weak_public_key, verify_signature
+from node.identity import is_weak_public_key
 from node.mempool import Mempool, MempoolFull
-from node.verify_pool import VerifyPool
+from node.verify_pool import VerifyPool, verify_chunk
 from proto import types_pb2
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,6 @@ class Checked:
     tx_id: bytes
     tx: types_pb2.SignedTx
     sender: bytes
-
-
-def _verify_chunk(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
-    return [verify_signature(key, sig, body) for key, sig, body in items]
 
 
 class VerifiedCache:
@@ -94,7 +90,7 @@ class SignatureVerifier:
         futures = [
             asyncio.wrap_future(processes.submit(chunk))
             if processes is not None
-            else loop.run_in_executor(self._pool, _verify_chunk, chunk)
+            else loop.run_in_executor(self._pool, verify_chunk, chunk)
             for chunk in chunks
         ]
         for group, oks in zip(groups, await asyncio.gather(*futures), strict=True):

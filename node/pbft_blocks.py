@@ -31,7 +31,7 @@ from node.executor import app_hash_height, block_hash_of, txs_hash
 from node.genesis import Genesis
 from node.identity import Account, is_weak_public_key, tx_id_of, verify_signature
 from node.storage import Storage
-from node.verify_pool import VerifyPool
+from node.verify_pool import VerifyPool, verify_chunk
 from proto import types_pb2
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,6 @@ def inspect_block(payload: bytes) -> BlockIdentity | None:
     if header.txs_hash != txs_hash(tx_id_of(tx.body) for tx in block.txs):
         return None
     return BlockIdentity(header.height, block_hash_of(header), header.parent_hash)
-
-
-def _verify_chunk(items: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
-    return [verify_signature(key, sig, body) for key, sig, body in items]
 
 
 class BlockChecker:
@@ -165,7 +161,7 @@ class BlockChecker:
         if self._processes is not None:
             results: Iterable[list[bool]] = self._processes.verify(chunks)
         else:
-            results = self._pool.map(_verify_chunk, chunks)
+            results = self._pool.map(verify_chunk, chunks)
         for group, oks in zip(groups, results, strict=True):
             for (tx_id, _), ok in zip(group, oks, strict=True):
                 if not ok:
