@@ -78,7 +78,8 @@ class Storage:
         self._tx_filter = self._build_tx_filter()
 
     def _build_tx_filter(self) -> TxIdFilter:
-        """Every committed tx id, from the store's index (one pass to count, one to add)."""
+        """Every committed tx id, from the store's index (one pass to count, one to add); only at
+        open, before the node serves, so its cost never pauses a running node."""
         with self._db.iterator(prefix=_TX, include_value=False) as it:
             count = sum(1 for _ in it)
         cut = len(_TX)
@@ -198,9 +199,7 @@ class Storage:
         cache.update(state_writes)
         tx_filter = self._tx_filter
         for tx_id, _ in tx_ids:
-            tx_filter.add(tx_id)
-        if tx_filter.full:
-            self._tx_filter = self._build_tx_filter()  # twice the size, from the index
+            tx_filter.add(tx_id)  # grows by a layer when full: no pass over the index
 
     def get_block(self, height: int) -> types_pb2.CommittedBlock | None:
         raw = self._db.get(_height_key(_BLOCK, height))

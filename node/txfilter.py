@@ -9,56 +9,92 @@ positive costs one store read and a false negative cannot happen (every committe
 before its block's write returns).
 
 Tx ids are SHA-256 digests, uniformly distributed, so the bit positions are taken from the id's
-own bytes (double hashing) instead of hashing again. The filter grows by rebuilding at twice
-the capacity from the store's index when it fills, keeping the false-positive rate near 1 %.
+own bytes (double hashing) instead of hashing again.
+
+The filter grows without ever re-reading the index: when its newest layer fills, a new layer of
+twice the capacity is added and the full ones are kept (a scalable Bloom filter, Almeida et al.
+2007). Growth costs one zeroed allocation, never a pass over the chain: rebuilding a single
+filter from the index at each doubling held the GIL for a time that grew with the chain, and a
+Raft leader missed its heartbeats during it (issue 13). Each new layer spends more bits and one
+more hash per id, so its false-positive rate halves and the sum over all layers stays under
+2 % however long the chain grows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-BITS_PER_ID = 10
-HASHES = 7
+BITS_PER_ID = 10  # the first layer; each later one adds LAYER_BITS_STEP
+LAYER_BITS_STEP = 2
+HASHES = 7  # the first layer; each later one adds one
 CAPACITY_MIN = 1 << 16
+
+
+class _Layer:
+    __slots__ = ("_bits", "_bits_count", "capacity", "count", "hashes")
+
+    def __init__(self, capacity: int, bits_per_id: int, hashes: int) -> None:
+        self.capacity = capacity
+        self.hashes = hashes
+        self._bits_count = capacity * bits_per_id
+        self._bits = bytearray((self._bits_count + 7) // 8)
+        self.count = 0
+
+    def add(self, first: int, step: int) -> None:
+        bits, size = self._bits, self._bits_count
+        for i in range(self.hashes):
+            position = (first + i * step) % size
+            bits[position >> 3] |= 1 << (position & 7)
+        self.count += 1
+
+    def might_contain(self, first: int, step: int) -> bool:
+        bits, size = self._bits, self._bits_count
+        for i in range(self.hashes):
+            position = (first + i * step) % size
+            if not bits[position >> 3] & (1 << (position & 7)):
+                return False
+        return True
 
 
 class TxIdFilter:
     def __init__(self, capacity: int) -> None:
-        self.capacity = max(capacity, CAPACITY_MIN)
-        self._bits_count = self.capacity * BITS_PER_ID
-        self._bits = bytearray((self._bits_count + 7) // 8)
+        self._layers = [_Layer(max(capacity, CAPACITY_MIN), BITS_PER_ID, HASHES)]
         self.count = 0
 
     @classmethod
     def of(cls, tx_ids: Iterable[bytes], count_hint: int = 0) -> TxIdFilter:
-        """A filter holding `tx_ids`, sized for twice `count_hint` of them."""
+        """A filter holding `tx_ids`, its first layer sized for twice `count_hint` of them."""
         built = cls(2 * count_hint)
         for tx_id in tx_ids:
             built.add(tx_id)
         return built
 
     @property
-    def full(self) -> bool:
-        return self.count >= self.capacity
+    def capacity(self) -> int:
+        return sum(layer.capacity for layer in self._layers)
 
-    def _seeds(self, tx_id: bytes) -> tuple[int, int]:
+    @property
+    def layer_count(self) -> int:
+        return len(self._layers)
+
+    @staticmethod
+    def _seeds(tx_id: bytes) -> tuple[int, int]:
         if len(tx_id) < 16:
             tx_id = tx_id.ljust(16, b"\x00")
         return int.from_bytes(tx_id[:8], "little"), int.from_bytes(tx_id[8:16], "little") | 1
 
     def add(self, tx_id: bytes) -> None:
-        bits, size = self._bits, self._bits_count
-        first, step = self._seeds(tx_id)
-        for i in range(HASHES):
-            position = (first + i * step) % size
-            bits[position >> 3] |= 1 << (position & 7)
+        newest = self._layers[-1]
+        if newest.count >= newest.capacity:
+            depth = len(self._layers)
+            newest = _Layer(
+                2 * newest.capacity, BITS_PER_ID + depth * LAYER_BITS_STEP, HASHES + depth
+            )
+            self._layers.append(newest)
+        newest.add(*self._seeds(tx_id))
         self.count += 1
 
     def might_contain(self, tx_id: bytes) -> bool:
-        bits, size = self._bits, self._bits_count
         first, step = self._seeds(tx_id)
-        for i in range(HASHES):
-            position = (first + i * step) % size
-            if not bits[position >> 3] & (1 << (position & 7)):
-                return False
-        return True
+        # Newest first: it is the largest and holds the most recently committed ids.
+        return any(layer.might_contain(first, step) for layer in reversed(self._layers))

@@ -1,0 +1,55 @@
+"""The committed tx id filter: no false negatives, a bounded false-positive rate however many
+layers it grows, and growth that never goes back to the store's index (issue 13: a rebuild at
+each doubling paused a node for a time that grew with the chain)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import node.txfilter as txfilter
+from node.storage import Storage
+from node.txfilter import TxIdFilter
+
+
+def _ids(prefix: bytes, count: int) -> list[bytes]:
+    return [hashlib.sha256(prefix + b"%d" % i).digest() for i in range(count)]
+
+
+def test_filter_grows_by_layers_keeping_every_id_and_false_positives_under_two_percent(
+    monkeypatch,
+) -> None:
+    monkeypatch.setattr(txfilter, "CAPACITY_MIN", 256)
+    tx_filter = TxIdFilter(0)
+    added = _ids(b"in", 60_000)
+    for tx_id in added:
+        tx_filter.add(tx_id)
+    assert tx_filter.layer_count >= 8  # 256, 512, ... : grew many times
+    assert tx_filter.count == len(added)
+    assert all(tx_filter.might_contain(tx_id) for tx_id in added)
+    unknown = _ids(b"out", 50_000)
+    false_positives = sum(tx_filter.might_contain(tx_id) for tx_id in unknown)
+    assert false_positives < 0.02 * len(unknown), false_positives
+
+
+def test_storage_never_rebuilds_the_filter_from_the_index_while_running(
+    tmp_path, monkeypatch
+) -> None:
+    from tests.unit.test_storage import committed
+
+    monkeypatch.setattr(txfilter, "CAPACITY_MIN", 64)
+    store = Storage(str(tmp_path))
+    store.init_genesis(b"g" * 32, {}, b"h0" * 16, 1000)
+
+    def no_rebuild() -> TxIdFilter:
+        raise AssertionError("the running node re-read the whole tx index")
+
+    monkeypatch.setattr(store, "_build_tx_filter", no_rebuild)
+    ids = _ids(b"tx", 2_000)
+    for height in range(1, 11):
+        chunk = ids[(height - 1) * 200 : height * 200]
+        store.commit_block(
+            committed(height, bytes([height]) * 32), {}, [(t, i) for i, t in enumerate(chunk)]
+        )
+    assert store._tx_filter.layer_count > 1
+    assert all(store.has_tx(tx_id) for tx_id in ids)
+    store.close()
