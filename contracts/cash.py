@@ -2,6 +2,7 @@
 
 Keys: `cash/bal/<account>` -> int; `cash/supply` -> {deposits, withdrawals}.
 A financier credits (`deposit`) or debits (`withdraw`) a member's balance; members `transfer`.
+A suspended member can still be paid (deposit, transfer, contract payments), not pay.
 Balances never go negative and the sum of balances = deposits - withdrawals, always. Other
 contracts move cash only through the internal `move` method.
 """
@@ -18,7 +19,6 @@ from contracts.engine import (
     StateView,
     encode,
     require_role,
-    roles_of,
 )
 
 cash = Contract("cash")
@@ -42,11 +42,12 @@ def _supply(ctx: Context | ReadContext) -> dict[str, int]:
     return {"deposits": 0, "withdrawals": 0} if value is None else dict(value)
 
 
-def _require_member(ctx: Context, account: str) -> None:
-    if not roles_of(ctx, account):
-        raise ContractError(
-            "UNKNOWN_MEMBER", f"account {account[:16]}… is not an active member"
-        )
+def _require_payee(ctx: Context, account: str) -> None:
+    """Cash goes only to a registered member, but a suspended one is still paid: suspension
+    stops a member's own txs, not what it owes or is owed (DOMAIN.md). Topping up a suspended
+    core enterprise is how its overdue vouchers get paid."""
+    if ctx.engine.member_summary(ctx.state, account) is None:
+        raise ContractError("UNKNOWN_MEMBER", f"account {account[:16]}… is not a member")
 
 
 def _move(ctx: Context, source: str, target: str, amount: int) -> None:
@@ -66,7 +67,7 @@ def deposit(ctx: Context, args: Args) -> JsonValue:
     require_role(ctx, ctx.sender, "financier")
     account = args.account("account")
     amount = args.amount()
-    _require_member(ctx, account)
+    _require_payee(ctx, account)
     _set_balance(ctx, account, balance_of(ctx, account) + amount)
     supply = _supply(ctx)
     supply["deposits"] += amount
@@ -98,7 +99,7 @@ def transfer(ctx: Context, args: Args) -> JsonValue:
     memo = args.text("memo", default="-", chars_max=128)
     if target == ctx.sender:
         raise ContractError("INVALID_ARGS", "cannot transfer to yourself")
-    _require_member(ctx, target)
+    _require_payee(ctx, target)
     _move(ctx, ctx.sender, target, amount)
     ctx.emit("Transferred", sender=ctx.sender, to=target, amount=amount, memo=memo)
     return {"balance": balance_of(ctx, ctx.sender)}

@@ -1,8 +1,9 @@
 """The consortium contract: members, their roles, and suspension; seeded by genesis.
 
 Keys: `consortium/m/<account>` -> {name, roles, suspended}; `consortium/n/<name>` -> account.
-Only an admin changes membership. A suspended member can do nothing (the engine checks every
-call), and an admin cannot suspend or demote the last active admin.
+Only an admin changes membership. A suspended member can send no tx (the engine checks every
+call) but is still paid what it is owed; an admin cannot suspend or demote the last active
+admin.
 """
 
 from __future__ import annotations

@@ -634,3 +634,19 @@ def require_role(ctx: Context, account: str, *roles: str) -> None:
         raise ContractError(
             "NOT_AUTHORIZED", f"{who} needs role {' or '.join(roles)} (has {list(held) or 'none'})"
         )
+
+
+def require_party_role(ctx: Context, account: str, *roles: str) -> None:
+    """Refuse unless account is a registered member holding one of roles, suspended or not.
+
+    For a party of a deal already made, who is only paid or served by this step: suspension
+    stops a member's own txs, not what it owes or is owed (DOMAIN.md).
+    """
+    member = ctx.engine.member_summary(ctx.state, account)
+    held = () if member is None else member.roles
+    if not any(role in held for role in roles):
+        raise ContractError(
+            "NOT_AUTHORIZED",
+            f"account {account[:16]}… needs role {' or '.join(roles)} "
+            f"(has {list(held) or 'none'})",
+        )

@@ -20,6 +20,7 @@ from contracts.engine import (
     ContractError,
     JsonValue,
     ReadContext,
+    require_party_role,
     require_role,
 )
 from contracts.schedule import due_key, falling_due, interest
@@ -405,8 +406,10 @@ def issue_pledged(ctx: Context, args: Args) -> JsonValue:
     require_role(ctx, ctx.origin, "warehouse")
     owner = args.account("owner")
     financier = args.account("financier")
-    require_role(ctx, owner, *HOLDER_ROLES)
-    require_role(ctx, financier, "financier")
+    # The holding contract's deal is already made and financed: a party suspended since is
+    # still served (the financier gets its collateral), so roles are checked, not suspension.
+    require_party_role(ctx, owner, *HOLDER_ROLES)
+    require_party_role(ctx, financier, "financier")
     terms = {"financier": financier, "controller": ctx.sender, "principal": None,
              "rate_bps": None, "due_ms": None, "approved_ms": ctx.time_ms}
     receipt = new_receipt(ctx, ctx.origin, owner, goods(args), terms)
