@@ -27,6 +27,8 @@ class Limits:
     submit_wait_ms_max: int = 120_000
     subscribers_max: int = 256
     subscriber_queue_blocks_max: int = 256
+    # Subscribe refuses (OUT_OF_RANGE) a from_height further than this beyond the node's head.
+    subscribe_ahead_blocks_max: int = 1_000
     query_args_bytes_max: int = 16_384
     verify_threads: int = 2  # signature-check worker processes of a node
     verified_cache_max: int = 100_000  # twice the mempool: ids live from admission to block
