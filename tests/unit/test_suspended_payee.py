@@ -314,3 +314,66 @@ def test_redemption_completes_for_an_owner_suspended_after_asking() -> None:
     suspend(chain, "supplier")
     ok(chain.run("wh", f"{WR}.confirm_delivery", receipt_id=receipt_id))
     assert chain.query(f"{WR}.receipt", receipt_id=receipt_id)["state"] == "REDEEMED"
+
+
+def test_new_receipt_dealings_with_a_suspended_member_are_refused() -> None:
+    """Issuing to, transferring to, listing on or pledging to a suspended member: NOT_AUTHORIZED."""
+    chain = make_chain()
+    receipt_id = _receipt(chain, "supplier", "insp-new")
+    suspend(chain, "dealer", "exch", "bank")
+    fails(chain, "wh", f"{WR}.issue", "NOT_AUTHORIZED", owner=chain.id("dealer"),
+          commodity="copper", quantity=1, unit="t", grade="A", location="bay",
+          inspection_hash=doc("insp-other"))
+    fails(chain, "supplier", f"{WR}.transfer", "NOT_AUTHORIZED", receipt_id=receipt_id,
+          to=chain.id("dealer"))
+    fails(chain, "supplier", f"{WR}.list_for_sale", "NOT_AUTHORIZED", receipt_id=receipt_id,
+          exchange=chain.id("exch"), price=1)
+    fails(chain, "supplier", f"{WR}.pledge", "NOT_AUTHORIZED", receipt_id=receipt_id,
+          financier=chain.id("bank"), principal=1, rate_bps=0, due_ms=chain.time_ms + DAY_MS)
+
+
+def test_late_buy_back_by_the_core_pays_a_suspended_financier() -> None:
+    """The core could not pay at the due date; it pays later while financier and dealer are
+    suspended, and the remaining goods come back to it."""
+    chain = make_chain(dealer=8_000_000, bank=10_000_000, core=1)
+    deal_id = _financed_deal(chain, days=30)
+    ok(chain.run("bank", f"{PP}.approve", deal_id=deal_id))
+    approved_ms = chain.time_ms
+    ok(chain.run("wh", f"{PP}.lodge_goods", deal_id=deal_id, grade="A", location="yard",
+                 inspection_hash=doc("insp-late")))
+    ok(chain.run("core", "cash.transfer", to=chain.id("dealer"), amount=10_000_001))
+    chain.advance(approved_ms + 30 * DAY_MS - chain.time_ms)
+    assert chain.query(f"{PP}.deal", deal_id=deal_id)["state"] == "BUYBACK_DUE"
+    suspend(chain, "bank", "dealer")
+    ok(chain.run("bank2", "cash.deposit", account=chain.id("core"), amount=8_000_000))
+    paid = ok(chain.run("core", f"{PP}.buy_back", deal_id=deal_id))
+    assert paid.result["paid"] == 7_000_000 + interest(7_000_000, 720, 30)
+    assert chain.balance("bank") == 3_000_000 + paid.result["paid"]
+    assert chain.query(f"{PP}.deal", deal_id=deal_id)["returned"] == 1_000
+
+
+def test_new_prepayment_deal_with_a_suspended_core_or_financier_is_refused() -> None:
+    chain = make_chain(dealer=8_000_000, bank=10_000_000, core=5_000_000)
+    for name in ("core", "bank"):
+        suspend(chain, name)
+        fails(chain, "dealer", f"{PP}.apply", "NOT_AUTHORIZED", core=chain.id("core"),
+              financier=chain.id("bank"), warehouse=chain.id("wh"), commodity="coil",
+              quantity=1, unit="t", price=10, margin=5, rate_bps=0,
+              due_ms=chain.time_ms + DAY_MS)
+        ok(chain.run("admin", "consortium.reinstate", account=chain.id(name)))
+
+
+def test_financier_forecloses_on_a_suspended_borrower() -> None:
+    chain = make_chain(bank=1_000_000)
+    receipt_id = _receipt(chain, "dealer", "insp-foreclose")
+    due_ms = chain.time_ms + 2_000 + 10 * DAY_MS
+    ok(chain.run("dealer", f"{WR}.pledge", receipt_id=receipt_id, financier=chain.id("bank"),
+                 principal=500_000, rate_bps=720, due_ms=due_ms))
+    ok(chain.run("bank", f"{WR}.approve_pledge", receipt_id=receipt_id))
+    ok(chain.run("dealer", "cash.transfer", to=chain.id("core"), amount=500_000))
+    suspend(chain, "dealer")
+    chain.advance(due_ms - chain.time_ms)
+    assert chain.query(f"{WR}.receipt", receipt_id=receipt_id)["state"] == "DEFAULTED"
+    ok(chain.run("bank", f"{WR}.foreclose", receipt_id=receipt_id))
+    found = chain.query(f"{WR}.receipt", receipt_id=receipt_id)
+    assert (found["owner"], found["state"]) == (chain.id("bank"), "ACTIVE")
