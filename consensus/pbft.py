@@ -371,7 +371,19 @@ class PbftEngine(ViewChanges):
         add_vote(slot.prepares, (self._view, block_hash), self.node_id, signature)
         self._check_prepared(slot, out)
 
+    def _note_ahead_beyond_window(self, sender: NodeId, height: int, statement: bytes,
+                                  signature: bytes) -> None:
+        """A signed vote above our high watermark: we cannot use it, but f + 1 of them prove
+        the cluster is ahead, so a restarted replica fetches blocks at once instead of waiting
+        for the next stable checkpoint (up to a checkpoint interval of blocks away)."""
+        if self._q.signed_by(sender, statement, signature):
+            self._note_ahead(sender, height)
+
     def _on_prepare(self, sender: NodeId, msg: Prepare, out: list[Action]) -> None:
+        if msg.height > self._high_watermark:
+            statement = prepare_statement(msg.view, msg.height, msg.block_hash)
+            self._note_ahead_beyond_window(sender, msg.height, statement, msg.signature)
+            return
         if not self._in_window(msg.height) or msg.view < self._view:
             return
         statement = prepare_statement(msg.view, msg.height, msg.block_hash)
@@ -404,6 +416,10 @@ class PbftEngine(ViewChanges):
         self._check_decided(slot)
 
     def _on_commit(self, sender: NodeId, msg: CommitVote, out: list[Action]) -> None:
+        if msg.height > self._high_watermark:
+            statement = commit_statement(msg.view, msg.height, msg.block_hash)
+            self._note_ahead_beyond_window(sender, msg.height, statement, msg.signature)
+            return
         if not self._in_window(msg.height) or msg.height <= self._commit_height:
             return
         statement = commit_statement(msg.view, msg.height, msg.block_hash)

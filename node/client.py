@@ -87,6 +87,11 @@ class LedgerClient:
             options=[
                 ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
                 ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+                # A node restarted after a long outage is redialed within a second, not after
+                # gRPC's default backoff (up to 120 s).
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1_000),
             ],
         )
         self._stub = ledger_pb2_grpc.LedgerStub(self._channel)

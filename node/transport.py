@@ -49,6 +49,16 @@ _OPTIONS = [
     ("grpc.max_send_message_length", GRPC_MESSAGE_BYTES_MAX),
     ("grpc.keepalive_time_ms", 10_000),
 ]
+# gRPC's default reconnect backoff grows to 120 s: a peer that was down for 75 s was not redialed
+# for up to 40 s after it came back (issue 13). Validators are few and known, so redial at most
+# a second apart, however long the outage.
+RECONNECT_BACKOFF_MAX_MS = 1_000
+_CHANNEL_OPTIONS = [
+    *_OPTIONS,
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
+]
 
 Deliver = Callable[[str, Any], bool]
 
@@ -66,7 +76,7 @@ class _PeerLink:
 
     def __init__(self, peer_id: str, addr: str, creds: grpc.ChannelCredentials) -> None:
         self.peer_id = peer_id
-        options = [*_OPTIONS, ("grpc.ssl_target_name_override", peer_id)]
+        options = [*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", peer_id)]
         self.channel = grpc.aio.secure_channel(addr, creds, options=options)
         self.stub = peer_pb2_grpc.PeerStub(self.channel)
         self.queue: asyncio.Queue[peer_pb2.PeerEnvelope] = asyncio.Queue(
