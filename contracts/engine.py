@@ -90,16 +90,14 @@ def parse_args(raw: bytes) -> dict[str, JsonValue]:
     brackets = raw.count(b"[") + raw.count(b"{")
     if brackets > 4 * ARGS_DEPTH_MAX and _bracket_depth(raw) > ARGS_DEPTH_MAX:
         raise ContractError("INVALID_ARGS", f"args nest deeper than {ARGS_DEPTH_MAX}")
+    text = ""
     try:
         text = raw.decode("utf-8")
-        if text.startswith("\ufeff"):  # json.loads refuses a BOM; let it say so
-            value = json.loads(text, parse_float=_reject_float, parse_constant=_reject_constant)
-        else:
-            value = _ARGS_DECODER.decode(text)  # what json.loads does with those hooks
+        value = _ARGS_DECODER.decode(text)  # what json.loads does with those hooks
     except ContractError:
         raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ContractError("INVALID_ARGS", f"args are not valid UTF-8 JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ContractError("INVALID_ARGS", json_problem("args", text, exc)) from None
     if not isinstance(value, dict):
         raise ContractError("INVALID_ARGS", "args must be a JSON object")
     # Each container needs an opening bracket, and _depth counts one more level for the values
@@ -107,6 +105,36 @@ def parse_args(raw: bytes) -> dict[str, JsonValue]:
     if brackets + 1 > ARGS_DEPTH_MAX and _depth(value, ARGS_DEPTH_MAX) > ARGS_DEPTH_MAX:
         raise ContractError("INVALID_ARGS", f"args nest deeper than {ARGS_DEPTH_MAX}")
     return value
+
+
+def json_problem(subject: str, text: str, exc: ValueError | RecursionError) -> str:
+    """What is wrong with `text` (the decoded `subject`), in our words rather than the json
+    module's (which speak of Python: "Expecting value: line 1 column 1 (char 0)",
+    "use sys.set_int_max_str_digits()"). Deterministic: it goes into receipts."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{subject} are not UTF-8: byte {exc.start + 1} is not part of a valid character"
+    if isinstance(exc, RecursionError):
+        return f"{subject} nest too deeply"
+    if not isinstance(exc, json.JSONDecodeError):  # int() refusing a huge number
+        return f"{subject} hold an integer with too many digits"
+    if text.startswith("\ufeff"):
+        return f"{subject} start with a byte order mark; send UTF-8 JSON without one"
+    at = f"at character {exc.pos + 1}"
+    if exc.pos >= len(text.rstrip()):
+        problem = "the text ends before the JSON value is complete"
+    elif exc.msg == "Extra data":
+        problem = f"more text after the JSON value, {at}"
+    elif exc.msg.startswith("Unterminated string"):
+        problem = f"the string that starts {at} is never closed"
+    elif exc.msg.startswith("Invalid control character"):
+        problem = f"a control character inside a string, {at}; escape it"
+    elif exc.msg.startswith("Invalid \\"):
+        problem = f"a bad backslash escape in a string, {at}"
+    elif exc.msg.startswith("Expecting property name"):
+        problem = f"an object key that is not a double-quoted string, {at}"
+    else:
+        problem = f"unexpected {text[exc.pos]!r} {at}"
+    return f"{subject} are not valid JSON: {problem}"
 
 
 def _bracket_depth(raw: bytes) -> int:

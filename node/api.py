@@ -1,7 +1,10 @@
 """The client API: the `Ledger` gRPC service every node serves.
 
 This is the one place that chooses gRPC status codes. Admission errors carry the status name;
-contract errors in queries map to INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION.
+contract errors in queries map to INVALID_ARGUMENT (INVALID_ARGS), NOT_FOUND (UNKNOWN_*: the
+named contract, view, member, voucher, receipt, order or deal does not exist) or
+FAILED_PRECONDITION (any other code), with details "CODE: message".
+Queries read a LevelDB snapshot of one committed height, never the execution cache.
 A follower admits (parses and verifies) a batch itself, then forwards it to the leader, so a
 client may talk to any node.
 """
@@ -16,7 +19,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from contracts.engine import ContractError, Engine, encode
+from contracts.engine import ContractError, Engine, JsonValue, encode, json_problem
 from node.admission import Admission, AdmissionError
 from node.config import Limits
 from node.driver import Driver
@@ -24,7 +27,6 @@ from proto import ledger_pb2, ledger_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
 
-_NOT_FOUND_CODES = ("UNKNOWN_CONTRACT", "UNKNOWN_VIEW", "UNKNOWN_MEMBER")
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -72,6 +74,15 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                 stream_behavior, safe, handler.response_serializer
             )
         return handler
+
+
+def _query_status(code: str) -> str:
+    """The gRPC status for a contract error in a query."""
+    if code == "INVALID_ARGS":
+        return "INVALID_ARGUMENT"
+    if code.startswith("UNKNOWN_") or code.endswith("NOT_FOUND"):
+        return "NOT_FOUND"  # what the query names does not exist (at the height read)
+    return "FAILED_PRECONDITION"
 
 
 class LedgerService(ledger_pb2_grpc.LedgerServicer):
@@ -174,31 +185,32 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
     ) -> ledger_pb2.QueryResponse:
         if len(request.args_json) > self.limits.query_args_bytes_max:
             return await self._abort(context, "INVALID_ARGUMENT", "query args are too large")
+        text = request.args_json or "{}"
         try:
-            args = json.loads(request.args_json or "{}")
-            if not isinstance(args, dict):
-                raise ValueError("args must be a JSON object")
+            args = json.loads(text)
         except (ValueError, RecursionError) as exc:
-            return await self._abort(context, "INVALID_ARGUMENT", f"args_json: {exc}")
-        height = self.driver.head.height
+            problem = json_problem("query args", text, exc)
+            return await self._abort(context, "INVALID_ARGUMENT", problem)
+        if not isinstance(args, dict):
+            return await self._abort(
+                context, "INVALID_ARGUMENT", "query args must be a JSON object"
+            )
         try:
-            result = await asyncio.to_thread(
-                self.contracts.query,
-                self.driver.state,
-                request.contract,
-                request.view,
-                args,
-                height,
+            height, result = await asyncio.to_thread(
+                self._run_view, request.contract, request.view, args
             )
         except ContractError as exc:
-            if exc.code == "INVALID_ARGS":
-                status = "INVALID_ARGUMENT"
-            elif exc.code in _NOT_FOUND_CODES or exc.code.endswith("NOT_FOUND"):
-                status = "NOT_FOUND"
-            else:
-                status = "FAILED_PRECONDITION"
-            return await self._abort(context, status, f"{exc.code}: {exc.message}")
+            return await self._abort(context, _query_status(exc.code), f"{exc.code}: {exc.message}")
         return ledger_pb2.QueryResponse(result_json=encode(result).decode(), height=height)
+
+    def _run_view(
+        self, contract: str, view: str, args: dict[str, JsonValue]
+    ) -> tuple[int, JsonValue]:
+        """Run a view on a snapshot of one committed height (worker thread): it sees no half of
+        a later block and never fills the execution cache, which only block execution may
+        write (a value read here could be replaced by a commit before it was stored)."""
+        with self.driver.storage.committed_view() as state:
+            return state.height, self.contracts.query(state, contract, view, args, state.height)
 
     async def GetBlock(
         self, request: ledger_pb2.GetBlockRequest, context: Ctx
@@ -233,6 +245,19 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
     async def Subscribe(
         self, request: ledger_pb2.SubscribeRequest, context: Ctx
     ) -> Any:
+        head = self.driver.head.height
+        ahead_max = self.limits.subscribe_ahead_blocks_max
+        if request.from_height > head + ahead_max:
+            # Such a stream would wait, silently and holding a subscriber slot, for blocks
+            # that will not exist for a long time, if ever.
+            await self._abort(
+                context,
+                "OUT_OF_RANGE",
+                f"from_height {request.from_height} is more than {ahead_max} blocks beyond this "
+                f"node's head ({head}); subscribe from a height up to {head + ahead_max}, or 0 "
+                "for the next block",
+            )
+            return
         if self.driver.subscriber_count >= self.limits.subscribers_max:
             await self._abort(context, "RESOURCE_EXHAUSTED", "too many subscribers; retry later")
             return

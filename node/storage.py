@@ -56,6 +56,41 @@ class ChainHead:
     time_ms: int
 
 
+class CommittedView:
+    """Committed contract state at one height, read from a LevelDB snapshot: for reads served to
+    clients (queries), never for block execution.
+
+    A block commit is one write batch, so a snapshot holds every key of exactly one height, and
+    a view that reads several keys can never mix two heights, however many blocks commit while
+    it runs. It reads the store only, never the execution cache, and so can never put a value in
+    that cache that a commit has since replaced. Close it (or use `with`) to free the snapshot.
+    """
+
+    def __init__(self, snapshot: plyvel.Snapshot) -> None:
+        self._snapshot = snapshot
+        raw = snapshot.get(_META + b"height")
+        self.height: int = 0 if raw is None else int(struct.unpack(">Q", raw)[0])
+
+    def get(self, key: str) -> bytes | None:
+        value: bytes | None = self._snapshot.get(_STATE + key.encode())
+        return value
+
+    def iter_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        cut = len(_STATE)
+        with self._snapshot.iterator(prefix=_STATE + prefix.encode()) as it:
+            for key, value in it:
+                yield key[cut:].decode(), value
+
+    def close(self) -> None:
+        self._snapshot.close()
+
+    def __enter__(self) -> CommittedView:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 class Storage:
     """plyvel behind the few operations the node needs; safe to call from worker threads."""
 
@@ -131,7 +166,8 @@ class Storage:
     # --- state ------------------------------------------------------------------------------
 
     def get_state(self, key: str) -> bytes | None:
-        """Committed value of `key` (from the execution cache when it holds the key)."""
+        """Committed value of `key` (from the execution cache when it holds the key, which this
+        never writes). One key only: a reader of several keys takes a `committed_view`."""
         try:
             return self._state_cache[key]
         except KeyError:
@@ -151,6 +187,10 @@ class Storage:
                 cache.clear()
             cache[key] = value
             return value
+
+    def committed_view(self) -> CommittedView:
+        """The committed state as of now, frozen at one height (see `CommittedView`)."""
+        return CommittedView(self._db.snapshot())
 
     def iter_state(self, prefix: str) -> Iterator[tuple[str, bytes]]:
         cut = len(_STATE)
