@@ -96,12 +96,14 @@ def withdraw(ctx: Context, args: Args) -> JsonValue:
 def transfer(ctx: Context, args: Args) -> JsonValue:
     target = args.account("to")
     amount = args.amount()
-    memo = args.text("memo", default="-", chars_max=128)
+    memo = args.text("memo", default="", chars_max=128)  # a given memo is never empty
     if target == ctx.sender:
         raise ContractError("INVALID_ARGS", "cannot transfer to yourself")
     _require_payee(ctx, target)
     _move(ctx, ctx.sender, target, amount)
-    ctx.emit("Transferred", sender=ctx.sender, to=target, amount=amount, memo=memo)
+    # No memo, no attribute: a placeholder could not be told from a real memo.
+    ctx.emit("Transferred", sender=ctx.sender, to=target, amount=amount,
+             **({"memo": memo} if memo else {}))
     return {"balance": balance_of(ctx, ctx.sender)}
 
 
@@ -111,11 +113,10 @@ def move(ctx: Context, args: Args) -> JsonValue:
     source = args.account("from")
     target = args.account("to")
     amount = args.amount()
-    reason = args.text("reason", default="-", chars_max=64)
+    reason = args.text("reason", default="", chars_max=64)
     _move(ctx, source, target, amount)
-    ctx.emit(
-        "Transferred", sender=source, to=target, amount=amount, memo=reason, by=ctx.sender
-    )
+    ctx.emit("Transferred", sender=source, to=target, amount=amount, by=ctx.sender,
+             **({"memo": reason} if reason else {}))
     return None
 
 

@@ -423,7 +423,7 @@ def reject_discount(ctx: Context, args: Args) -> JsonValue:
     """The financier declines the application; the voucher is active again."""
     require_role(ctx, ctx.sender, "financier")
     voucher_id = args.hex_id("voucher")
-    reason = args.text("reason", default="-", chars_max=128)
+    reason = args.text("reason", default="", chars_max=128)  # a given reason is never empty
     record, discount = _pending_for(ctx, voucher_id)
     if discount["financier"] != ctx.sender:
         raise ContractError("NOT_DISCOUNT_FINANCIER", "the application is to another financier")
@@ -435,7 +435,7 @@ def reject_discount(ctx: Context, args: Args) -> JsonValue:
         holder=record["holder"],
         financier=ctx.sender,
         amount=record["amount"],
-        reason=reason,
+        **({"reason": reason} if reason else {}),  # no reason given, no attribute
     )
     return {"voucher": voucher_id, "state": ACTIVE}
 

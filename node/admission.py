@@ -29,6 +29,16 @@ log = logging.getLogger(__name__)
 NAME_CHARS_MAX = 64
 
 
+def _name_problem(body: types_pb2.TxBody) -> str:
+    """Why a tx's contract or method name is refused (only called for a refused one)."""
+    for what, name in (("contract", body.contract), ("method", body.method)):
+        if not name:
+            return f"the {what} name is empty; name the {what} to call"
+        if len(name) > NAME_CHARS_MAX:
+            return f"the {what} name is {len(name)} characters long; at most {NAME_CHARS_MAX}"
+    raise AssertionError("the contract and method names are fine")
+
+
 class AdmissionError(Exception):
     """A refused submission; `status` is the gRPC status name the API answers with."""
 
@@ -163,10 +173,9 @@ class Admission:
                 )
             if len(signature) != 64:
                 raise AdmissionError("INVALID_ARGUMENT", f"tx {index}: signature must be 64 bytes")
-            if not (0 < len(body.contract) <= NAME_CHARS_MAX and 0 < len(body.method) <= (
-                NAME_CHARS_MAX
-            )):
-                raise AdmissionError("INVALID_ARGUMENT", f"tx {index}: contract and method needed")
+            contract, method = body.contract, body.method
+            if not (0 < len(contract) <= NAME_CHARS_MAX and 0 < len(method) <= NAME_CHARS_MAX):
+                raise AdmissionError("INVALID_ARGUMENT", f"tx {index}: {_name_problem(body)}")
             tx_id = sha256(raw).digest()
             if tx_id in seen:
                 raise AdmissionError("ALREADY_EXISTS", f"tx {index} repeats a tx in the batch")

@@ -9,6 +9,7 @@ is unchanged (app hash for refused submissions, balances and supply for failed r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -271,14 +272,18 @@ async def test_wrong_chain_id_is_refused(live_node, chain_id) -> None:
     assert "for chain" in await refused(live_node, [tx], "INVALID_ARGUMENT")
 
 
-@pytest.mark.parametrize("contract,method", [("", "transfer"), ("cash", ""),
-                                             ("c" * 65, "transfer"), ("cash", "m" * 65)])
+@pytest.mark.parametrize("contract,method,says", [
+    ("", "transfer", "the contract name is empty"),
+    ("cash", "", "the method name is empty"),
+    ("c" * 65, "transfer", "the contract name is 65 characters long; at most 64"),
+    ("cash", "m" * 65, "the method name is 65 characters long; at most 64"),
+])
 async def test_missing_or_overlong_contract_and_method_are_refused(live_node, contract,
-                                                                   method) -> None:
+                                                                   method, says) -> None:
     core = live_node.net.account("core")
     tx = signed(core, body(live_node.net.chain_id, core.public_key, contract=contract,
                            method=method))
-    await refused(live_node, [tx], "INVALID_ARGUMENT")
+    assert says in await refused(live_node, [tx], "INVALID_ARGUMENT")
 
 
 # --- replays and duplicates ------------------------------------------------------------------
@@ -401,6 +406,10 @@ async def test_bad_calls_fail_with_stable_codes_and_change_nothing(live_node) ->
     mismatches = [(cases[i][1:], got[i]) for i in range(len(cases)) if got[i] != want[i]]
     assert not mismatches, mismatches
     assert all(r.message for r in response.receipts)
+    # In our words: no json module text ("Expecting value: line 1 column 1 (char 0)").
+    python_words = ("line 1", "(char", "Expecting", "sys.", "utf-8-sig", "codec")
+    assert not [r.message for r in response.receipts
+                if any(word in r.message for word in python_words)]
     await assert_serving(live_node)
     after = await snapshot(live_node)
     assert after["height"] > before["height"]  # the failed txs are in a block...
@@ -446,6 +455,21 @@ async def test_reads_of_unknown_things_are_not_found(live_node) -> None:
             with pytest.raises(LedgerError) as caught:
                 await client.get_block(height)
             assert caught.value.status == "NOT_FOUND"
+        # Views of records that do not exist: NOT_FOUND with the contract's code, as members.
+        nobody = "ab" * 32
+        for contract, view, arg, code in [
+            ("voucher", "get", "voucher", "UNKNOWN_VOUCHER"),
+            ("voucher", "lineage", "root", "UNKNOWN_VOUCHER"),
+            ("warehouse_receipt", "receipt", "receipt_id", "UNKNOWN_RECEIPT"),
+            ("warehouse_receipt", "lineage", "root_id", "UNKNOWN_RECEIPT"),
+            ("order_financing", "order", "order_id", "UNKNOWN_ORDER"),
+            ("prepayment", "deal", "deal_id", "UNKNOWN_DEAL"),
+            ("consortium", "member", "account", "UNKNOWN_MEMBER"),
+        ]:
+            with pytest.raises(LedgerError) as caught:
+                await client.query(contract, view, {arg: nobody})
+            assert caught.value.status == "NOT_FOUND", (contract, view, caught.value)
+            assert caught.value.message.startswith(f"{code}: "), caught.value.message
     await assert_serving(live_node)
 
 
@@ -559,6 +583,54 @@ async def test_hundreds_of_concurrent_subscribe_streams_are_served_or_refused(li
         await asyncio.gather(*(asyncio.wait_for(s.read(), 20) for s in again))
         for stream in again:
             stream.cancel()
+    await assert_serving(live_node)
+
+
+async def test_subscribe_far_beyond_the_head_is_refused_at_once_and_holds_no_slot(
+    live_node,
+) -> None:
+    """Heights more than limits.subscribe_ahead_blocks_max (1,000 by default) past the head are
+    refused with OUT_OF_RANGE at once, not left waiting until the client's deadline; 300 such
+    streams leave every subscriber slot free; a height within the bound is followed."""
+    ahead_max = 1_000
+    async with grpc.aio.insecure_channel(live_node.addr) as channel:
+        from proto import ledger_pb2_grpc
+
+        stub = ledger_pb2_grpc.LedgerStub(channel)
+        async with live_node.client() as client:
+            head = (await client.chain_info()).height
+        far = [head + ahead_max + 1, head + 10**9, 2**63, 2**64 - 1] * 75
+        streams = [stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=h), timeout=60)
+                   for h in far]
+        details = []
+        for stream in streams:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await asyncio.wait_for(stream.read(), 10)
+            assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE, caught.value
+            details.append(caught.value.details() or "")
+        assert all("blocks beyond this node's head" in d for d in details), details[:4]
+        # None of them kept a slot: the full 600 subscribers_max can still open and follow.
+        within = stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=head + 1))
+        streams = [stub.Subscribe(ledger_pb2.SubscribeRequest()) for _ in range(599)]
+        await asyncio.sleep(1.0)
+        async with live_node.client() as client:
+            (receipt,) = await client.submit_and_wait([live_node.net.account("core").build_tx(
+                live_node.net.chain_id, "cash", "transfer",
+                {"to": live_node.net.account("supplier1").account_id, "amount": 1})])
+        assert receipt.ok
+        firsts = await asyncio.gather(*(asyncio.wait_for(s.read(), 20)
+                                        for s in [within, *streams]))
+        assert all(b.block.header.height > head for b in firsts)
+        # A start within the bound (but not yet reached) is accepted and waits, not refused.
+        waiting = stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=head + ahead_max))
+        for stream in [within, *streams]:
+            stream.cancel()
+        read = asyncio.ensure_future(waiting.read())
+        done, _ = await asyncio.wait({read}, timeout=1.0)
+        assert not done, "a start within the bound was refused or answered"
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await read
     await assert_serving(live_node)
 
 

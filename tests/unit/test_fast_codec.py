@@ -24,6 +24,7 @@ from contracts.engine import (
     _reject_float,
     decode,
     encode,
+    json_problem,
     parse_args,
 )
 
@@ -50,13 +51,14 @@ def reference_parse_args(raw: bytes) -> dict[str, Any]:
         ARGS_DEPTH_MAX
     ):
         raise ContractError("INVALID_ARGS", f"args nest deeper than {ARGS_DEPTH_MAX}")
+    text = ""
     try:
-        value = json.loads(raw.decode("utf-8"), parse_float=_reject_float,
-                           parse_constant=_reject_constant)
+        text = raw.decode("utf-8")
+        value = json.loads(text, parse_float=_reject_float, parse_constant=_reject_constant)
     except ContractError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ContractError("INVALID_ARGS", f"args are not valid UTF-8 JSON: {exc}") from None
+        raise ContractError("INVALID_ARGS", json_problem("args", text, exc)) from None
     if not isinstance(value, dict):
         raise ContractError("INVALID_ARGS", "args must be a JSON object")
     if _depth(value, ARGS_DEPTH_MAX) > ARGS_DEPTH_MAX:
