@@ -47,6 +47,7 @@ from consensus.raft_messages import (
     InstallSnapshot,
     RequestVote,
     VoteResponse,
+    entry_bytes,
     is_well_formed,
 )
 from consensus.raft_progress import Progress, ProgressState
@@ -100,6 +101,7 @@ class RaftEngine:
         self._now_ms = 0
         self._election_deadline_ms = 0
         self._leader_contact_ms: int | None = None
+        self._heard_leader = False  # a leader message since the last tick
         self._heartbeat_deadline_ms = 0
         self._check_quorum_deadline_ms = 0
         self._votes: dict[NodeId, bool] = {}
@@ -131,6 +133,14 @@ class RaftEngine:
     def tick(self, now_ms: int) -> list[Action]:
         self._now_ms = max(self._now_ms, now_ms)
         out: list[Action] = []
+        if self._heard_leader:
+            # The leader's messages since the last tick were handled at that tick's time; a
+            # follower busy for a while (persisting a big append) would otherwise time out on
+            # a leader it has just heard. Count the contact as now, as etcd's logical ticks do.
+            self._heard_leader = False
+            if self._role == FOLLOWER and self._leader is not None:
+                self._leader_contact_ms = self._now_ms
+                self._reset_election_timer()
         if self._role == LEADER:
             if self._now_ms >= self._heartbeat_deadline_ms:
                 self._heartbeat_deadline_ms = self._now_ms + self.config.heartbeat_interval_ms
@@ -271,6 +281,7 @@ class RaftEngine:
         if from_leader:
             self._leader_contact_ms = self._now_ms
             self._reset_election_timer()
+            self._heard_leader = True
         return True
 
     def _in_lease(self) -> bool:
@@ -394,7 +405,7 @@ class RaftEngine:
 
     def _send_append(self, peer: NodeId, out: list[Action], allow_empty: bool = False) -> None:
         pr = self._progress[peer]
-        if pr.is_paused(self.config.appends_in_flight_max):
+        if pr.is_paused(self.config.appends_in_flight_max, self.config.appends_in_flight_bytes_max):
             return
         snapshot = self._log.snapshot
         if pr.next <= snapshot.index:
@@ -406,12 +417,16 @@ class RaftEngine:
         assert prev_term is not None
         entries: tuple[Entry, ...] = ()
         if pr.next <= self._log.last_index:
-            entries = self._log.entries_from(pr.next, self.config.append_entries_max)
+            entries = self._log.entries_from(
+                pr.next, self.config.append_entries_max, self.config.append_entries_bytes_max
+            )
         if not entries and not allow_empty:
             return
         msg = AppendEntries(self._term, prev_index, prev_term, entries, self._commit_index)
         out.append(Send(peer, msg))
-        pr.sent_append(prev_index + len(entries), len(entries))
+        pr.sent_append(
+            prev_index + len(entries), len(entries), sum(entry_bytes(e) for e in entries)
+        )
 
     def _send_snapshot(self, peer: NodeId, out: list[Action]) -> None:
         s = self._log.snapshot

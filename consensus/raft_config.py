@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from consensus.codec import MESSAGE_BYTES_MAX
+
 
 class RaftConfigError(ValueError):
     """A Raft setting is out of range or inconsistent with another."""
@@ -18,6 +20,13 @@ class RaftConfig:
     # (pipelining).
     append_entries_max: int = 64
     appends_in_flight_max: int = 8
+    # ... and bounded by bytes (block payloads), so a follower behind by big blocks gets them:
+    # 64 entries of 4 MB blocks made a 77 MB message that never fit the peer message limit
+    # (issue 13). An append carries at least one entry whatever its size; genesis keeps a
+    # block well under the message limit. In-flight bytes bound what a follower is sent
+    # ahead of its acknowledgements, and so the peer queue the heartbeats share.
+    append_entries_bytes_max: int = 8 * 1024 * 1024
+    appends_in_flight_bytes_max: int = 32 * 1024 * 1024
     # Blocks the leader may have proposed but not yet committed; the driver's pipeline depth.
     proposals_in_flight_max: int = 4
     # Compact when this many committed entries sit in the log; keep the newest
@@ -44,6 +53,13 @@ class RaftConfig:
             problems.append("append_entries_max must be >= 1")
         if self.appends_in_flight_max < 1:
             problems.append("appends_in_flight_max must be >= 1")
+        if not 1 <= self.append_entries_bytes_max <= MESSAGE_BYTES_MAX // 2:
+            problems.append(
+                f"append_entries_bytes_max must be 1..{MESSAGE_BYTES_MAX // 2} (half the peer "
+                "message limit)"
+            )
+        if self.appends_in_flight_bytes_max < self.append_entries_bytes_max:
+            problems.append("appends_in_flight_bytes_max must be >= append_entries_bytes_max")
         if self.proposals_in_flight_max < 1:
             problems.append("proposals_in_flight_max must be >= 1")
         if self.log_retained_entries < 0:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from consensus.codec import Codec, CodecError
-from consensus.raft_messages import Entry
+from consensus.raft_messages import Entry, entry_bytes
 
 RECORDS = Codec("raft-records")
 RECORDS.register_class("raft.Entry", Entry)
@@ -133,10 +133,19 @@ class RaftLog:
         assert self.snapshot.index < index <= self.last_index, f"no entry {index} in the log"
         return self._entries[index - self.snapshot.index - 1]
 
-    def entries_from(self, index: int, count_max: int) -> tuple[Entry, ...]:
+    def entries_from(self, index: int, count_max: int, bytes_max: int) -> tuple[Entry, ...]:
+        """Entries from `index` on, at most `count_max` of them and, after the first, no more
+        than `bytes_max` of payload in all (the first always goes, whatever its size)."""
         assert index > self.snapshot.index and count_max >= 1
         start = index - self.snapshot.index - 1
-        return tuple(self._entries[start : start + count_max])
+        taken: list[Entry] = []
+        size = 0
+        for entry in self._entries[start : start + count_max]:
+            size += entry_bytes(entry)
+            if taken and size > bytes_max:
+                break
+            taken.append(entry)
+        return tuple(taken)
 
     def is_up_to_date(self, last_index: int, last_term: int) -> bool:
         """Is a log ending at (last_index, last_term) at least as up to date as this one?"""

@@ -29,6 +29,14 @@ class Entry:
         return self.payload is not None
 
 
+ENTRY_OVERHEAD_BYTES = 96  # term, index, height, hash and msgpack framing, rounded up
+
+
+def entry_bytes(entry: Entry) -> int:
+    """An entry's share of an encoded AppendEntries: what byte budgets count."""
+    return ENTRY_OVERHEAD_BYTES + (len(entry.payload) if entry.payload is not None else 0)
+
+
 @MESSAGES.register("raft.AppendEntries")
 @dataclass(frozen=True, slots=True)
 class AppendEntries:

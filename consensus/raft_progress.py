@@ -26,39 +26,54 @@ class Progress:
     probe_sent: bool = False  # PROBE: paused until a response or heartbeat response
     snapshot_index: int = 0  # SNAPSHOT: the marker index the follower is catching up to
     recent_active: bool = False  # heard from since the last CheckQuorum round
-    inflight: deque[int] = field(default_factory=deque)  # REPLICATE: last index per append
+    # REPLICATE: (last index, payload bytes) per unacknowledged append, and their byte total.
+    inflight: deque[tuple[int, int]] = field(default_factory=deque)
+    inflight_bytes: int = 0
 
-    def is_paused(self, appends_in_flight_max: int) -> bool:
+    def is_paused(self, appends_in_flight_max: int, inflight_bytes_max: int) -> bool:
         if self.state is ProgressState.PROBE:
             return self.probe_sent
         if self.state is ProgressState.REPLICATE:
-            return len(self.inflight) >= appends_in_flight_max
+            return (
+                len(self.inflight) >= appends_in_flight_max
+                or self.inflight_bytes >= inflight_bytes_max
+            )
         return True
+
+    def _clear_inflight(self) -> None:
+        self.inflight.clear()
+        self.inflight_bytes = 0
+
+    def _free_oldest(self) -> None:
+        _, size = self.inflight.popleft()
+        self.inflight_bytes -= size
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE
         self.next = self.match + 1
         self.probe_sent = False
-        self.inflight.clear()
+        self._clear_inflight()
 
     def become_replicate(self) -> None:
         self.state = ProgressState.REPLICATE
         self.next = self.match + 1
         self.probe_sent = False
-        self.inflight.clear()
+        self._clear_inflight()
 
     def become_snapshot(self, snapshot_index: int) -> None:
         self.state = ProgressState.SNAPSHOT
         self.snapshot_index = snapshot_index
         self.probe_sent = False
-        self.inflight.clear()
+        self._clear_inflight()
 
-    def sent_append(self, last_index: int, entry_count: int) -> None:
-        """Record an append covering entries up to `last_index` (`entry_count` of them)."""
+    def sent_append(self, last_index: int, entry_count: int, size_bytes: int) -> None:
+        """Record an append covering entries up to `last_index` (`entry_count` of them,
+        `size_bytes` of payload)."""
         if self.state is ProgressState.REPLICATE:
             if entry_count:
                 self.next = last_index + 1
-                self.inflight.append(last_index)
+                self.inflight.append((last_index, size_bytes))
+                self.inflight_bytes += size_bytes
         elif self.state is ProgressState.PROBE:
             self.probe_sent = True
 
@@ -69,8 +84,8 @@ class Progress:
             self.match = index
         self.next = max(self.next, index + 1)
         self.probe_sent = False
-        while self.inflight and self.inflight[0] <= index:
-            self.inflight.popleft()
+        while self.inflight and self.inflight[0][0] <= index:
+            self._free_oldest()
         return advanced
 
     def reject(self, rejected_index: int, hint_index: int) -> bool:
@@ -95,4 +110,4 @@ class Progress:
         """A heartbeat came back: unpause a probe, free one slot of a (possibly lost) pipeline."""
         self.probe_sent = False
         if self.state is ProgressState.REPLICATE and self.inflight:
-            self.inflight.popleft()
+            self._free_oldest()

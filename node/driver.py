@@ -188,9 +188,12 @@ class Driver:
                     actions += self.engine.receive(item.sender, item.msg)
                 elif isinstance(item, _Synced):
                     actions += self.engine.synced(item.height, item.block_hash)
-                elif not ticked:
+                else:
                     ticked = True
-                    actions += self.engine.tick(self._now_ms())
+            if ticked:
+                # After the messages: after a long persist, the messages that queued meanwhile
+                # (a leader's heartbeats, votes) count before any timer fires.
+                actions += self.engine.tick(self._now_ms())
             actions += self._maybe_propose()
             await self._carry_out(actions)
 

@@ -11,11 +11,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from consensus.codec import MESSAGE_BYTES_MAX
 from contracts.cash import seed_balances
 from contracts.consortium import seed_members
 from contracts.engine import ROLES, ContractError
 from node.config import ConfigError
 from node.state import MemoryState, Overlay
+
+# Half the peer message limit: the rest is room for framing and an append's other entries.
+BLOCK_BYTES_LIMIT = MESSAGE_BYTES_MAX // 2
 
 CONSENSUS_KINDS = ("solo", "raft", "pbft")
 
@@ -139,8 +143,14 @@ def parse_genesis(raw: bytes) -> Genesis:
         bytes_max=int(block_doc.get("bytes_max", defaults.bytes_max)),
         interval_ms=int(block_doc.get("interval_ms", defaults.interval_ms)),
     )
-    if not (1 <= block.txs_max <= 50_000 and 1_000 <= block.bytes_max <= 64_000_000):
-        raise ConfigError("genesis: block.txs_max must be 1..50000, bytes_max 1e3..64e6")
+    if not 1 <= block.txs_max <= 50_000:
+        raise ConfigError(f"genesis: block.txs_max is {block.txs_max}; it must be 1..50000")
+    if not 1_000 <= block.bytes_max <= BLOCK_BYTES_LIMIT:
+        raise ConfigError(
+            f"genesis: block.bytes_max is {block.bytes_max}; it must be 1000..{BLOCK_BYTES_LIMIT}"
+            f": a whole block travels in one peer message (a Raft append, a PBFT pre-prepare) "
+            f"of at most {MESSAGE_BYTES_MAX} bytes, with room to spare for its framing"
+        )
     if not 1 <= block.interval_ms <= 60_000:
         raise ConfigError("genesis: block.interval_ms must be 1..60000")
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()

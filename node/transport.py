@@ -3,8 +3,10 @@
 Every validator serves the `Peer` service on its peer address and keeps one channel to every
 other validator. Both ends present certificates from the consortium CA; a caller whose
 certificate does not name a validator (or names another node than it claims) is refused.
-Outbound messages are queued per peer (bounded) and sent in batches by one task per peer, so
-one slow or dead peer never blocks the engine; a lost batch is the engine's to retransmit.
+Outbound messages are queued per peer (bounded by count and bytes) on two lanes, control and
+bulk (messages carrying blocks), each sent in batches by its own task, so one slow or dead peer
+never blocks the engine and heartbeats never wait behind blocks; a lost batch is the engine's
+to retransmit.
 When `sign_messages` is set (PBFT), every envelope carries the sender's Ed25519 signature over
 (from_node, payload), checked in worker threads before the message reaches the engine.
 """
@@ -13,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 
-from consensus.codec import CodecError, decode_message, encode_message
+from consensus.codec import MESSAGE_BYTES_MAX, CodecError, decode_message, encode_message
 from node import byzantine
 from node.admission import Admission, AdmissionError
 from node.config import TlsFiles
@@ -36,14 +39,23 @@ PEER_QUEUE_MESSAGES_MAX = 20_000
 # 20,000 queued messages to a slow peer could be gigabytes. A 5-minute PBFT overload run grew a
 # node past 1.8 GB before this bound.
 PEER_QUEUE_BYTES_MAX = 64 * 1024 * 1024
+# Messages larger than this (appends and pre-prepares carrying blocks) go on a bulk lane of
+# their own, sent by its own task: heartbeats, votes and acknowledgements never wait behind
+# tens of megabytes of blocks to a catching-up peer (which then timed out and called
+# elections while it was being fed, issue 13).
+CONTROL_MESSAGE_BYTES_MAX = 64 * 1024
+CONTROL_QUEUE_BYTES_MAX = 16 * 1024 * 1024
 BATCH_MESSAGES_MAX = 256
-BATCH_BYTES_MAX = 48 * 1024 * 1024
+# The largest engine message the codec allows, plus its envelope.
+GRPC_MESSAGE_BYTES_MAX = MESSAGE_BYTES_MAX + 1024 * 1024
+# A batch never exceeds this (one message alone may: it is sent by itself, and genesis keeps a
+# block, so every message, well under the gRPC message limit).
+BATCH_BYTES_MAX = 32 * 1024 * 1024
 DELIVER_TIMEOUT_S = 5.0
 FORWARD_TIMEOUT_S = 10.0
 FETCH_BLOCKS_MAX = 256
 RETRY_DELAY_MIN_S = 0.05
 RETRY_DELAY_MAX_S = 1.0
-GRPC_MESSAGE_BYTES_MAX = 64 * 1024 * 1024
 _OPTIONS = [
     ("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES_MAX),
     ("grpc.max_send_message_length", GRPC_MESSAGE_BYTES_MAX),
@@ -67,8 +79,50 @@ def _signed_bytes(from_node: str, payload: bytes) -> bytes:
     return from_node.encode() + b"\x00" + payload
 
 
+class Lane:
+    """A bounded FIFO of envelopes to one peer, taken in batches bounded by count and bytes."""
+
+    def __init__(self, name: str, messages_max: int, bytes_max: int) -> None:
+        self.name = name
+        self.messages_max = messages_max
+        self.bytes_max = bytes_max
+        self._items: deque[peer_pb2.PeerEnvelope] = deque()
+        self._ready = asyncio.Event()
+        self.queued_bytes = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, envelope: peer_pb2.PeerEnvelope) -> bool:
+        size = len(envelope.payload)
+        if len(self._items) >= self.messages_max or self.queued_bytes + size > self.bytes_max:
+            self.dropped += 1
+            return False
+        self._items.append(envelope)
+        self.queued_bytes += size
+        self._ready.set()
+        return True
+
+    async def next_batch(self, messages_max: int, bytes_max: int) -> list[peer_pb2.PeerEnvelope]:
+        """The oldest envelopes, at least one, within both bounds (one alone may exceed
+        `bytes_max`)."""
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        items = self._items
+        batch = [items.popleft()]
+        size = len(batch[0].payload)
+        while items and len(batch) < messages_max and size + len(items[0].payload) <= bytes_max:
+            envelope = items.popleft()
+            batch.append(envelope)
+            size += len(envelope.payload)
+        self.queued_bytes -= size
+        return batch
+
+
 class _PeerLink:
-    """One outbound channel and its queue of engine messages (encoded when sent).
+    """One outbound channel and its two lanes of engine messages (control and bulk).
 
     Made inside the running event loop (`PeerTransportGrpc.start`): grpc.aio channels bind to
     the loop they are created in.
@@ -79,27 +133,11 @@ class _PeerLink:
         options = [*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", peer_id)]
         self.channel = grpc.aio.secure_channel(addr, creds, options=options)
         self.stub = peer_pb2_grpc.PeerStub(self.channel)
-        self.queue: asyncio.Queue[peer_pb2.PeerEnvelope] = asyncio.Queue(
-            PEER_QUEUE_MESSAGES_MAX
-        )
-        self.queued_bytes = 0
-        self.dropped = 0
+        self.control = Lane("control", PEER_QUEUE_MESSAGES_MAX, CONTROL_QUEUE_BYTES_MAX)
+        self.bulk = Lane("bulk", PEER_QUEUE_MESSAGES_MAX, PEER_QUEUE_BYTES_MAX)
 
-    def put(self, envelope: peer_pb2.PeerEnvelope) -> bool:
-        size = len(envelope.payload)
-        if self.queued_bytes + size > PEER_QUEUE_BYTES_MAX:
-            return False
-        try:
-            self.queue.put_nowait(envelope)
-        except asyncio.QueueFull:
-            return False
-        self.queued_bytes += size
-        return True
-
-    def take(self) -> peer_pb2.PeerEnvelope:
-        envelope = self.queue.get_nowait()
-        self.queued_bytes -= len(envelope.payload)
-        return envelope
+    def lane_for(self, envelope: peer_pb2.PeerEnvelope) -> Lane:
+        return self.bulk if len(envelope.payload) > CONTROL_MESSAGE_BYTES_MAX else self.control
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
@@ -211,7 +249,12 @@ class PeerTransportGrpc:
             peer: _PeerLink(peer, addr, creds) for peer, addr in self._peer_addrs.items()
         }
         for link in self._links.values():
-            self._tasks.append(asyncio.create_task(self._pump(link), name=f"peer-{link.peer_id}"))
+            for lane in (link.control, link.bulk):
+                self._tasks.append(
+                    asyncio.create_task(
+                        self._pump(link, lane), name=f"peer-{link.peer_id}-{lane.name}"
+                    )
+                )
         log.info("peer transport on %s (mutual TLS) to %s", listen_addr, sorted(self._links))
         for task in self._tasks:
             task.add_done_callback(_log_crash)
@@ -257,16 +300,16 @@ class PeerTransportGrpc:
 
     @staticmethod
     def _enqueue(link: _PeerLink, envelope: peer_pb2.PeerEnvelope) -> None:
-        if not link.put(envelope):
-            link.dropped += 1
-            if link.dropped % 1000 == 1:
-                log.warning(
-                    "queue to %s is full (%d messages, %d bytes); dropped %d messages",
-                    link.peer_id,
-                    link.queue.qsize(),
-                    link.queued_bytes,
-                    link.dropped,
-                )
+        lane = link.lane_for(envelope)
+        if not lane.put(envelope) and lane.dropped % 1000 == 1:
+            log.warning(
+                "%s queue to %s is full (%d messages, %d bytes); dropped %d messages",
+                lane.name,
+                link.peer_id,
+                len(lane),
+                lane.queued_bytes,
+                lane.dropped,
+            )
 
     def _envelope(self, msg: Any) -> peer_pb2.PeerEnvelope:
         payload = encode_message(msg)
@@ -275,25 +318,15 @@ class PeerTransportGrpc:
         ) else b""
         return peer_pb2.PeerEnvelope(from_node=self.node_id, payload=payload, signature=signature)
 
-    async def _pump(self, link: _PeerLink) -> None:
+    async def _pump(self, link: _PeerLink, lane: Lane) -> None:
         delay = RETRY_DELAY_MIN_S
         while True:
-            first = await link.queue.get()
-            link.queued_bytes -= len(first.payload)
-            envelopes = [first]
-            batch_bytes = len(first.payload)
-            while (
-                len(envelopes) < BATCH_MESSAGES_MAX
-                and batch_bytes < BATCH_BYTES_MAX
-                and not link.queue.empty()
-            ):
-                envelope = link.take()
-                envelopes.append(envelope)
-                batch_bytes += len(envelope.payload)
+            envelopes = await lane.next_batch(BATCH_MESSAGES_MAX, BATCH_BYTES_MAX)
             batch = peer_pb2.PeerBatch(from_node=self.node_id, envelopes=envelopes)
             try:
                 await link.stub.Deliver(batch, timeout=DELIVER_TIMEOUT_S)
-                log.debug("delivered %d messages to %s", len(envelopes), link.peer_id)
+                log.debug("delivered %d %s messages to %s", len(envelopes), lane.name,
+                          link.peer_id)
                 delay = RETRY_DELAY_MIN_S
             except grpc.aio.AioRpcError as exc:
                 log.debug("deliver to %s failed: %s", link.peer_id, exc.code().name)

@@ -165,10 +165,61 @@ def test_follower_in_lease_ignores_a_pre_vote_from_a_rejoining_node() -> None:
     engine.start(0)
     engine.receive("b", Heartbeat(4, 0))
     assert engine.receive("c", RequestVote(5, 9, 4, True)) == []
-    engine.tick(CONFIG.election_timeout_min_ms + 1)  # lease over, no election yet
+    engine.tick(1)  # the leader's contact counts from the first tick after it
+    engine.tick(CONFIG.election_timeout_min_ms + 2)  # lease over, no election yet
     granted = engine.receive("c", RequestVote(5, 9, 4, True))
     assert _sent(granted, VoteResponse) == [("c", VoteResponse(5, True, True))]
     assert engine.status.round == 4  # a pre-vote changes no state
+
+
+def test_follower_busy_for_longer_than_an_election_timeout_does_not_campaign_on_a_leader_it_heard(
+) -> None:
+    """A follower stalled (e.g. persisting a big append) handles the leader's queued heartbeat
+    and then a tick far in the future: the heartbeat counts as heard at that tick, so no
+    election starts; with the leader silent after it, one does."""
+    engine = RaftEngine("a", THREE, _records(4, None, []), random.Random(5), CONFIG)
+    engine.start(0)
+    engine.receive("b", Heartbeat(4, 0))
+    busy_until = 10 * CONFIG.election_timeout_max_ms
+    engine.receive("b", Heartbeat(4, 0))  # queued while busy, handled before the tick
+    actions = engine.tick(busy_until)
+    assert _of(Broadcast, actions) == [] and engine.status.leader == "b"
+    actions = engine.tick(busy_until + CONFIG.election_timeout_max_ms)
+    assert [type(a.msg) for a in _of(Broadcast, actions)] == [RequestVote]
+
+
+def test_appends_to_a_lagging_follower_are_bounded_by_bytes_and_always_carry_an_entry() -> None:
+    """Big blocks: each AppendEntries carries entries up to the byte budget (one entry even when
+    it alone is over it), and the unacknowledged appends to a follower stay within the
+    in-flight byte bound (plus the one append that crossed it)."""
+    mib = 1024 * 1024
+    config = RaftConfig(
+        election_timeout_min_ms=100, election_timeout_max_ms=200, heartbeat_interval_ms=20,
+        append_entries_bytes_max=8 * mib, appends_in_flight_bytes_max=8 * mib,
+    )
+    sizes = [3 * mib] * 5 + [10 * mib]
+    entries = [Entry(1, 1, 0, GENESIS_HASH, None)] + [
+        Entry(1, i + 2, i + 1, _hash(i + 1), bytes(size)) for i, size in enumerate(sizes)
+    ]
+    engine = RaftEngine("a", THREE, _records(1, None, entries), random.Random(3), config)
+    engine.start(0)
+    _elect(engine, ["b"])
+    term, last = engine.status.round, len(entries) + 1  # the new leader's no-op
+    actions = engine.receive("b", AppendResponse(term, False, last - 1, 0))
+    outstanding = [m for _, m in _sent(actions, AppendEntries)]
+    delivered: list[int] = []
+    while outstanding:
+        sizes_now = [sum(len(e.payload or b"") for e in m.entries) for m in outstanding]
+        assert sum(sizes_now[:-1]) < 8 * mib, sizes_now  # paused once the bound is reached
+        msg = outstanding.pop(0)
+        payload = [len(e.payload or b"") for e in msg.entries]
+        assert len(msg.entries) >= 1
+        assert len(msg.entries) == 1 or sum(payload) <= 8 * mib, payload
+        assert msg.prev_index == (delivered[-1] if delivered else 0)
+        delivered += [e.index for e in msg.entries]
+        acked = engine.receive("b", AppendResponse(term, True, delivered[-1], 0))
+        outstanding += [m for to, m in _sent(acked, AppendEntries) if to == "b" and m.entries]
+    assert delivered == list(range(1, last + 1))
 
 
 def test_single_validator_commits_its_proposals_and_not_again_after_restart() -> None:
