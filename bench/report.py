@@ -69,6 +69,24 @@ def tps_series(commit_s: Sequence[float], start_s: float, bin_s: float = SERIES_
     return [[round((i + 1) * bin_s, 2), bins.get(i, 0) / bin_s] for i in range(last + 1)]
 
 
+def slowest_second(commit_s: Sequence[float], start_s: float) -> tuple[float, int]:
+    """(fewest txs committed in any whole second of the window, whole seconds with none).
+
+    The window runs from the first submission to the last commit; its last, partial second is
+    left out. A round that pauses (an election, a long GC) shows here, not in its mean."""
+    if not commit_s:
+        return 0.0, 0
+    whole = int((max(commit_s) - start_s) // 1.0)
+    if whole < 1:
+        return float(len(commit_s)), 0
+    bins = [0] * whole
+    for at in commit_s:
+        slot = int((at - start_s) // 1.0)
+        if 0 <= slot < whole:
+            bins[slot] += 1
+    return float(min(bins)), sum(1 for count in bins if count == 0)
+
+
 def round_figures(
     *,
     submit_s: Sequence[float],
@@ -106,6 +124,8 @@ def round_figures(
         "latency_ms": latency_summary(latencies),
         "duration_s": round(window, 3) if committed else 0.0,
         "tps_series": tps_series([commit_s[i] for i in committed], first),
+        **dict(zip(("slowest_second_tps", "zero_seconds"),
+                   slowest_second([commit_s[i] for i in committed], first), strict=True)),
         "latency_quantiles_ms": quantiles(latencies),
     }
 
@@ -172,7 +192,7 @@ def _node_cell(round_: dict[str, Any]) -> str:
 TABLE_HEADERS = (
     "round", "consensus", "nodes", "workload", "clients", "submitted", "committed", "failed",
     "send tx/s", "committed tx/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
-    "blocks (mean txs)", "node CPU max / RSS max",
+    "blocks (mean txs)", "node CPU max / RSS max", "slowest 1 s tx/s", "term/view changes",
 )
 
 
@@ -186,6 +206,8 @@ def table_rows(rounds: list[dict[str, Any]]) -> list[list[str]]:
             f"{r['send_rate_tps']:,.0f}", f"{r['committed_tps']:,.0f}",
             f"{lat['p50']:.0f}", f"{lat['p95']:.0f}", f"{lat['p99']:.0f}", f"{lat['max']:.0f}",
             f"{r.get('blocks', 0)} ({r.get('mean_block_txs', 0):.0f})", _node_cell(r),
+            f"{r['slowest_second_tps']:,.0f}" if "slowest_second_tps" in r else "-",
+            str(r["round_changes"]) if "round_changes" in r else "-",
         ])
     return rows
 

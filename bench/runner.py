@@ -133,14 +133,16 @@ class NodeSampler:
                 pass
 
 
-async def _heights(cluster: Cluster) -> dict[str, int]:
+async def _heights(cluster: Cluster) -> dict[str, tuple[int, int]]:
+    """(height, Raft term or PBFT view) of every node; (-1, -1) for one that does not answer."""
     out = {}
     for node in cluster.nodes:
         async with LedgerClient(node.client_addr, timeout_s=10) as client:
             try:
-                out[node.node_id] = (await client.chain_info()).height
+                info = await client.chain_info()
+                out[node.node_id] = (int(info.height), int(info.round))
             except LedgerError:
-                out[node.node_id] = -1
+                out[node.node_id] = (-1, -1)
     return out
 
 
@@ -348,7 +350,7 @@ class Round:
                 "pid": n.pid,
                 "cpu_percent": round(sampler.cpu_percent[n.node_id], 1),
                 "rss_mb_max": round(sampler.rss_max[n.node_id], 1),
-                "blocks": max(0, heights1[n.node_id] - heights0[n.node_id]),
+                "blocks": max(0, heights1[n.node_id][0] - heights0[n.node_id][0]),
                 "mean_block_txs": mean_block,
             }
             for n in cluster.nodes
@@ -376,6 +378,11 @@ class Round:
             "load_avg_1m_at_start": load_avg_1m,
             "mix": label_counts(plan.load),
             "tps_series": figures["tps_series"],
+            "slowest_second_tps": figures["slowest_second_tps"],
+            "zero_seconds": figures["zero_seconds"],
+            # Elections (Raft terms) or view changes (PBFT) during the round: 0 when steady.
+            "round_changes": max(r for _, r in heights1.values())
+            - max(r for _, r in heights0.values()),
             "latency_quantiles_ms": figures["latency_quantiles_ms"],
         }
 

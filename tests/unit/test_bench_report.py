@@ -18,6 +18,7 @@ from bench.report import (
     markdown,
     percentile,
     round_figures,
+    slowest_second,
     tps_series,
     write_all,
 )
@@ -66,6 +67,15 @@ def test_round_figures_count_failures_by_code_and_time_only_receipted_txs() -> N
 def test_tps_series_bins_commits_per_half_second() -> None:
     series = tps_series([0.1, 0.2, 0.3, 1.2], start_s=0.0, bin_s=0.5)
     assert series == [[0.5, 6.0], [1.0, 0.0], [1.5, 2.0]]
+
+
+def test_slowest_second_finds_a_pause_that_the_mean_hides() -> None:
+    """Commits at 100/s for 5 s with nothing in the third second: the slowest whole second is 0
+    and one second is empty; the last, partial second does not count."""
+    commits = [t + i / 100 for t in (0.0, 1.0, 3.0, 4.0) for i in range(100)] + [5.2]
+    assert slowest_second(commits, start_s=0.0) == (0.0, 1)
+    steady = [i / 100 for i in range(500)] + [5.1]
+    assert slowest_second(steady, start_s=0.0) == (100.0, 0)
 
 
 def _synthetic_report() -> dict[str, object]:
