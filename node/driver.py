@@ -46,6 +46,7 @@ COMMIT_QUEUE_MAX = 1_024
 HANDOFF_TXS_MAX = 2_000
 HANDOFF_RETRY_MS = 500
 PROPOSED_TIMES_MAX = 64
+STALL_WARN_MS = 200  # a pause this long is logged: it approaches Raft's election timeout
 
 
 class FatalError(Exception):
@@ -138,6 +139,7 @@ class Driver:
         self._handoff_ms = 0
         self._apply_lock = asyncio.Lock()  # the commit loop and a sync never apply at once
         self._head_changed = asyncio.Event()
+        self._tick_due = False
         self.stopped = asyncio.Event()
 
     # --- running ----------------------------------------------------------------------------
@@ -171,8 +173,20 @@ class Driver:
         return int(time.monotonic() * 1000)
 
     async def _ticker(self) -> None:
+        expected = time.monotonic()
         while True:
-            await asyncio.sleep(self.tick_ms / 1000)
+            expected += self.tick_ms / 1000
+            await asyncio.sleep(max(0.0, expected - time.monotonic()))
+            late_ms = (time.monotonic() - expected) * 1000
+            if late_ms >= STALL_WARN_MS:
+                # Something held the event loop (or the GIL) this long: consensus timers and
+                # every client call waited with it. Say so, or an election looks unexplained.
+                log.warning("event loop stalled %.0f ms", late_ms)
+                expected = time.monotonic()
+            # A due tick is a flag the engine loop honours after every batch: under load the
+            # inbox is never empty, and a tick queued behind thousands of messages (or never
+            # queued) would starve the leader's heartbeats.
+            self._tick_due = True
             if self._inbox.empty():
                 self._inbox.put_nowait(_Tick())
 
@@ -182,17 +196,15 @@ class Driver:
             while len(batch) < INBOX_BATCH_MAX and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
             actions: list[Action] = []
-            ticked = False
             for item in batch:
                 if isinstance(item, _Message):
                     actions += self.engine.receive(item.sender, item.msg)
                 elif isinstance(item, _Synced):
                     actions += self.engine.synced(item.height, item.block_hash)
-                else:
-                    ticked = True
-            if ticked:
+            if self._tick_due:
                 # After the messages: after a long persist, the messages that queued meanwhile
                 # (a leader's heartbeats, votes) count before any timer fires.
+                self._tick_due = False
                 actions += self.engine.tick(self._now_ms())
             actions += self._maybe_propose()
             await self._carry_out(actions)
@@ -200,7 +212,11 @@ class Driver:
     async def _carry_out(self, actions: list[Action]) -> None:
         records = [record for a in actions if isinstance(a, Persist) for record in a.records]
         if records:
+            started = time.monotonic()
             await asyncio.to_thread(self.storage.put_consensus, records)
+            took_ms = (time.monotonic() - started) * 1000
+            if took_ms >= STALL_WARN_MS:
+                log.warning("persisting %d consensus records took %.0f ms", len(records), took_ms)
             crashpoints.reached("after_persist_before_send")
         for action in actions:
             match action:
@@ -368,7 +384,12 @@ class Driver:
             certificate=certificate,
         )
         crashpoints.reached("mid_block_commit")
+        started = time.monotonic()
         self.storage.commit_block(committed, outcome.writes, outcome.indexed)
+        took_ms = (time.monotonic() - started) * 1000
+        if took_ms >= STALL_WARN_MS:
+            log.warning("writing block %d (%d txs) took %.0f ms", header.height,
+                        len(block.txs), took_ms)
         crashpoints.reached("after_commit_before_reply")
         self.head = ChainHead(header.height, outcome.app_hash, block_hash, header.time_ms)
         return committed

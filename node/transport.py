@@ -23,6 +23,8 @@ from typing import Any
 import grpc
 
 from consensus.codec import MESSAGE_BYTES_MAX, CodecError, decode_message, encode_message
+from consensus.pbft_messages import PrePrepare
+from consensus.raft_messages import AppendEntries, InstallSnapshot
 from node import byzantine
 from node.admission import Admission, AdmissionError
 from node.config import TlsFiles
@@ -39,10 +41,14 @@ PEER_QUEUE_MESSAGES_MAX = 20_000
 # 20,000 queued messages to a slow peer could be gigabytes. A 5-minute PBFT overload run grew a
 # node past 1.8 GB before this bound.
 PEER_QUEUE_BYTES_MAX = 64 * 1024 * 1024
-# Messages larger than this (appends and pre-prepares carrying blocks) go on a bulk lane of
-# their own, sent by its own task: heartbeats, votes and acknowledgements never wait behind
-# tens of megabytes of blocks to a catching-up peer (which then timed out and called
-# elections while it was being fed, issue 13).
+# Messages that carry log entries or blocks go on a bulk lane of their own, sent by its own
+# task: heartbeats, votes and acknowledgements never wait behind tens of megabytes of blocks to
+# a catching-up peer (which then timed out and called elections while it was being fed,
+# issue 13). Raft appends all take the bulk lane, whatever their size: an empty append
+# overtaking a full one would be rejected and knock the follower back to probing. Any other
+# message over CONTROL_MESSAGE_BYTES_MAX also goes bulk; the engines tolerate reordering
+# between the lanes (the simulator reorders freely).
+BULK_MESSAGE_TYPES: tuple[type, ...] = (AppendEntries, InstallSnapshot, PrePrepare)
 CONTROL_MESSAGE_BYTES_MAX = 64 * 1024
 CONTROL_QUEUE_BYTES_MAX = 16 * 1024 * 1024
 BATCH_MESSAGES_MAX = 256
@@ -136,8 +142,12 @@ class _PeerLink:
         self.control = Lane("control", PEER_QUEUE_MESSAGES_MAX, CONTROL_QUEUE_BYTES_MAX)
         self.bulk = Lane("bulk", PEER_QUEUE_MESSAGES_MAX, PEER_QUEUE_BYTES_MAX)
 
-    def lane_for(self, envelope: peer_pb2.PeerEnvelope) -> Lane:
-        return self.bulk if len(envelope.payload) > CONTROL_MESSAGE_BYTES_MAX else self.control
+    def lane_for(self, msg: Any, envelope: peer_pb2.PeerEnvelope) -> Lane:
+        if isinstance(msg, BULK_MESSAGE_TYPES) or len(envelope.payload) > (
+            CONTROL_MESSAGE_BYTES_MAX
+        ):
+            return self.bulk
+        return self.control
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
@@ -279,7 +289,7 @@ class PeerTransportGrpc:
             msg = byzantine.mutate(sorted(self._links), to, msg)
         envelope = self._encoded(msg)
         if envelope is not None:
-            self._enqueue(link, envelope)
+            self._enqueue(link, msg, envelope)
 
     def broadcast(self, msg: Any) -> None:
         if self._byzantine:
@@ -289,7 +299,7 @@ class PeerTransportGrpc:
         envelope = self._encoded(msg)  # encoded and signed once for every peer
         if envelope is not None:
             for link in self._links.values():
-                self._enqueue(link, envelope)
+                self._enqueue(link, msg, envelope)
 
     def _encoded(self, msg: Any) -> peer_pb2.PeerEnvelope | None:
         try:
@@ -299,8 +309,8 @@ class PeerTransportGrpc:
             return None
 
     @staticmethod
-    def _enqueue(link: _PeerLink, envelope: peer_pb2.PeerEnvelope) -> None:
-        lane = link.lane_for(envelope)
+    def _enqueue(link: _PeerLink, msg: Any, envelope: peer_pb2.PeerEnvelope) -> None:
+        lane = link.lane_for(msg, envelope)
         if not lane.put(envelope) and lane.dropped % 1000 == 1:
             log.warning(
                 "%s queue to %s is full (%d messages, %d bytes); dropped %d messages",
