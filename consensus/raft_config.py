@@ -28,7 +28,7 @@ class RaftConfig:
     # 64 entries of 4 MB blocks made a 77 MB message that never fit the peer message limit
     # (issue 13). An append carries at least one entry whatever its size; genesis keeps a
     # block well under the message limit. In-flight bytes bound what a follower is sent
-    # ahead of its acknowledgements, and so the peer queue the heartbeats share.
+    # ahead of its acknowledgements, and so the transport's bulk queue to it (64 MiB).
     append_entries_bytes_max: int = 8 * 1024 * 1024
     appends_in_flight_bytes_max: int = 32 * 1024 * 1024
     # Blocks the leader may have proposed but not yet committed; the driver's pipeline depth.

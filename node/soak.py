@@ -2,6 +2,7 @@
 restarts, partitions, slows and heals nodes; at the end, the ledger checks and a summary.
 
     scfchain soak --minutes 30 --consensus raft --seed 7 --out soak-raft
+    scfchain soak --minutes 8 --outage-s 300 --out soak-outage   # a 5-minute outage first
 
 Every peer link passes through a TCP proxy (`node/netfaults.py`) the schedule controls. At most
 f nodes are impaired at a time (crashed or cut off), so the cluster should keep committing.
@@ -60,6 +61,7 @@ class SoakStats:
     converge_s: list[float] = field(default_factory=list)
     not_converged: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    rejoins: list[dict[str, Any]] = field(default_factory=list)
 
     def log(self, text: str) -> None:
         line = f"{time.monotonic() - self.started_s:8.1f}s {text}"
@@ -237,6 +239,35 @@ async def fault_schedule(cluster: SoakCluster, stats: SoakStats, rng: random.Ran
         await converge(cluster, stats, CONVERGE_S)
 
 
+REJOIN_WITHIN_S = 5.0
+
+
+async def long_outage(cluster: SoakCluster, stats: SoakStats, outage_s: float) -> None:
+    """Kill a follower for `outage_s` under load (no other fault meanwhile), restart it, and time
+    how long after its restart it holds every block the others had then: peers must redial it
+    within about a second, however long it was away."""
+    leader = await cluster.leader()
+    victim = next(n for n in cluster.ids if n != leader)
+    stats.log(f"long outage: {victim} down for {outage_s:.0f}s")
+    cluster.procs[victim].kill()
+    await asyncio.sleep(outage_s)
+    infos = [await cluster.info(n) for n in cluster.live()]
+    target = max((i.height for i in infos if i is not None), default=0)
+    started = time.monotonic()
+    cluster.procs[victim].start()
+    while True:
+        info = await cluster.info(victim)
+        if info is not None and info.height >= target:
+            break
+        if time.monotonic() - started > CONVERGE_S:
+            break
+        await asyncio.sleep(0.1)
+    took = time.monotonic() - started
+    stats.rejoins.append({"node": victim, "outage_s": round(outage_s, 1),
+                          "target_height": target, "rejoin_s": round(took, 2)})
+    stats.log(f"long outage: {victim} back at height {target} {took:.1f}s after its restart")
+
+
 async def final_checks(cluster: SoakCluster, stats: SoakStats) -> dict[str, Any]:
     cluster.faults.heal()
     for proc in cluster.procs.values():
@@ -277,7 +308,7 @@ async def final_checks(cluster: SoakCluster, stats: SoakStats) -> dict[str, Any]
 
 
 async def soak(minutes: float, consensus: str, seed: int, root: str, out: str,
-               workers: int) -> int:
+               workers: int, outage_s: float = 0.0) -> int:
     rng = random.Random(seed)
     stats = SoakStats()
     main = asyncio.current_task()
@@ -299,6 +330,8 @@ async def soak(minutes: float, consensus: str, seed: int, root: str, out: str,
         tasks = [asyncio.create_task(load_worker(cluster, stats, stop, i, nonces))
                  for i in range(workers)]
         tasks.append(asyncio.create_task(auditor(cluster, stats, stop)))
+        if outage_s > 0:
+            await long_outage(cluster, stats, outage_s)
         await fault_schedule(cluster, stats, rng, end_s)
         await asyncio.sleep(max(0.0, end_s - time.monotonic()))
         stop.set()
@@ -316,7 +349,8 @@ async def soak(minutes: float, consensus: str, seed: int, root: str, out: str,
     ok = (result.get("converged") and result.get("app_hashes_equal")
           and result.get("lost_txs") == 0 and result.get("executed_twice") == 0
           and result.get("balance_matches") and not stats.disagreements
-          and not stats.not_converged and not stats.faults["unplanned_exit"])
+          and not stats.not_converged and not stats.faults["unplanned_exit"]
+          and all(r["rejoin_s"] <= REJOIN_WITHIN_S for r in stats.rejoins))
     summary = {
         "consensus": consensus, "seed": seed, "minutes": minutes, "nodes": len(cluster.ids),
         "ok": bool(ok), "faults_injected": dict(stats.faults),
@@ -325,6 +359,7 @@ async def soak(minutes: float, consensus: str, seed: int, root: str, out: str,
         "refusals": dict(stats.refusals), "agreement_checks": stats.agreement_checks,
         "disagreements": stats.disagreements, "not_converged": stats.not_converged,
         "converge_after_heal_s_max": round(max(stats.converge_s, default=0.0), 2),
+        "rejoins_after_long_outage": stats.rejoins,
         **result, "events": stats.events,
     }
     os.makedirs(out, exist_ok=True)
@@ -349,6 +384,8 @@ def _markdown(s: dict[str, Any]) -> str:
              f"{s['agreement_checks']} / {len(s['disagreements'])}"),
             ("slowest convergence after heal (s)", s["converge_after_heal_s_max"]),
             ("heals not converged in 30 s", len(s["not_converged"])),
+            *((f"rejoin after a {r['outage_s']:.0f} s outage of {r['node']} (s, must be <= "
+               f"{REJOIN_WITHIN_S:.0f})", r["rejoin_s"]) for r in s["rejoins_after_long_outage"]),
             ("nodes that exited on their own", s["faults_injected"].get("unplanned_exit", 0)),
             ("refused batches", f"{s['refused_batches']} {s['refusals']}")]
     lines = [f"# Soak: {s['consensus']}, {s['minutes']} min", "", "| | |", "|---|---|"]
@@ -364,6 +401,9 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--workers", type=int, default=3, help="load clients")
     parser.add_argument("--dir", help="cluster directory (default: a new temporary one)")
     parser.add_argument("--out", default="soak-report", help="where summary.json/md go")
+    parser.add_argument("--outage-s", type=float, default=0.0,
+                        help="first kill a follower for this long under load, then time its "
+                             "rejoin (must be <= 5 s after its restart)")
     parser.set_defaults(func=_command)
 
 
@@ -371,7 +411,7 @@ def _command(args: argparse.Namespace) -> int:
     root = args.dir or tempfile.mkdtemp(prefix=f"scf-soak-{args.consensus}-")
     try:
         return asyncio.run(soak(args.minutes, args.consensus, args.seed, root, args.out,
-                                args.workers))
+                                args.workers, args.outage_s))
     except asyncio.CancelledError:
         print("soak stopped by a signal; nodes stopped, no summary written")
         return 130
