@@ -23,6 +23,7 @@ from node.client import LedgerError
 from node.identity import Account
 from proto import ledger_pb2, types_pb2
 from tests.security.conftest import LiveNode
+from tests.unit.test_client_messages import MISSING_RECORD_VIEWS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -457,15 +458,7 @@ async def test_reads_of_unknown_things_are_not_found(live_node) -> None:
             assert caught.value.status == "NOT_FOUND"
         # Views of records that do not exist: NOT_FOUND with the contract's code, as members.
         nobody = "ab" * 32
-        for contract, view, arg, code in [
-            ("voucher", "get", "voucher", "UNKNOWN_VOUCHER"),
-            ("voucher", "lineage", "root", "UNKNOWN_VOUCHER"),
-            ("warehouse_receipt", "receipt", "receipt_id", "UNKNOWN_RECEIPT"),
-            ("warehouse_receipt", "lineage", "root_id", "UNKNOWN_RECEIPT"),
-            ("order_financing", "order", "order_id", "UNKNOWN_ORDER"),
-            ("prepayment", "deal", "deal_id", "UNKNOWN_DEAL"),
-            ("consortium", "member", "account", "UNKNOWN_MEMBER"),
-        ]:
+        for contract, view, arg, code in MISSING_RECORD_VIEWS:
             with pytest.raises(LedgerError) as caught:
                 await client.query(contract, view, {arg: nobody})
             assert caught.value.status == "NOT_FOUND", (contract, view, caught.value)

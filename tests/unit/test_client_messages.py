@@ -131,7 +131,9 @@ def service(tmp_path) -> Any:
 NOBODY = "ab" * 32
 
 
-@pytest.mark.parametrize("contract,view,arg,code", [
+# (contract, view, the arg naming the record, the contract's code): also used by the live-node
+# test in tests/security/test_ledger_hostile_input.py.
+MISSING_RECORD_VIEWS = [
     ("voucher", "get", "voucher", "UNKNOWN_VOUCHER"),
     ("voucher", "lineage", "root", "UNKNOWN_VOUCHER"),
     ("warehouse_receipt", "receipt", "receipt_id", "UNKNOWN_RECEIPT"),
@@ -139,7 +141,10 @@ NOBODY = "ab" * 32
     ("order_financing", "order", "order_id", "UNKNOWN_ORDER"),
     ("prepayment", "deal", "deal_id", "UNKNOWN_DEAL"),
     ("consortium", "member", "account", "UNKNOWN_MEMBER"),
-])
+]
+
+
+@pytest.mark.parametrize("contract,view,arg,code", MISSING_RECORD_VIEWS)
 async def test_views_of_missing_records_answer_not_found(service, contract, view, arg,
                                                          code) -> None:
     request = ledger_pb2.QueryRequest(contract=contract, view=view,
