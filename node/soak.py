@@ -244,28 +244,38 @@ REJOIN_WITHIN_S = 5.0
 
 async def long_outage(cluster: SoakCluster, stats: SoakStats, outage_s: float) -> None:
     """Kill a follower for `outage_s` under load (no other fault meanwhile), restart it, and time
-    how long after its restart it holds every block the others had then: peers must redial it
-    within about a second, however long it was away."""
+    (1) how long after its restart it applies its first new block: its peers must redial it
+    within about a second, however long it was away; (2) how long until it holds every block
+    the others had at its restart. (2) also counts replaying every block it missed, so under
+    load it grows with the outage (state snapshots would bound it) and is reported, not judged.
+    """
+    await asyncio.sleep(10)  # a victim with some history
     leader = await cluster.leader()
     victim = next(n for n in cluster.ids if n != leader)
-    stats.log(f"long outage: {victim} down for {outage_s:.0f}s")
+    before = await cluster.info(victim)
+    height0 = before.height if before is not None else 0
+    stats.log(f"long outage: {victim} down for {outage_s:.0f}s at height {height0}")
     cluster.procs[victim].kill()
     await asyncio.sleep(outage_s)
     infos = [await cluster.info(n) for n in cluster.live()]
     target = max((i.height for i in infos if i is not None), default=0)
     started = time.monotonic()
     cluster.procs[victim].start()
-    while True:
+    first_block_s: float | None = None
+    while time.monotonic() - started < 4 * CONVERGE_S:
         info = await cluster.info(victim)
+        if info is not None and info.height > height0 and first_block_s is None:
+            first_block_s = time.monotonic() - started
         if info is not None and info.height >= target:
-            break
-        if time.monotonic() - started > CONVERGE_S:
             break
         await asyncio.sleep(0.1)
     took = time.monotonic() - started
     stats.rejoins.append({"node": victim, "outage_s": round(outage_s, 1),
-                          "target_height": target, "rejoin_s": round(took, 2)})
-    stats.log(f"long outage: {victim} back at height {target} {took:.1f}s after its restart")
+                          "missed_blocks": target - height0,
+                          "first_block_s": round(first_block_s or took, 2),
+                          "at_head_s": round(took, 2)})
+    stats.log(f"long outage: {victim} applied a new block {first_block_s or took:.1f}s and held "
+              f"all {target - height0} missed blocks {took:.1f}s after its restart")
 
 
 async def final_checks(cluster: SoakCluster, stats: SoakStats) -> dict[str, Any]:
@@ -350,7 +360,7 @@ async def soak(minutes: float, consensus: str, seed: int, root: str, out: str,
           and result.get("lost_txs") == 0 and result.get("executed_twice") == 0
           and result.get("balance_matches") and not stats.disagreements
           and not stats.not_converged and not stats.faults["unplanned_exit"]
-          and all(r["rejoin_s"] <= REJOIN_WITHIN_S for r in stats.rejoins))
+          and all(r["first_block_s"] <= REJOIN_WITHIN_S for r in stats.rejoins))
     summary = {
         "consensus": consensus, "seed": seed, "minutes": minutes, "nodes": len(cluster.ids),
         "ok": bool(ok), "faults_injected": dict(stats.faults),
@@ -384,8 +394,9 @@ def _markdown(s: dict[str, Any]) -> str:
              f"{s['agreement_checks']} / {len(s['disagreements'])}"),
             ("slowest convergence after heal (s)", s["converge_after_heal_s_max"]),
             ("heals not converged in 30 s", len(s["not_converged"])),
-            *((f"rejoin after a {r['outage_s']:.0f} s outage of {r['node']} (s, must be <= "
-               f"{REJOIN_WITHIN_S:.0f})", r["rejoin_s"]) for r in s["rejoins_after_long_outage"]),
+            *((f"after a {r['outage_s']:.0f} s outage of {r['node']}: first new block (s, must "
+               f"be <= {REJOIN_WITHIN_S:.0f}) / all {r['missed_blocks']} missed blocks (s)",
+               f"{r['first_block_s']} / {r['at_head_s']}") for r in s["rejoins_after_long_outage"]),
             ("nodes that exited on their own", s["faults_injected"].get("unplanned_exit", 0)),
             ("refused batches", f"{s['refused_batches']} {s['refusals']}")]
     lines = [f"# Soak: {s['consensus']}, {s['minutes']} min", "", "| | |", "|---|---|"]
@@ -403,7 +414,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--out", default="soak-report", help="where summary.json/md go")
     parser.add_argument("--outage-s", type=float, default=0.0,
                         help="first kill a follower for this long under load, then time its "
-                             "rejoin (must be <= 5 s after its restart)")
+                             "rejoin: its first new block must come <= 5 s after its restart")
     parser.set_defaults(func=_command)
 
 

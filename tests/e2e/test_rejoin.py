@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 
 import pytest
@@ -22,10 +23,10 @@ from node.localnet import write_network
 from tests.e2e.conftest import MEMBERS, Cluster
 from tests.e2e.test_raft_cluster import wait_leader
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-
 REJOIN_WITHIN_S = 5.0
-LONG_OUTAGE_S = 75.0
+# CI uses 75 s; `SCF_REJOIN_LONG_S=300 pytest tests/e2e/test_rejoin.py` runs the 5-minute case.
+LONG_OUTAGE_S = float(os.environ.get("SCF_REJOIN_LONG_S", "75"))
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(LONG_OUTAGE_S + 240)]
 log = logging.getLogger(__name__)
 
 
@@ -111,8 +112,12 @@ async def test_followers_rejoin_at_head_within_seconds_after_short_and_long_outa
         stop.set()
         await asyncio.gather(*trickles)
         assert raft_took[0] <= REJOIN_WITHIN_S, f"raft, 5 s outage: {raft_took[0]:.1f} s"
-        assert raft_took[1] <= REJOIN_WITHIN_S, f"raft, 75 s outage: {raft_took[1]:.1f} s"
-        assert pbft_took <= REJOIN_WITHIN_S, f"pbft, 75 s outage: {pbft_took:.1f} s"
+        assert raft_took[1] <= REJOIN_WITHIN_S, (
+            f"raft, {LONG_OUTAGE_S:.0f} s outage: {raft_took[1]:.1f} s"
+        )
+        assert pbft_took <= REJOIN_WITHIN_S, (
+            f"pbft, {LONG_OUTAGE_S:.0f} s outage: {pbft_took:.1f} s"
+        )
     finally:
         stop.set()
         raft.stop()
