@@ -69,6 +69,12 @@ class ViewChanges:
         changes for this view (the new primary had its chance) or, lacking them, to the lowest
         higher view someone is in: replicas whose views drifted apart (partitions, restarts,
         a liar feeding only some) must meet rather than climb side by side for ever."""
+        if self._active and self._lag_target() > self._commit_height:
+            # The cluster commits without us: this replica is catching up (restarted, or cut
+            # off for a while), which says nothing about the primary. A view change here made
+            # a replica restarted after 5 minutes leave the view the others were working in.
+            self._reset_deadline()
+            return
         if self._active:
             self._start_view_change(self._view + 1, out)
             return
@@ -256,6 +262,9 @@ class ViewChanges:
         raise NotImplementedError
 
     def _deliver_decided(self, out: list[Action]) -> None:
+        raise NotImplementedError
+
+    def _lag_target(self) -> int:
         raise NotImplementedError
 
     @staticmethod

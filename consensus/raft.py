@@ -110,6 +110,7 @@ class RaftEngine:
         self._sync_height = self._log.snapshot.height
         self._sync_requested_ms: int | None = None
         self._pending_snapshot: SnapshotMarker | None = None
+        self._sync_logged_height = -1
 
     # --- Engine interface --------------------------------------------------------------------
 
@@ -604,7 +605,11 @@ class RaftEngine:
                 return
             source = self._peers[self._rng.randrange(len(self._peers))]
         self._sync_requested_ms = self._now_ms
-        logger.info(
+        # A long sync is asked for again every sync_retry_ms while it runs; say so once.
+        repeat = self._sync_logged_height == self._commit_height
+        self._sync_logged_height = self._commit_height
+        logger.log(
+            logging.DEBUG if repeat else logging.INFO,
             "node=%s requests sync from %s at height %d",
             self.node_id,
             source,

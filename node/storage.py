@@ -205,8 +205,13 @@ class Storage:
         committed: types_pb2.CommittedBlock,
         state_writes: Mapping[str, bytes | None],
         tx_ids: Iterable[tuple[bytes, int]],
+        *,
+        sync: bool = True,
     ) -> None:
-        """One synced batch: state writes, the block with receipts, indexes, new head."""
+        """One atomic batch: state writes, the block with receipts, indexes, new head. Synced
+        (fsync) unless `sync` is False, which a catch-up applying a run of fetched blocks uses
+        for all but the last: a crash may then lose a suffix of them (LevelDB keeps the write
+        order), never half a block, and the node fetches them again."""
         header = committed.block.header
         height = header.height
         location = struct.pack(">Q", height)
@@ -215,7 +220,7 @@ class Storage:
             current = self.head().height
             if height != current + 1:
                 raise StorageError(f"commit of height {height} on top of height {current}")
-            batch = self._db.write_batch(sync=True)
+            batch = self._db.write_batch(sync=sync)
             self._put_state(batch, state_writes)
             batch.put(_height_key(_BLOCK, height), committed.SerializeToString())
             batch.put(_HASH + committed.block_hash, location)

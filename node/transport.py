@@ -60,6 +60,8 @@ BATCH_BYTES_MAX = 32 * 1024 * 1024
 DELIVER_TIMEOUT_S = 5.0
 FORWARD_TIMEOUT_S = 10.0
 FETCH_BLOCKS_MAX = 256
+FETCH_READ_BLOCKS_MAX = 64
+FETCH_READ_BYTES_MAX = 16 * 1024 * 1024
 RETRY_DELAY_MIN_S = 0.05
 RETRY_DELAY_MAX_S = 1.0
 _OPTIONS = [
@@ -150,6 +152,22 @@ class _PeerLink:
         return self.control
 
 
+def _read_blocks(storage: Storage, height: int, count: int) -> tuple[list[bytes], bool]:
+    """Up to `count` stored blocks from `height` on (at least one if there is one, then no more
+    than the byte bound), and whether the store ended before them."""
+    raws: list[bytes] = []
+    size = 0
+    for h in range(height, height + count):
+        raw = storage.get_block_raw(h)
+        if raw is None:
+            return raws, True
+        raws.append(raw)
+        size += len(raw)
+        if size >= FETCH_READ_BYTES_MAX:
+            break
+    return raws, False
+
+
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("task %s failed", task.get_name(), exc_info=task.exception())
@@ -193,14 +211,19 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         storage = self.transport.storage
         count = min(request.max_blocks or FETCH_BLOCKS_MAX, FETCH_BLOCKS_MAX)
         height = max(request.from_height, 1)
-        for _ in range(count):
-            raw = await asyncio.to_thread(storage.get_block_raw, height)
-            if raw is None:
+        end = height + count
+        while height < end:
+            # Several blocks per worker-thread hop (bounded by bytes), not one hop per block.
+            raws, at_top = await asyncio.to_thread(
+                _read_blocks, storage, height, min(FETCH_READ_BLOCKS_MAX, end - height)
+            )
+            for raw in raws:
+                block = types_pb2.CommittedBlock()
+                block.ParseFromString(raw)
+                yield block
+            if at_top:
                 return
-            block = types_pb2.CommittedBlock()
-            block.ParseFromString(raw)
-            yield block
-            height += 1
+            height += len(raws)
 
 
 class PeerTransportGrpc:

@@ -188,3 +188,31 @@ def test_prepare_with_a_bad_signature_is_not_counted() -> None:
     good = sim_sign("n2", prepare_statement(0, 1, block_hash))
     actions = backup.receive("n2", Prepare(0, 1, block_hash, good))
     assert [a for a in actions if isinstance(a, Broadcast) and isinstance(a.msg, CommitVote)]
+
+
+def _votes_far_ahead(engine: PbftEngine, height: int, senders: tuple[str, ...]) -> None:
+    """Signed commits from `senders` at `height`, above the engine's high watermark."""
+    block_hash = hashlib.sha256(b"far").digest()
+    for sender in senders:
+        signature = sim_sign(sender, commit_statement(0, height, block_hash))
+        engine.receive(sender, CommitVote(0, height, block_hash, signature))
+
+
+def test_restarted_replica_syncs_on_f_plus_one_votes_above_its_window_without_a_view_change(
+) -> None:
+    """A backup restarted far behind hears signed votes from f + 1 = 2 replicas at a height
+    beyond its watermark window: it asks for blocks at once (not at the next stable
+    checkpoint), and its view timer firing while it catches up starts no view change."""
+    from consensus.engine import RequestSync
+
+    engine = _engine("n1")
+    engine.start(0)
+    far = PbftConfig().watermark_window_blocks + 500
+    _votes_far_ahead(engine, far, ("n2",))
+    assert not [a for a in engine.tick(1_000) if isinstance(a, RequestSync)]  # one is not proof
+    _votes_far_ahead(engine, far, ("n3",))
+    actions = engine.tick(2_000)
+    assert [a.from_height for a in actions if isinstance(a, RequestSync)] == [1]
+    actions = engine.tick(10 * PbftConfig().view_change_timeout_ms)
+    assert not [a for a in actions if isinstance(a, Broadcast) and isinstance(a.msg, ViewChange)]
+    assert engine.status.round == 0
