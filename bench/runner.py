@@ -379,6 +379,7 @@ class Round:
             "mix": label_counts(plan.load),
             "tps_series": figures["tps_series"],
             "slowest_second_tps": figures["slowest_second_tps"],
+            "longest_gap_s": figures["longest_gap_s"],
             "zero_seconds": figures["zero_seconds"],
             # Elections (Raft terms) or view changes (PBFT) during the round: 0 when steady.
             "round_changes": max(r for _, r in heights1.values())

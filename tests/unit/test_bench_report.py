@@ -15,6 +15,7 @@ from bench.cluster import BenchError
 from bench.report import (
     check_schema,
     latency_summary,
+    longest_gap_s,
     markdown,
     percentile,
     round_figures,
@@ -76,6 +77,8 @@ def test_slowest_second_finds_a_pause_that_the_mean_hides() -> None:
     assert slowest_second(commits, start_s=0.0) == (0.0, 1)
     steady = [i / 100 for i in range(500)] + [5.1]
     assert slowest_second(steady, start_s=0.0) == (100.0, 0)
+    assert longest_gap_s(commits, start_s=0.0) == pytest.approx(3.0 - 1.99)
+    assert longest_gap_s(steady, start_s=0.0) == pytest.approx(0.11)
 
 
 def _synthetic_report() -> dict[str, object]:
