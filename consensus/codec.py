@@ -65,9 +65,6 @@ class Codec:
         # Resolved lazily: field types may name classes registered after this one.
         self._decoders[tag] = self._lazy_class_decoder(cls)
 
-    def is_registered(self, cls: type[Any]) -> bool:
-        return cls in self._tag_by_class
-
     # --- encode ------------------------------------------------------------------------------
 
     def encode(self, value: Any) -> bytes:

@@ -554,10 +554,6 @@ class Engine:
             cache[raw] = summary
         return summary
 
-    def read(self, state: StateView, contract: str, key: str) -> JsonValue:
-        raw = state.get(f"{contract}/{key}")
-        return None if raw is None else decode(raw)
-
     def call_internal(
         self, caller: Context, contract: str, method: str, args: Mapping[str, JsonValue]
     ) -> JsonValue:

@@ -76,13 +76,17 @@ class SignatureVerifier:
     thread pool (tests, tools); remembers what passed."""
 
     def __init__(self, threads: int, cache_max: int, processes: VerifyPool | None = None) -> None:
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="verify")
+        # The thread pool exists only when there are no worker processes to check on.
+        self._pool = (
+            ThreadPoolExecutor(threads, thread_name_prefix="verify") if processes is None else None
+        )
         self._threads = processes.workers if processes is not None else threads
         self.processes = processes
         self.cache = VerifiedCache(cache_max)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self.processes is not None:
             self.processes.close()
 

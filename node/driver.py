@@ -141,7 +141,6 @@ class Driver:
         self._handoff_task: asyncio.Task[None] | None = None
         self._handoff_ms = 0
         self._apply_lock = asyncio.Lock()  # the commit loop and a sync never apply at once
-        self._head_changed = asyncio.Event()
         self._tick_due = False
         self.stopped = asyncio.Event()
 
@@ -417,8 +416,6 @@ class Driver:
                 sub.queue.put_nowait(committed)
             except asyncio.QueueFull:
                 sub.overflowed = True
-        self._head_changed.set()
-        self._head_changed = asyncio.Event()
         if self._inbox.empty():
             self._inbox.put_nowait(_Tick())  # wake the proposer for the next height
 
@@ -558,9 +555,6 @@ class Driver:
     def unsubscribe(self, sub: _Subscriber) -> None:
         if sub in self._subscribers:
             self._subscribers.remove(sub)
-
-    async def wait_head_change(self) -> None:
-        await self._head_changed.wait()
 
     @property
     def subscriber_count(self) -> int:

@@ -33,10 +33,6 @@ class Mempool:
     def pending_count(self) -> int:
         return len(self._pending)
 
-    @property
-    def size_bytes(self) -> int:
-        return self._bytes
-
     def __contains__(self, tx_id: bytes) -> bool:
         return tx_id in self._pending or tx_id in self._in_flight
 
