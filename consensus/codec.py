@@ -3,8 +3,9 @@
 Peer messages arrive from the network and persisted records come back from disk; both are
 untrusted bytes. Only registered frozen dataclasses can come out of `decode`, every field is
 checked against its annotation, and any malformed, oversized or hostile input raises
-`CodecError` and nothing else. Engines register their own classes (Raft here, PBFT later) on
-the shared `MESSAGES` codec or on a codec of their own (e.g. for persisted records).
+`CodecError` and nothing else. Each engine registers its own classes (raft_messages.py,
+pbft_messages.py) on the shared `MESSAGES` codec or on a codec of its own (e.g. for persisted
+records).
 
 Wire form: a registered value is the msgpack array `[tag, field_1, ..., field_n]` in field
 order; tuples are arrays; nested registered dataclasses nest the same way.

@@ -2,8 +2,9 @@
 
 A batch is admitted whole or refused whole, with an `AdmissionError` naming the first bad tx:
 size limits, parse, chain id, sender key, membership, duplicates (in the batch, the mempool and
-the committed index), then Ed25519 signatures checked in worker threads (the GIL is released
-while verifying) and remembered, so each signature is checked once per node.
+the committed index), then Ed25519 signatures checked in worker processes (node/verify_pool.py;
+a thread pool when there are none, as in tests and tools) and remembered, so each signature is
+checked once per node.
 """
 
 from __future__ import annotations

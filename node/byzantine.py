@@ -5,7 +5,7 @@ height reaches the last of its peers (in id order) with a different block — sa
 parent, a later timestamp, so a different hash — while the other peers get the real one. The
 transport signs both, as a lying primary with a valid key would. The honest replicas must keep
 agreeing and committing (end-to-end tests; `scfchain cluster up --byzantine NODE`).
-Unset in production: `enabled()` is False and the transport never calls `mutate`.
+Unset in production: `mode()` returns "" and the transport never calls `mutate`.
 """
 
 from __future__ import annotations

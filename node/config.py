@@ -18,9 +18,9 @@ class Limits:
     request_txs_max: int = 10_000
     request_bytes_max: int = 32 * 1024 * 1024
     # 50,000 txs is 8-25 s of work at this machine's rates; beyond it clients are told
-    # RESOURCE_EXHAUSTED and retry. A larger backlog only adds latency, and memory (a 5-minute
-    # overload run with 200,000 grew a Raft node, with its verify workers and a 1,024-block Raft
-    # log, to 672 MB).
+    # RESOURCE_EXHAUSTED and retry. A larger backlog only adds latency, and memory (with 200,000,
+    # a Raft node under a 5-minute overload run, its verify workers and a 1,024-block Raft log
+    # reach 672 MB).
     mempool_txs_max: int = 50_000
     mempool_bytes_max: int = 128 * 1024 * 1024
     submit_wait_ms_default: int = 30_000

@@ -121,10 +121,10 @@ def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> boo
     """True when signature is a valid Ed25519 signature by public_key over message.
 
     Verified with libsodium (PyNaCl) rather than OpenSSL: on this project's 2-core machine it
-    takes 68-90 us per check against OpenSSL's 130-150 us, and cffi drops the GIL around the
-    call, so the verify threads run in parallel (2 threads: 17,700 checks/s against 11,300).
-    libsodium is the stricter of the two (it also refuses small-order R and non-canonical
-    keys); every node runs the same check, so they all agree on every signature.
+    takes 68-90 us per check against OpenSSL's 130-150 us (two at once: 17,700 checks/s against
+    11,300). A node runs these checks in worker processes (node/verify_pool.py says why not
+    threads). libsodium is the stricter of the two (it also refuses small-order R and
+    non-canonical keys); every node runs the same check, so they all agree on every signature.
     """
     if is_weak_public_key(public_key) or len(signature) != SIGNATURE_BYTES:
         return False

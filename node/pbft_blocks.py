@@ -10,7 +10,8 @@ The PBFT engine cannot read blocks or keys. This module gives it:
   parent executed or validated here, for its time: until then the answer is "not yet" and the
   engine asks again on its next tick), within the block limits,
   and every tx signature valid (ids admission already verified are skipped; the rest are
-  checked on a small thread pool, the GIL being released while verifying);
+  checked in the node's signature worker processes, node/verify_pool.py, or on a small thread
+  pool when there are none, as in tests);
 - `signer`/`verifier`: Ed25519 over the engine's statements with the node key and the
   genesis validator keys.
 """

@@ -38,13 +38,13 @@ log = logging.getLogger(__name__)
 
 PEER_QUEUE_MESSAGES_MAX = 20_000
 # Also bounded by bytes: a PBFT pre-prepare (and its retransmissions) carries a whole block, so
-# 20,000 queued messages to a slow peer could be gigabytes. A 5-minute PBFT overload run grew a
-# node past 1.8 GB before this bound.
+# 20,000 queued messages to a slow peer could be gigabytes (without this bound a 5-minute PBFT
+# overload run takes a node past 1.8 GB).
 PEER_QUEUE_BYTES_MAX = 64 * 1024 * 1024
 # Messages that carry log entries or blocks go on a bulk lane of their own, sent by its own
 # task: heartbeats, votes and acknowledgements never wait behind tens of megabytes of blocks to
-# a catching-up peer (which then timed out and called elections while it was being fed,
-# issue 13). Raft appends all take the bulk lane, whatever their size: an empty append
+# a catching-up peer (which would otherwise time out and call elections while being fed).
+# Raft appends all take the bulk lane, whatever their size: an empty append
 # overtaking a full one would be rejected and knock the follower back to probing. Any other
 # message over CONTROL_MESSAGE_BYTES_MAX also goes bulk; the engines tolerate reordering
 # between the lanes (the simulator reorders freely).
@@ -69,9 +69,9 @@ _OPTIONS = [
     ("grpc.max_send_message_length", GRPC_MESSAGE_BYTES_MAX),
     ("grpc.keepalive_time_ms", 10_000),
 ]
-# gRPC's default reconnect backoff grows to 120 s: a peer that was down for 75 s was not redialed
-# for up to 40 s after it came back (issue 13). Validators are few and known, so redial at most
-# a second apart, however long the outage.
+# gRPC's default reconnect backoff grows to 120 s: with it, a peer that is down for 75 s can go
+# unredialed for up to 40 s after it is back. Validators are few and known, so redial at most a
+# second apart, however long the outage.
 RECONNECT_BACKOFF_MAX_MS = 1_000
 _CHANNEL_OPTIONS = [
     *_OPTIONS,
