@@ -4,7 +4,7 @@ A workload names the members it needs (with roles and starting cash), then yield
 stages. Every stage but the last is *setup* (credit lines, vouchers to move, receipts to pledge
 or sell): it runs and commits before the clock starts. The last stage is the measured load, a
 mix of calls that do not depend on one another, so any order of commitment among them is valid
-and every one of them should succeed. Ids a call creates derive from tx ids (DESIGN.md), so the
+and every one of them should succeed. Ids a call creates derive from tx ids, so the
 generator computes them itself from the tx bodies it builds: later stages refer to them.
 
 The same (workload, seed, sizes, salt) gives the same calls and the same tx bodies.

@@ -1,4 +1,4 @@
-"""Time as DESIGN.md counts it for the trade-finance contracts: days, interest, due-date index.
+"""Time as the contracts count it for the trade-finance contracts: days, interest, due-date index.
 
 Days run between block times: `days = ceil((later_ms - earlier_ms) / 86_400_000)`, at least 1.
 Interest is `principal * rate_bps * days // (10000 * 360)`, rounded down. Things that fall due

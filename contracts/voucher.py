@@ -56,7 +56,7 @@ RECIPIENT_ROLES = ("supplier", "dealer", "financier")  # who may be paid with a 
 
 
 def discount_terms(amount: int, rate_bps: int, maturity_ms: int, now_ms: int) -> dict[str, int]:
-    """days = ceil((maturity - now) / day), at least 1; interest rounds down (DESIGN.md)."""
+    """days = ceil((maturity - now) / day), at least 1; interest rounds down (docs/contracts.md)."""
     assert amount > 0 and rate_bps > 0 and maturity_ms > now_ms
     days = max(1, -(-(maturity_ms - now_ms) // DAY_MS))
     interest = amount * rate_bps * days // (10_000 * 360)

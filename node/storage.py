@@ -1,6 +1,6 @@
 """The node's durable store: one LevelDB (plyvel) with a prefix per kind of record.
 
-Prefixes (DESIGN.md): `s/` contract state, `b/` committed blocks by height (with their
+Prefixes (docs/architecture.md): `s/` contract state, `b/` committed blocks by height (with their
 receipts), `h/` block hash -> height, `t/` tx id -> (height, index), `c/` consensus records,
 `m/` meta (height, app hash, last block hash, genesis id). Receipts live inside the `b/` record
 (one copy of each byte) rather than under a separate `r/` prefix.

@@ -1,7 +1,7 @@
 """The consortium's X.509 material: a CA and per-node certificates for mutual TLS on peer links.
 
 ECDSA P-256 throughout: grpcio's TLS completes mutual TLS with P-256 certificates and fails the
-handshake with Ed25519 ones (DESIGN.md). Ed25519 remains the key type for signing txs and
+handshake with Ed25519 ones (docs/architecture.md). Ed25519 remains the key type for signing txs and
 consensus messages. Node certificates name the node id as CN and as a DNS SAN, plus 127.0.0.1
 and `localhost`, so peers can check whom they reached.
 """

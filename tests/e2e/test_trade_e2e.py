@@ -55,7 +55,7 @@ def doc(text: str) -> str:
 
 
 def interest_one_day(principal: int, rate_bps: int) -> int:
-    """DESIGN.md's formula for the minimum of one day, written out independently."""
+    """docs/contracts.md's interest for the minimum of one day, written out independently."""
     return principal * rate_bps * 1 // (10_000 * 360)
 
 

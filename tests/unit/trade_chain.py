@@ -54,5 +54,5 @@ def fails(chain: LocalChain, who: str, call: str, code: str, **args: Any) -> Rec
 
 
 def interest(principal: int, rate_bps: int, days: int) -> int:
-    """DESIGN.md's formula, written out independently of the contracts."""
+    """docs/contracts.md's formula, written out independently of the contracts."""
     return principal * rate_bps * days // (10_000 * 360)
