@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m node.cli demo
+	$(PY) -m node.ops.cli demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -1,6 +1,6 @@
 """The cluster under test: a fresh local network the bench starts and stops, or a running one.
 
-A fresh cluster is written with `node.localnet` from the workload's members, whose keys derive
+A fresh cluster is written with `node.ops.localnet` from the workload's members, whose keys derive
 from the run seed (so a run is reproducible); `--target DIR` reads `DIR/cluster.json` (written by
 `scfchain cluster up`) and registers and funds the bench members with the cluster's admin.
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from bench.signing import account_for
 from bench.workloads import Member
-from node.identity import Account
-from node.localnet import MemberSpec, NodeProcess, tail, write_network
+from node.client.identity import Account
+from node.ops.localnet import MemberSpec, NodeProcess, tail, write_network
 
 CHAIN_ID = "scf-bench"
 

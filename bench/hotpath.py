@@ -20,10 +20,11 @@ from typing import Any
 
 from bench.signing import account_for, sign_all
 from bench.workloads import Sizes, make_plan, members_of
-from contracts import default_engine
-from node.admission import Admission, SignatureVerifier
+from contracts import default_runtime
+from node.admission import Admission, SignatureVerifier, membership
+from node.chain import block_hash_of, txs_hash
 from node.config import Limits
-from node.executor import Executor, block_hash_of, txs_hash
+from node.executor import Executor
 from node.genesis import BlockLimits, Genesis, Member
 from node.mempool import Mempool
 from node.state import StoreState
@@ -68,7 +69,7 @@ class Chain:
         self.storage = Storage(path)
         writes, app_hash = genesis.state_writes()
         self.storage.init_genesis(bytes(32), writes, app_hash, genesis.time_ms)
-        self.executor = Executor(default_engine(), CHAIN_ID)
+        self.executor = Executor(default_runtime(), CHAIN_ID)
         self.state = StoreState(self.storage.get_state_for_execution, self.storage.iter_state)
         self.time_ms = genesis.time_ms
 
@@ -133,7 +134,7 @@ def _stages(chain: Chain, probe: list[types_pb2.SignedTx], repeat: int) -> dict[
     admission = Admission(
         CHAIN_ID, limits, Mempool(limits.mempool_txs_max, limits.mempool_bytes_max),
         SignatureVerifier(1, limits.verified_cache_max), storage.has_tx,
-        lambda sender: storage.get_state(f"consortium/m/{sender.hex()}") is not None,
+        membership(storage.get_state),
     )
     checked = admission.parse(probe)
     items = [(c.sender, c.tx.signature, c.tx.body) for c in checked]

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from node.client import LedgerClient, LedgerError
+from node.client.ledger import LedgerClient, LedgerError
 from proto import types_pb2
 
 RETRY_STATUSES = ("RESOURCE_EXHAUSTED", "UNAVAILABLE")

@@ -32,7 +32,7 @@ from bench.workloads import (
     make_plan,
     members_of,
 )
-from node.client import LedgerClient, LedgerError
+from node.client.ledger import LedgerClient, LedgerError
 
 SETUP_BATCH_TXS = 1_000
 SAMPLE_S = 0.5

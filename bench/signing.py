@@ -11,7 +11,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 
 from bench.workloads import Unsigned, iter_chunks, member_seed
-from node.identity import Account
+from node.client.identity import Account
 from proto import types_pb2
 
 CHUNK_TXS = 2_000

@@ -1,8 +1,8 @@
-"""Deterministic business logic of scfchain: the contract engine and the contract families."""
+"""Deterministic business logic of scfchain: the contract runtime and the contract families."""
 
 from __future__ import annotations
 
-from contracts.engine import Contract, Engine
+from contracts.runtime import Contract, Runtime
 
 
 def all_contracts() -> list[Contract]:
@@ -17,5 +17,5 @@ def all_contracts() -> list[Contract]:
     return [consortium, cash, voucher, order_financing, prepayment, warehouse_receipt]
 
 
-def default_engine() -> Engine:
-    return Engine(all_contracts())
+def default_runtime() -> Runtime:
+    return Runtime(all_contracts())

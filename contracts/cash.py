@@ -9,7 +9,7 @@ contracts move cash only through the internal `move` method.
 
 from __future__ import annotations
 
-from contracts.engine import (
+from contracts.runtime import (
     Args,
     Context,
     Contract,
@@ -46,7 +46,7 @@ def _require_payee(ctx: Context, account: str) -> None:
     """Cash goes only to a registered member, but a suspended one is still paid: suspension
     stops a member's own txs, not what it owes or is owed (DOMAIN.md). Topping up a suspended
     core enterprise is how its overdue vouchers get paid."""
-    if ctx.engine.member_summary(ctx.state, account) is None:
+    if ctx.runtime.member_summary(ctx.state, account) is None:
         raise ContractError("UNKNOWN_MEMBER", f"account {account[:16]}… is not a member")
 
 

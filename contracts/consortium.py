@@ -1,7 +1,7 @@
 """The consortium contract: members, their roles, and suspension; seeded by genesis.
 
 Keys: `consortium/m/<account>` -> {name, roles, suspended}; `consortium/n/<name>` -> account.
-Only an admin changes membership. A suspended member can send no tx (the engine checks every
+Only an admin changes membership. A suspended member can send no tx (the runtime checks every
 call) but is still paid what it is owed; an admin cannot suspend or demote the last active
 admin.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from contracts.engine import (
+from contracts.runtime import (
     ROLES,
     Args,
     Context,
@@ -20,6 +20,7 @@ from contracts.engine import (
     ReadContext,
     StateView,
     encode,
+    member_key,
     require_role,
 )
 
@@ -144,5 +145,5 @@ def seed_members(state: StateView, members: Iterable[tuple[str, str, list[str]]]
             raise ContractError("INVALID_GENESIS", f"member {name} has an unknown role")
         seen.update((account, name))
         record = {"name": name, "roles": sorted(set(roles)), "suspended": False}
-        state.set(f"consortium/m/{account}", encode(record))
+        state.set(member_key(account), encode(record))
         state.set(f"consortium/n/{name}", encode(account))

@@ -16,7 +16,7 @@ application still APPLIED when the buyer pays LAPSES. The buyer's payment repays
 
 from __future__ import annotations
 
-from contracts.engine import (
+from contracts.runtime import (
     RATE_BPS_MAX,
     TIME_MS_MAX,
     Args,

@@ -20,7 +20,7 @@ Each repayment of principal pays its interest (from approval to that day) and re
 
 from __future__ import annotations
 
-from contracts.engine import (
+from contracts.runtime import (
     AMOUNT_MAX,
     RATE_BPS_MAX,
     TIME_MS_MAX,

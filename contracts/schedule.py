@@ -9,7 +9,7 @@ its work is proportional to what falls due, not to how many things exist.
 
 from __future__ import annotations
 
-from contracts.engine import TIME_MS_MAX, Context
+from contracts.runtime import TIME_MS_MAX, Context
 
 DAY_MS = 86_400_000
 DAYS_PER_YEAR = 360

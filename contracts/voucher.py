@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.engine import (
+from contracts.runtime import (
     RATE_BPS_MAX,
     TIME_MS_MAX,
     Args,

@@ -24,7 +24,7 @@ suspension stops a member's own txs, not what it owes or is owed.
 
 from __future__ import annotations
 
-from contracts.engine import Context
+from contracts.runtime import Context
 from contracts.voucher_state import (
     DISCOUNT_PENDING,
     LIVE_STATES,

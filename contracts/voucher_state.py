@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.engine import TIME_MS_MAX, Context, ContractError, ReadContext
+from contracts.runtime import TIME_MS_MAX, Context, ContractError, ReadContext
 
 ACTIVE = "ACTIVE"
 DISCOUNT_PENDING = "DISCOUNT_PENDING"

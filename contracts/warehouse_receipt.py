@@ -10,7 +10,7 @@ goods) is made and released only by the contract that holds it, through internal
 
 from __future__ import annotations
 
-from contracts.engine import (
+from contracts.runtime import (
     AMOUNT_MAX,
     RATE_BPS_MAX,
     TIME_MS_MAX,

@@ -17,7 +17,7 @@ receipts plus the redeemed quantity equal the issued quantity.
 
 from __future__ import annotations
 
-from contracts.engine import Args, Context, ContractError, JsonValue, ReadContext
+from contracts.runtime import Args, Context, ContractError, JsonValue, ReadContext
 
 ACTIVE = "ACTIVE"
 LISTED = "LISTED"

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from contracts.runtime import member_key
+from node.client.identity import is_weak_public_key
 from node.config import Limits
-from node.identity import is_weak_public_key
 from node.mempool import Mempool, MempoolFull
 from node.verify_pool import VerifyPool, verify_chunk
 from proto import types_pb2
@@ -38,6 +39,11 @@ def _name_problem(body: types_pb2.TxBody) -> str:
         if len(name) > NAME_CHARS_MAX:
             return f"the {what} name is {len(name)} characters long; at most {NAME_CHARS_MAX}"
     raise AssertionError("the contract and method names are fine")
+
+
+def membership(get_state: Callable[[str], bytes | None]) -> Callable[[bytes], bool]:
+    """Whether a sender's public key belongs to a registered member, read from committed state."""
+    return lambda sender: get_state(member_key(sender.hex())) is not None
 
 
 class AdmissionError(Exception):

@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from contracts.engine import ContractError, Engine, JsonValue, encode, json_problem
+from contracts.runtime import ContractError, JsonValue, Runtime, encode, json_problem
 from node.admission import Admission, AdmissionError
 from node.config import Limits
 from node.driver import Driver
@@ -92,7 +92,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
         consensus: str,
         driver: Driver,
         admission: Admission,
-        contracts: Engine,
+        contracts: Runtime,
         limits: Limits,
         validators: list[str],
     ) -> None:

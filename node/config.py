@@ -30,7 +30,7 @@ class Limits:
     # Subscribe refuses (OUT_OF_RANGE) a from_height further than this beyond the node's head.
     subscribe_ahead_blocks_max: int = 1_000
     query_args_bytes_max: int = 16_384
-    verify_threads: int = 2  # signature-check worker processes of a node
+    verify_processes: int = 2  # signature-check worker processes of a node
     verified_cache_max: int = 100_000  # twice the mempool: ids live from admission to block
 
     def validate(self) -> None:
@@ -97,6 +97,9 @@ def parse_config(doc: dict[str, Any], base_dir: str) -> NodeConfig:
             raise ConfigError(f"config: [tls] needs ca_cert, cert and key: {exc}") from None
     known = {item.name for item in fields(Limits)}
     limits_doc = doc.get("limits", {})
+    if "verify_threads" in limits_doc:
+        raise ConfigError("config: limits.verify_threads is now limits.verify_processes "
+                          "(it always counted worker processes)")
     unknown = sorted(set(limits_doc) - known)
     if unknown:
         raise ConfigError(f"config: unknown limits {unknown}")

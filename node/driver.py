@@ -29,10 +29,11 @@ from consensus.engine import (
     RequestSync,
     Send,
 )
-from node import crashpoints
-from node.executor import Executor, app_hash_height, block_hash_of, txs_hash
+from node.chain import app_hash_height, block_hash_of, txs_hash
+from node.client.identity import tx_id_of
+from node.executor import Executor
+from node.faults import crashpoints
 from node.genesis import Genesis
-from node.identity import tx_id_of
 from node.mempool import Mempool
 from node.state import StoreState
 from node.storage import ChainHead, Storage

@@ -11,56 +11,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import struct
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from contracts.engine import ContractError, Engine, Event, encode
+from contracts.runtime import ContractError, Event, Runtime, encode
+from node.chain import (
+    app_hash_after,
+)
 from node.state import Overlay, ReadableState, ReadCache
 from proto import types_pb2
 
 log = logging.getLogger(__name__)
-
-# A block's header carries the app hash after the block APP_HASH_LAG heights below it (the
-# genesis state's for the first blocks), not its parent's. So block h+1 can be built and
-# ordered while block h still executes: consensus and execution overlap instead of taking
-# turns. A node whose state diverged still stops, one block later than with a lag of 1.
-APP_HASH_LAG = 2
-
-
-def app_hash_height(height: int) -> int:
-    """The height whose app hash the header of block `height` carries."""
-    return max(height - APP_HASH_LAG, 0)
-
-
-def write_set_digest(writes: Mapping[str, bytes | None]) -> bytes:
-    digest = hashlib.sha256()
-    for key in sorted(writes):
-        value = writes[key]
-        raw_key = key.encode()
-        digest.update(struct.pack(">I", len(raw_key)) + raw_key)
-        if value is None:
-            digest.update(b"\x00")
-        else:
-            digest.update(b"\x01" + struct.pack(">I", len(value)) + value)
-    return digest.digest()
-
-
-def app_hash_after(previous: bytes, writes: Mapping[str, bytes | None]) -> bytes:
-    return hashlib.sha256(previous + write_set_digest(writes)).digest()
-
-
-def txs_hash(tx_ids: Iterable[bytes]) -> bytes:
-    digest = hashlib.sha256()
-    for tx_id in tx_ids:
-        digest.update(tx_id)
-    return digest.digest()
-
-
-def block_hash_of(header: types_pb2.BlockHeader) -> bytes:
-    return hashlib.sha256(header.SerializeToString(deterministic=True)).digest()
-
 
 def to_pb_event(event: Event) -> types_pb2.Event:
     return types_pb2.Event(contract=event.contract, name=event.name, attrs_json=event.attrs_json())
@@ -79,7 +42,7 @@ class BlockOutcome:
 class Executor:
     """Executes blocks for one chain; holds no state of its own besides the engine."""
 
-    def __init__(self, engine: Engine, chain_id: str) -> None:
+    def __init__(self, engine: Runtime, chain_id: str) -> None:
         self.engine = engine
         self.chain_id = chain_id
 

@@ -14,7 +14,7 @@ from typing import Any
 from consensus.codec import MESSAGE_BYTES_MAX
 from contracts.cash import seed_balances
 from contracts.consortium import seed_members
-from contracts.engine import ROLES, ContractError
+from contracts.runtime import ROLES, ContractError
 from node.config import ConfigError
 from node.state import MemoryState, Overlay
 
@@ -65,7 +65,7 @@ class Genesis:
 
     def state_writes(self) -> tuple[dict[str, bytes | None], bytes]:
         """The state at height 0 and its app hash."""
-        from node.executor import app_hash_after
+        from node.chain import app_hash_after
 
         overlay = Overlay(MemoryState())
         try:

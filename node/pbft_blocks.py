@@ -28,9 +28,9 @@ from google.protobuf.message import DecodeError
 
 from consensus.pbft_config import BlockIdentity, Sign, Verify
 from node.admission import VerifiedCache
-from node.executor import app_hash_height, block_hash_of, txs_hash
+from node.chain import app_hash_height, block_hash_of, txs_hash
+from node.client.identity import Account, is_weak_public_key, tx_id_of, verify_signature
 from node.genesis import Genesis
-from node.identity import Account, is_weak_public_key, tx_id_of, verify_signature
 from node.storage import Storage
 from node.verify_pool import VerifyPool, verify_chunk
 from proto import types_pb2

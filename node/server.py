@@ -16,15 +16,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from contracts import default_engine
-from node.admission import Admission, SignatureVerifier
+from contracts import default_runtime
+from node.admission import Admission, SignatureVerifier, membership
 from node.api import LedgerService, MalformedRequestInterceptor
+from node.client.identity import Account
 from node.config import ConfigError, NodeConfig, load_config
+from node.consensus_setup import build_engine, signs_messages
 from node.driver import Driver, FatalError
-from node.engines import build_engine, signs_messages
 from node.executor import Executor
 from node.genesis import Genesis, load_genesis
-from node.identity import Account
 from node.mempool import Mempool
 from node.storage import Storage, StorageError
 from node.transport import PeerTransportGrpc
@@ -81,12 +81,12 @@ class Node:
         self.genesis.validator(config.node_id)  # refuses a node that is not a validator
         self.storage = open_chain(config, self.genesis)
         limits = config.limits
-        self.contracts = default_engine()
+        self.contracts = default_runtime()
         self.mempool = Mempool(limits.mempool_txs_max, limits.mempool_bytes_max)
         self.verifier = SignatureVerifier(
-            limits.verify_threads,
+            limits.verify_processes,
             limits.verified_cache_max,
-            processes=VerifyPool(limits.verify_threads),
+            processes=VerifyPool(limits.verify_processes),
         )
         self.driver = Driver(
             config.node_id,
@@ -108,7 +108,7 @@ class Node:
             self.mempool,
             self.verifier,
             self.storage.has_tx,
-            lambda sender: self.storage.get_state(f"consortium/m/{sender.hex()}") is not None,
+            membership(self.storage.get_state),
         )
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None

@@ -25,11 +25,11 @@ import grpc
 from consensus.codec import MESSAGE_BYTES_MAX, CodecError, decode_message, encode_message
 from consensus.pbft_messages import PrePrepare
 from consensus.raft_messages import AppendEntries, InstallSnapshot
-from node import byzantine
 from node.admission import Admission, AdmissionError
+from node.client.identity import Account, verify_signature
 from node.config import TlsFiles
+from node.faults import byzantine
 from node.genesis import Genesis
-from node.identity import Account, verify_signature
 from node.storage import Storage
 from node.tls import read
 from proto import peer_pb2, peer_pb2_grpc, types_pb2

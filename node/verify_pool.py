@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from node.identity import verify_signature
+from node.client.identity import verify_signature
 
 PARENT_POLL_S = 0.5
 

@@ -11,12 +11,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts import default_engine
+from contracts import default_runtime
 from contracts.cash import seed_balances
 from contracts.consortium import seed_members
-from contracts.engine import Engine, decode
-from node.executor import Executor, app_hash_after, block_hash_of, txs_hash
-from node.identity import Account, tx_id_of
+from contracts.runtime import Runtime, decode
+from node.chain import app_hash_after, block_hash_of, txs_hash
+from node.client.identity import Account, tx_id_of
+from node.executor import Executor
 from node.state import MemoryState, Overlay
 from proto import types_pb2
 
@@ -46,7 +47,7 @@ class LocalChain:
     members: dict[str, tuple[str, ...]]  # name -> roles
     balances: dict[str, int] = field(default_factory=dict)  # name -> starting cash
     time_ms: int = 1_700_000_000_000
-    engine: Engine = field(default_factory=default_engine)
+    runtime: Runtime = field(default_factory=default_runtime)
 
     def __post_init__(self) -> None:
         self.accounts = {name: Account.from_seed(name.encode()) for name in self.members}
@@ -62,7 +63,7 @@ class LocalChain:
         self.height = 0
         self.parent = bytes(32)
         self.executed: set[bytes] = set()
-        self.executor = Executor(self.engine, CHAIN_ID)
+        self.executor = Executor(self.runtime, CHAIN_ID)
         self.end_block_events: list[tuple[str, dict[str, Any]]] = []
         self._nonce = 0
 
@@ -127,7 +128,7 @@ class LocalChain:
 
     def query(self, call: str, **args: Any) -> Any:
         contract, view = call.split(".", 1)
-        return self.engine.query(self.state, contract, view, args, self.height)
+        return self.runtime.query(self.state, contract, view, args, self.height)
 
     def raw(self, key: str) -> Any:
         value = self.state.get(key)

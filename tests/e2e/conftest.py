@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from node.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
+from node.ops.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
 
 MEMBERS = [
     MemberSpec("admin", ("admin",)),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import itertools
 import os
 import signal
@@ -21,10 +20,9 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from node import engines
-from node.client import LedgerClient, LedgerError
-from node.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
-from node.netfaults import proxy_peer_links
+from node.client.ledger import LedgerClient, LedgerError
+from node.ops.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
+from node.ops.netfaults import proxy_peer_links
 from proto import types_pb2
 from tests.e2e.proxy import LinkProxy, NetworkFaults
 
@@ -37,14 +35,8 @@ MEMBERS = [
 PAYER, PAYEE = "core", "supplier1"
 
 
-def pbft_built() -> bool:
-    """Whether the node can run PBFT (the engine factory builds it), not just whether a
-    `consensus/pbft.py` exists: from that moment on, PBFT failures are real failures."""
-    return '"pbft"' in inspect.getsource(engines.build_engine)
-
-
 def consensuses() -> list[str]:
-    return ["raft", "pbft"] if pbft_built() else ["raft"]
+    return ["raft", "pbft"]
 
 
 def cluster_size(consensus: str) -> int:

@@ -19,7 +19,7 @@ from bench.report import check_schema
 def test_small_solo_round_commits_every_tx_and_writes_the_report(tmp_path) -> None:
     out = tmp_path / "report"
     result = subprocess.run(
-        [sys.executable, "-m", "node.cli", "bench", "--nodes", "1", "--consensus", "solo",
+        [sys.executable, "-m", "node.ops.cli", "bench", "--nodes", "1", "--consensus", "solo",
          "--workload", "cash-transfer", "--txs", "500", "--clients", "2", "--batch", "100",
          "--warmup", "50", "--accounts", "8", "--out", str(out), "--quiet"],
         capture_output=True, text=True, timeout=110,

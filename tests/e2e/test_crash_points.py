@@ -16,7 +16,7 @@ import asyncio
 
 import pytest
 
-from node.crashpoints import EXIT_CODE
+from node.faults.crashpoints import EXIT_CODE
 from tests.e2e.reliability import (
     FaultCluster,
     Load,

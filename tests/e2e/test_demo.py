@@ -1,6 +1,6 @@
 """`make demo` end to end: the story runs on a live 4-node cluster and leaves nothing behind.
 
-Runs `python -m node.cli demo` (what `make demo` runs) in a directory the test chooses, checks
+Runs `python -m node.ops.cli demo` (what `make demo` runs) in a directory the test chooses, checks
 that it exits 0 within the minute the issue allows, that the narration carries the story's key
 facts (receipts' heights, the refused double financing, the automatic settlement with the right
 total, the tree, the pledge, the balances), and that every node PID it recorded is gone.
@@ -26,7 +26,7 @@ def test_demo_tells_the_whole_story_and_stops_every_node(tmp_path) -> None:
     root = str(tmp_path / "demo")
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "node.cli", "demo", "--dir", root],
+        [sys.executable, "-m", "node.ops.cli", "demo", "--dir", root],
         capture_output=True, text=True, timeout=DEMO_TIMEOUT_S,
     )
     elapsed = time.monotonic() - started

@@ -24,9 +24,9 @@ from typing import Any
 import psutil
 import pytest
 
-from node.cli import main
-from node.identity import Account
-from node.localnet import LOOPBACK, free_port_range
+from node.client.identity import Account
+from node.ops.cli import main
+from node.ops.localnet import LOOPBACK, free_port_range
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -37,7 +37,7 @@ ROLES = {"admin", "core_enterprise", "supplier", "dealer", "financier", "warehou
 
 def cli(*args: str, timeout_s: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "node.cli", *args],
+        [sys.executable, "-m", "node.ops.cli", *args],
         capture_output=True, text=True, timeout=timeout_s,
     )
 
@@ -258,7 +258,7 @@ def test_foreground_up_streams_logs_survives_kill_and_restart_and_stops_on_ctrl_
 ) -> None:
     base = str(free_port_range(6))
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "node.cli", "cluster", "up", "--dir", cluster_dir, "--nodes",
+        [sys.executable, "-m", "node.ops.cli", "cluster", "up", "--dir", cluster_dir, "--nodes",
          "3", "--consensus", "raft", "--base-port", base],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

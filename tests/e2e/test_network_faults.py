@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from node.client import LedgerClient, LedgerError
+from node.client.ledger import LedgerClient, LedgerError
 from tests.e2e.reliability import (
     FaultCluster,
     Load,

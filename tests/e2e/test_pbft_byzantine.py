@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from node.client import LedgerClient, LedgerError
-from node.launcher import prepare_cluster, start_cluster, stop_cluster
+from node.client.ledger import LedgerClient, LedgerError
+from node.ops.launcher import prepare_cluster, start_cluster, stop_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from node.client import LedgerClient, LedgerError
-from node.localnet import write_network
+from node.client.ledger import LedgerClient, LedgerError
+from node.ops.localnet import write_network
 from tests.e2e.conftest import MEMBERS, Cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from node.client import LedgerClient, LedgerError
-from node.localnet import write_network
+from node.client.ledger import LedgerClient, LedgerError
+from node.ops.localnet import write_network
 from tests.e2e.conftest import MEMBERS, Cluster
 from tests.e2e.test_raft_cluster import wait_leader
 

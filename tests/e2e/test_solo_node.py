@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.client import LedgerClient, LedgerError
+from node.client.ledger import LedgerClient, LedgerError
 from proto import types_pb2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

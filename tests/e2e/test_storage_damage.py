@@ -25,8 +25,8 @@ import sys
 
 import pytest
 
-from node.client import LedgerClient, LedgerError
-from node.localnet import NodeProcess, tail, write_network
+from node.client.ledger import LedgerClient, LedgerError
+from node.ops.localnet import NodeProcess, tail, write_network
 from tests.e2e.reliability import (
     MEMBERS,
     PAYEE,
@@ -119,7 +119,7 @@ def _start_with_file_size_limit(proc: NodeProcess, limit_bytes: int) -> subproce
 
     log = open(proc.layout.log_file, "ab")  # noqa: SIM115 - owned by the child
     proc.process = subprocess.Popen(
-        [sys.executable, "-m", "node.cli", "node", "--config", proc.layout.config_path],
+        [sys.executable, "-m", "node.ops.cli", "node", "--config", proc.layout.config_path],
         stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit, start_new_session=True)
     log.close()
     return proc.process

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from node.client import LedgerClient, ReceiptView, event_dict
-from node.localnet import MemberSpec, NetworkLayout, write_network
+from node.client.ledger import LedgerClient, ReceiptView, event_dict
+from node.ops.localnet import MemberSpec, NetworkLayout, write_network
 from tests.e2e.conftest import Cluster
 
 pytestmark = [

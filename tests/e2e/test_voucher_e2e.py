@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from node.client import LedgerClient
-from node.localnet import MemberSpec, write_network
+from node.client.ledger import LedgerClient
+from node.ops.localnet import MemberSpec, write_network
 from tests.e2e.conftest import Cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from node.client import LedgerClient
-from node.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
+from node.client.ledger import LedgerClient
+from node.ops.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
 
 MEMBERS = [
     MemberSpec("admin", ("admin",)),
@@ -62,7 +62,7 @@ class LiveNode:
 async def _suspend_member(node: LiveNode) -> None:
     net = node.net
     admin, suspended = net.account("admin"), net.account("suspended")
-    async with node.client() as client:
+    async with node.client.ledger() as client:
         receipt = await client.call(admin, net.chain_id, "consortium", "suspend",
                                     {"account": suspended.account_id})
     assert receipt.ok, receipt

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from node.admission import Admission, AdmissionError, SignatureVerifier
+from node.client.identity import Account
 from node.config import Limits
-from node.identity import Account
 from node.mempool import Mempool
 
 CHAIN = "limits-chain"

@@ -20,9 +20,9 @@ from collections import Counter
 import psutil
 import pytest
 
-from node.client import LedgerClient, LedgerError
-from node.identity import Account
-from node.localnet import MemberSpec, NodeProcess, write_network
+from node.client.identity import Account
+from node.client.ledger import LedgerClient, LedgerError
+from node.ops.localnet import MemberSpec, NodeProcess, write_network
 from tests.security.conftest import kill_by_pid
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

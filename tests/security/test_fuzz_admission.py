@@ -2,7 +2,7 @@
 
 Targets: (1) `Submit`-shaped wire bytes parsed as a `SubmitRequest` and fed to `Admission`;
 (2) structured txs with every field drawn from hostile values, and valid txs with bytes flipped;
-(3) tx args parsed by the contract engine. The invariants: admission either admits a batch
+(3) tx args parsed by the contract runtime. The invariants: admission either admits a batch
 whole (and then every tx in it is well-formed, correctly signed, for this chain, by a member) or
 raises `AdmissionError` with one of the documented statuses, leaving the mempool unchanged;
 args parsing raises nothing but `ContractError("INVALID_ARGS")`; and executing any admitted tx
@@ -21,14 +21,14 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts import default_engine
+from contracts import default_runtime
 from contracts.cash import seed_balances
 from contracts.consortium import seed_members
-from contracts.engine import ContractError, parse_args
+from contracts.runtime import ContractError, parse_args
 from node.admission import Admission, AdmissionError, SignatureVerifier
+from node.client.identity import Account, is_weak_public_key, verify_signature
 from node.config import Limits
 from node.executor import Executor
-from node.identity import Account, is_weak_public_key, verify_signature
 from node.mempool import Mempool
 from node.state import MemoryState
 from proto import ledger_pb2, types_pb2
@@ -97,7 +97,7 @@ def _execute(txs: list[types_pb2.SignedTx]) -> None:
     """Admitted txs must execute to receipts (success or a stable code), never raise."""
     block = types_pb2.Block(txs=txs)
     block.header.height, block.header.time_ms = 1, 1_700_000_000_000
-    outcome = Executor(default_engine(), CHAIN).execute(block, _genesis_state(), b"\x00" * 32,
+    outcome = Executor(default_runtime(), CHAIN).execute(block, _genesis_state(), b"\x00" * 32,
                                                         lambda tx_id: False)
     assert len(outcome.receipts) == len(txs)
     for receipt in outcome.receipts:

@@ -19,8 +19,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.client import LedgerError
-from node.identity import Account
+from node.client.identity import Account
+from node.client.ledger import LedgerError
 from proto import ledger_pb2, types_pb2
 from tests.security.conftest import LiveNode
 from tests.unit.test_client_messages import MISSING_RECORD_VIEWS
@@ -57,7 +57,7 @@ def signed(account: Account, raw_body: bytes) -> types_pb2.SignedTx:
 
 async def snapshot(node: LiveNode) -> dict[str, Any]:
     """What must not move when input is refused: head, balances, supply, members."""
-    async with node.client() as client:
+    async with node.client.ledger() as client:
         info = await client.chain_info()
         balances = {
             name: (await client.query("cash", "balance",
@@ -71,7 +71,7 @@ async def snapshot(node: LiveNode) -> dict[str, Any]:
 
 
 async def assert_serving(node: LiveNode) -> None:
-    async with node.client() as client:
+    async with node.client.ledger() as client:
         assert await client.healthy(timeout_s=5), "the node stopped answering its health check"
         await client.chain_info()
     assert node.proc.alive(), "the node process died"
@@ -80,7 +80,7 @@ async def assert_serving(node: LiveNode) -> None:
 async def refused(node: LiveNode, txs: list[types_pb2.SignedTx], status: str,
                   *, wait: bool = False) -> str:
     """Submit; expect the whole batch refused with `status`; return the node's message."""
-    async with node.client() as client:
+    async with node.client.ledger() as client:
         with pytest.raises(LedgerError) as caught:
             await client.submit(txs, wait=wait, timeout_ms=5_000)
     assert caught.value.status == status, caught.value
@@ -92,7 +92,7 @@ async def failed_receipt(node: LiveNode, account: Account, contract: str, method
                          args: bytes) -> types_pb2.Receipt:
     tx = signed(account, body(node.net.chain_id, account.public_key, contract=contract,
                               method=method, args=args))
-    async with node.client() as client:
+    async with node.client.ledger() as client:
         response = await client.submit([tx], wait=True, timeout_ms=10_000)
     (receipt,) = response.receipts
     assert receipt.status == types_pb2.FAILED, receipt

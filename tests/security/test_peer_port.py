@@ -27,7 +27,7 @@ from consensus.raft_messages import (
     RequestVote,
     VoteResponse,
 )
-from node.client import LedgerClient
+from node.client.ledger import LedgerClient
 from node.tls import CertFiles, issue_node_cert, make_ca, read
 from proto import peer_pb2, peer_pb2_grpc, types_pb2
 from tests.e2e.reliability import FaultCluster, check_ledger, make_cluster

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from node.admission import Admission, AdmissionError, SignatureVerifier
+from node.client.identity import Account
 from node.config import Limits
-from node.identity import Account
 from node.mempool import Mempool
 from proto import types_pb2
 
@@ -108,7 +108,7 @@ def test_pbft_genesis_with_fewer_than_four_validators_is_refused(tmp_path) -> No
     asserting at start-up."""
     from node.config import ConfigError
     from node.genesis import load_genesis
-    from node.localnet import MemberSpec, write_network
+    from node.ops.localnet import MemberSpec, write_network
 
     net = write_network(str(tmp_path), nodes=3, consensus="pbft",
                         members=[MemberSpec("admin", ("admin",))])

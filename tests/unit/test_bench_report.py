@@ -25,10 +25,11 @@ from bench.report import (
 )
 from bench.signing import account_for, sign_all
 from bench.workloads import Sizes, derive_id, make_plan, members_of
-from contracts import default_engine
+from contracts import default_runtime
 from contracts.cash import seed_balances
 from contracts.consortium import seed_members
-from node.executor import Executor, txs_hash
+from node.chain import txs_hash
+from node.executor import Executor
 from node.state import MemoryState, Overlay
 from proto import types_pb2
 
@@ -153,7 +154,7 @@ def test_every_generated_tx_succeeds_on_the_real_executor(workload: str) -> None
     seed_balances(genesis, [(account_for(seed, m.name).account_id, m.balance)
                             for m in members if m.balance])
     state.apply(genesis.writes)
-    executor = Executor(default_engine(), "bench-test")
+    executor = Executor(default_runtime(), "bench-test")
     stages = [*plan.setup, plan.warmup, plan.load]  # type: ignore[attr-defined]
     app_hash, done = bytes(32), set()
     for height, stage in enumerate(stages, 1):
@@ -172,9 +173,9 @@ def test_every_generated_tx_succeeds_on_the_real_executor(workload: str) -> None
 
 
 def test_derived_ids_match_the_contract_engine() -> None:
-    from contracts.engine import Context
+    from contracts.runtime import Context
 
     tx_id = bytes(range(32))
-    ctx = Context(engine=default_engine(), state=MemoryState(), sender="s", tx_id=tx_id.hex(),
+    ctx = Context(runtime=default_runtime(), state=MemoryState(), sender="s", tx_id=tx_id.hex(),
                   height=1, time_ms=1)  # type: ignore[arg-type]
     assert derive_id(tx_id, "voucher", "issue") == ctx.derive_id("voucher", "issue")

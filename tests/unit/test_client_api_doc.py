@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from node.admission import Admission, AdmissionError, SignatureVerifier
+from node.client.identity import Account, verify_signature
 from node.config import Limits
-from node.identity import Account, verify_signature
 from node.mempool import Mempool
 from tests.harness import CHAIN_ID, LocalChain
 

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from contracts import default_engine
-from contracts.engine import ContractError, parse_args
+from contracts import default_runtime
+from contracts.runtime import ContractError, parse_args
 from node.admission import NAME_CHARS_MAX, Admission, AdmissionError, SignatureVerifier
 from node.api import LedgerService
+from node.client.identity import Account
 from node.config import Limits
 from node.driver import Driver
-from node.identity import Account
 from node.mempool import Mempool
 from node.storage import Storage
 from proto import ledger_pb2, types_pb2
@@ -123,7 +123,7 @@ def service(tmp_path) -> Any:
     storage = Storage(str(tmp_path))
     storage.init_genesis(b"g" * 32, {}, b"h" * 32, 1000)
     driver = Driver("n1", None, storage, None, None, None)  # type: ignore[arg-type]
-    yield LedgerService("n1", "solo", driver, None, default_engine(), Limits(),  # type: ignore[arg-type]
+    yield LedgerService("n1", "solo", driver, None, default_runtime(), Limits(),  # type: ignore[arg-type]
                         ["n1"])
     storage.close()
 

@@ -11,9 +11,9 @@ from types import SimpleNamespace, TracebackType
 
 import pytest
 
-from node import cluster_status
-from node.cluster_status import NodeStatus, app_hash_divergence
-from node.launcher import Cluster
+from node.ops import cluster_status
+from node.ops.cluster_status import NodeStatus, app_hash_divergence
+from node.ops.launcher import Cluster
 
 HASHES: dict[str, dict[int, bytes]] = {}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from contracts.cash import cash
 from contracts.consortium import consortium
-from contracts.engine import Context, Contract, ContractError, Engine
+from contracts.runtime import Context, Contract, ContractError, Runtime
 from node.executor import Executor
 from node.state import MemoryState
 from proto import types_pb2
@@ -28,7 +28,7 @@ def mark_then_fail(ctx: Context) -> None:
 
 
 def run_block() -> tuple[dict[str, bytes | None], list[str], bytes]:
-    engine = Engine([consortium, cash, good, bad])
+    engine = Runtime([consortium, cash, good, bad])
     block = types_pb2.Block(header=types_pb2.BlockHeader(chain_id="c", height=7, time_ms=5))
     outcome = Executor(engine, "c").execute(block, MemoryState(), bytes(32), lambda _: False)
     return outcome.writes, [e.name for e in outcome.end_block_events], outcome.app_hash

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.engine import (
+from contracts.runtime import (
     ARGS_BYTES_MAX,
     ARGS_DEPTH_MAX,
     ContractError,

@@ -10,7 +10,7 @@ import pytest
 
 from node.config import ConfigError
 from node.genesis import BLOCK_BYTES_LIMIT, load_genesis, parse_genesis
-from node.localnet import MemberSpec, write_network
+from node.ops.localnet import MemberSpec, write_network
 
 
 def _doc(tmp_path) -> dict:

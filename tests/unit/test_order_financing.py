@@ -166,7 +166,7 @@ def test_overdue_hook_reads_only_what_falls_due_not_every_loan() -> None:
                      financier=chain.id("bank"), principal=700, rate_bps=0))
         ok(chain.run("bank", f"{OF}.approve_loan", order_id=order_id))
     counting = CountingState(chain.state)
-    events = chain.engine.end_block(Overlay(counting), tx_id="00" * 32, height=chain.height + 1,
+    events = chain.runtime.end_block(Overlay(counting), tx_id="00" * 32, height=chain.height + 1,
                                     time_ms=chain.time_ms + 3 * DAY_MS)
     assert [event.name for event in events].count("LoanOverdue") == 2
     assert counting.yielded[f"{OF}/due/"] == 3

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from node.executor import block_hash_of, txs_hash
+from node.chain import block_hash_of, txs_hash
+from node.client.identity import Account, tx_id_of
 from node.genesis import BlockLimits, Genesis, Validator
-from node.identity import Account, tx_id_of
 from node.pbft_blocks import BlockChecker, inspect_block, verifier
 from node.storage import Storage
 from proto import types_pb2

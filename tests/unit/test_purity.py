@@ -64,7 +64,7 @@ def test_the_purity_check_sees_every_module_of_both_packages() -> None:
         "consensus/pbft.py",
         "consensus/pbft_view_change.py",
         "consensus/solo.py",
-        "contracts/engine.py",
+        "contracts/runtime.py",
         "contracts/cash.py",
         "contracts/voucher.py",
     }

@@ -5,7 +5,7 @@ and puts it in the execution cache; the query thread, resuming, stores v_old in 
 the next block executes on a stale value. Threads make this rare, so these tests force it: the
 store's plyvel handle is wrapped so that right after a read of k returns (before the reader can
 do anything with the value) a block commit runs. Everything else is real: `Storage`, a `Driver`
-over it, `LedgerService.Query`, the contract engine, and the commit itself.
+over it, `LedgerService.Query`, the contract runtime, and the commit itself.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from contracts.engine import (
+from contracts.runtime import (
     Args,
     Contract,
     ContractError,
-    Engine,
     JsonValue,
     ReadContext,
+    Runtime,
     decode,
     encode,
 )
@@ -106,7 +106,7 @@ def storage(tmp_path) -> Any:
 
 def _service(storage: Storage) -> LedgerService:
     driver = Driver("n1", None, storage, None, None, None)  # type: ignore[arg-type]
-    return LedgerService("n1", "solo", driver, None, Engine([probe]), Limits(),  # type: ignore[arg-type]
+    return LedgerService("n1", "solo", driver, None, Runtime([probe]), Limits(),  # type: ignore[arg-type]
                          ["n1"])
 
 

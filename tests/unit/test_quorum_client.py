@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from node.client import LedgerError
-from node.quorum_client import QuorumClient, QuorumError, receipt_key
+from node.client.ledger import LedgerError
+from node.client.quorum import QuorumClient, QuorumError, receipt_key
 from proto import ledger_pb2, types_pb2
 
 TX_ID = b"\x01" * 32

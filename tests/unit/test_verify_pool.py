@@ -10,7 +10,7 @@ import time
 
 import psutil
 
-from node.identity import Account
+from node.client.identity import Account
 from node.verify_pool import VerifyPool
 
 CHILD = """

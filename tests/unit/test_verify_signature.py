@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.identity import Account, verify_signature
+from node.client.identity import Account, verify_signature
 
 # The order of the Ed25519 group: S + L encodes the same scalar non-canonically.
 GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493

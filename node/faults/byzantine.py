@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from consensus.pbft_messages import PrePrepare
-from node.executor import block_hash_of
+from node.chain import block_hash_of
 from proto import types_pb2
 
 log = logging.getLogger(__name__)

@@ -24,12 +24,13 @@ from typing import Any
 
 from rich.table import Table
 
-from node.cli_client import voucher_tree
-from node.cli_cluster import make_console, status_table
-from node.client import LedgerClient, LedgerError, ReceiptView
-from node.cluster_status import node_statuses
-from node.identity import tx_id_of
-from node.launcher import (
+from node.client.identity import tx_id_of
+from node.client.ledger import LedgerClient, LedgerError, ReceiptView
+from node.client.quorum import QuorumClient
+from node.ops.cli_client import voucher_tree
+from node.ops.cli_cluster import make_console, status_table
+from node.ops.cluster_status import node_statuses
+from node.ops.launcher import (
     Cluster,
     ClusterError,
     kill_node,
@@ -40,8 +41,7 @@ from node.launcher import (
     start_cluster,
     stop_cluster,
 )
-from node.quorum_client import QuorumClient
-from node.sample_consortium import SAMPLE_MEMBERS, money, sample_member
+from node.ops.sample_consortium import SAMPLE_MEMBERS, money, sample_member
 
 NODES = 4
 MATURITY_AHEAD_MS = 12_000  # voucher maturity after issue, in block time
@@ -372,54 +372,12 @@ class Story:
         make_console().print(table)
 
 
-def pbft_built() -> bool:
-    """Whether this build's nodes run PBFT: ask the engine factory with stand-in arguments.
-
-    Only its "not available in this build" answer means no; anything else (including the
-    stand-ins not sufficing for a real engine) means try it, and `_start` falls back to Raft
-    if the nodes refuse.
-    """
-    from types import SimpleNamespace
-
-    from node.config import ConfigError
-    from node.engines import build_engine
-
-    head = SimpleNamespace(height=0, block_hash=bytes(32), app_hash=bytes(32))
-    stand_ins: list[Any] = [
-        SimpleNamespace(node_id="node1"),
-        SimpleNamespace(consensus="pbft", validators=[], consensus_params={}),
-        SimpleNamespace(head=lambda: head, consensus_records=lambda: []),
-    ]
-    try:
-        build_engine(*stand_ins)
-    except ConfigError as exc:
-        return "not available in this build" not in str(exc)
-    except Exception:  # a real engine wanted more than the stand-ins give
-        return True
-    return True
-
-
 async def _start(root: str) -> Cluster:
-    """A fresh 4-node PBFT cluster, or Raft when this build has no PBFT yet."""
-    if not pbft_built():
-        say("• PBFT is not in this build yet: the story runs on Raft instead "
-            "(4 nodes, survives 1 crash)")
-        kinds: tuple[str, ...] = ("raft",)
-    else:
-        kinds = ("pbft", "raft")
-    for consensus in kinds:
-        cluster, _ = prepare_cluster(root, nodes=NODES, consensus=consensus, fresh=True,
-                                     chain_id="scf-demo")
-        try:
-            await start_cluster(cluster, timeout_s=60.0)
-        except ClusterError as exc:
-            if consensus == "pbft" and "not available in this build" in str(exc):
-                say("• PBFT is not in this build yet: the story runs on Raft instead "
-                    "(4 nodes, survives 1 crash)")
-                continue
-            raise
-        return cluster
-    raise AssertionError("unreachable")
+    """A fresh 4-node PBFT cluster."""
+    cluster, _ = prepare_cluster(root, nodes=NODES, consensus="pbft", fresh=True,
+                                 chain_id="scf-demo")
+    await start_cluster(cluster, timeout_s=60.0)
+    return cluster
 
 
 async def _run(root: str) -> None:

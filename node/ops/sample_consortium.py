@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.localnet import MemberSpec
+from node.ops.localnet import MemberSpec
 
 MINOR_PER_UNIT = 100  # amounts are integers in minor units (cents)
 

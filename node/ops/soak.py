@@ -4,7 +4,7 @@ restarts, partitions, slows and heals nodes; at the end, the ledger checks and a
     scfchain soak --minutes 30 --consensus raft --seed 7 --out soak-raft
     scfchain soak --minutes 8 --outage-s 300 --out soak-outage   # a 5-minute outage first
 
-Every peer link passes through a TCP proxy (`node/netfaults.py`) the schedule controls. At most
+Every peer link passes through a TCP proxy (`node/ops/netfaults.py`) the schedule controls. At most
 f nodes are impaired at a time (crashed or cut off), so the cluster should keep committing.
 Checks, continuously: agreement (every node's block at the lowest common height has one hash).
 After every heal: convergence (all nodes hold the cluster's height, same hash) within 30 s. At
@@ -34,9 +34,9 @@ from typing import Any
 
 import psutil
 
-from node.client import LedgerClient, LedgerError
-from node.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
-from node.netfaults import LinkProxy, NetworkFaults, proxy_peer_links
+from node.client.ledger import LedgerClient, LedgerError
+from node.ops.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
+from node.ops.netfaults import LinkProxy, NetworkFaults, proxy_peer_links
 from proto import types_pb2
 
 MEMBERS = [

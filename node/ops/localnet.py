@@ -3,7 +3,7 @@
 `write_network` makes a directory a consortium can run from: member keys, node signing keys,
 a genesis file and one TOML config per node. `NodeProcess` starts `scfchain node` for one
 config, waits until it is healthy, and stops it by PID (SIGTERM, then SIGKILL).
-The cluster launcher (`node/launcher.py`) and the tests build on these.
+The cluster launcher (`node/ops/launcher.py`) and the tests build on these.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from node.identity import Account
+from node.client.identity import Account
 from node.tls import issue_node_cert, make_ca
 
 LOOPBACK = "127.0.0.1"
@@ -210,7 +210,7 @@ class NodeProcess:
         log = open(self.layout.log_file, "ab")  # noqa: SIM115 - owned by the child
         env = {**os.environ, **self.env}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "node", "--config", self.layout.config_path],
+            [sys.executable, "-m", "node.ops.cli", "node", "--config", self.layout.config_path],
             stdin=subprocess.DEVNULL,  # a detached node must not hold the launcher's terminal
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -247,7 +247,7 @@ class NodeProcess:
         return self.process.returncode
 
     async def wait_healthy(self, timeout_s: float = 30.0) -> None:
-        from node.client import LedgerClient
+        from node.client.ledger import LedgerClient
 
         deadline = time.monotonic() + timeout_s
         async with LedgerClient(self.layout.client_addr) as client:

@@ -9,8 +9,8 @@ import asyncio
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from node.client import LedgerClient, LedgerError
-from node.launcher import Cluster, ClusterNode, running_pids
+from node.client.ledger import LedgerClient, LedgerError
+from node.ops.launcher import Cluster, ClusterNode, running_pids
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
-from node.client import LedgerClient, LedgerError, ReceiptView
+from node.client.ledger import LedgerClient, LedgerError, ReceiptView
 from proto import ledger_pb2, types_pb2
 
 POLL_INTERVAL_S = 0.05

@@ -2,7 +2,7 @@
 
 Each command finds the cluster through `--dir DIR/cluster.json`, signs with the sample member's
 key from `DIR/keys/`, and talks to the first node that answers (or `--node ID`); on PBFT, `tx`
-accepts a receipt only once f + 1 nodes return matching ones (`node.quorum_client`). In `--args`,
+accepts a receipt only once f + 1 nodes return matching ones (`node.client.quorum`). In `--args`,
 a string `"@name"` stands for that member's account id, so `{"to": "@tier1a"}` works.
 People get names instead of hex, amounts as money; `--json` prints one JSON document
 (`watch --json`: one per block, a line each).
@@ -22,11 +22,11 @@ from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
-from node.cli_cluster import make_console
-from node.client import LedgerClient, LedgerError, ReceiptView, event_dict
-from node.launcher import Cluster, ClusterError, load_cluster
-from node.quorum_client import QuorumClient
-from node.sample_consortium import money
+from node.client.ledger import LedgerClient, LedgerError, ReceiptView, event_dict
+from node.client.quorum import QuorumClient
+from node.ops.cli_cluster import make_console
+from node.ops.launcher import Cluster, ClusterError, load_cluster
+from node.ops.sample_consortium import money
 from proto import types_pb2
 
 MONEY_KEYS = frozenset({

@@ -1,6 +1,6 @@
 """The cluster launcher: make, start, inspect and stop a local multi-node network, by PID.
 
-A cluster lives in one directory: what `node.localnet.write_network` makes (member keys, node
+A cluster lives in one directory: what `node.ops.localnet.write_network` makes (member keys, node
 keys, a consortium CA and node certificates, genesis, one config per node) plus `cluster.json`,
 which describes the network for programs (chain id, consensus, nodes with their addresses and
 PIDs, the sample members with their keys). Every later command (`status`, `down`, `restart`,
@@ -8,8 +8,8 @@ PIDs, the sample members with their keys). Every later command (`status`, `down`
 its command line shows it is this cluster's node, so a reused PID is never hit; `down` also
 finds node processes of the directory that the file lost track of, so none is left behind.
 
-This module prints nothing; `node.cluster_status` reads the running nodes, and
-`node.cli_cluster` is the command line on top of both.
+This module prints nothing; `node.ops.cluster_status` reads the running nodes, and
+`node.ops.cli_cluster` is the command line on top of both.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from typing import Any
 
 import psutil
 
-from node.client import LedgerClient, LedgerError
-from node.identity import Account
-from node.localnet import LOOPBACK, NodeLayout, NodeProcess, port_free, tail, write_network
-from node.sample_consortium import SAMPLE_MEMBERS, sample_member_specs
+from node.client.identity import Account
+from node.client.ledger import LedgerClient, LedgerError
+from node.ops.localnet import LOOPBACK, NodeLayout, NodeProcess, port_free, tail, write_network
+from node.ops.sample_consortium import SAMPLE_MEMBERS, sample_member_specs
 
 CLUSTER_FILE = "cluster.json"
 CONSENSUS_KINDS = ("solo", "raft", "pbft")
@@ -442,7 +442,7 @@ def start_node(
 ) -> NodeProcess:
     """Start one node process and record its PID in cluster.json.
 
-    `byzantine` (tests only) starts it in a lying mode, see node/byzantine.py."""
+    `byzantine` (tests only) starts it in a lying mode, see node/faults/byzantine.py."""
     env = {"SCFCHAIN_BYZANTINE": byzantine} if byzantine else {}
     proc = NodeProcess(node.layout(), env=env)
     proc.start()

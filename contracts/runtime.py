@@ -1,8 +1,8 @@
-"""The contract engine: registry, call context, state view, errors and canonical values.
+"""The contract runtime: registry, call context, state view, errors and canonical values.
 
 Contracts are deterministic functions of (state, tx, block time). This module gives them the
 only doors they may use: a `StateView` with sorted iteration, a `Context` carrying the sender and
-the block's height and time, `ContractError` for failures, and `Engine.call` for one contract to
+the block's height and time, `ContractError` for failures, and `Runtime.call` for one contract to
 call another (never by reaching into another contract's keys).
 """
 
@@ -357,7 +357,7 @@ class Event:
 class Context:
     """One call's world: who calls, in which block, over which state."""
 
-    engine: Engine
+    runtime: Runtime
     state: StateView
     sender: str  # account id (hex of the Ed25519 public key)
     tx_id: str  # hex; ids of things a tx creates derive from it
@@ -401,7 +401,7 @@ class Context:
         """Call another contract's internal method as this contract (sender = 'contract:NAME')."""
         if self.depth + 1 > CALL_DEPTH_MAX:
             raise ContractError("CALL_TOO_DEEP", f"nested calls deeper than {CALL_DEPTH_MAX}")
-        return self.engine.call_internal(self, contract, method, args)
+        return self.runtime.call_internal(self, contract, method, args)
 
     def _key(self, key: str) -> str:
         return f"{self.contract}/{key}"
@@ -416,7 +416,7 @@ Hook = Callable[[Context], None]
 class ReadContext:
     """A read-only view for queries: reads this contract's keys or calls other views."""
 
-    engine: Engine
+    runtime: Runtime
     state: StateView
     contract: str
     height: int
@@ -433,7 +433,7 @@ class ReadContext:
             yield key[cut:], decode(raw)
 
     def view(self, contract: str, view: str, args: Mapping[str, JsonValue]) -> JsonValue:
-        return self.engine.query(self.state, contract, view, args, self.height)
+        return self.runtime.query(self.state, contract, view, args, self.height)
 
 
 @dataclass(slots=True)
@@ -477,7 +477,7 @@ class MemberSummary:
     roles: tuple[str, ...]
 
 
-class Engine:
+class Runtime:
     """The registry of contracts and the dispatcher of calls, views and block-end hooks."""
 
     def __init__(self, contracts: list[Contract]) -> None:
@@ -512,7 +512,7 @@ class Engine:
             raise ContractError("UNKNOWN_METHOD", f"{contract} has no method {method!r}")
         args = Args(parse_args(args_raw))
         ctx = Context(
-            engine=self,
+            runtime=self,
             state=state,
             sender=sender,
             tx_id=tx_id,
@@ -537,7 +537,7 @@ class Engine:
     def member_summary(self, state: StateView, account: str) -> MemberSummary | None:
         """What every call checks about a member, decoded once per distinct stored record
         (every tx reads its sender's record, and most read another member's)."""
-        raw = state.get(f"consortium/m/{account}")
+        raw = state.get(member_key(account))
         if raw is None:
             return None
         cache = self._members
@@ -562,7 +562,7 @@ class Engine:
         if handler is None:
             raise ContractError("UNKNOWN_METHOD", f"{contract} has no internal method {method!r}")
         ctx = Context(
-            engine=self,
+            runtime=self,
             state=caller.state,
             sender=f"contract:{caller.contract}",
             tx_id=caller.tx_id,
@@ -602,7 +602,7 @@ class Engine:
     ) -> list[Event]:
         """Run one block-end hook over `state`; the caller gives each hook its own savepoint."""
         ctx = Context(
-            engine=self,
+            runtime=self,
             state=state,
             sender=f"block:{height}",
             tx_id=tx_id,
@@ -628,6 +628,12 @@ class Engine:
 
 
 # ---------------------------------------------------------------------------------------------
+def member_key(account: str) -> str:
+    """The full state key of a member's record (the consortium contract's `m/<account>`); the
+    node reads it to refuse txs from non-members before they reach a block."""
+    return f"consortium/m/{account}"
+
+
 # Roles: the consortium contract stores them; every contract asks through these two functions.
 
 ROLES = (
@@ -644,7 +650,7 @@ ROLES = (
 
 def roles_of(ctx: Context | ReadContext, account: str) -> tuple[str, ...]:
     """The roles of an active member, () for a stranger or a suspended member."""
-    member = ctx.engine.member_summary(ctx.state, account)
+    member = ctx.runtime.member_summary(ctx.state, account)
     if member is None or member.suspended:
         return ()
     return member.roles
@@ -666,7 +672,7 @@ def require_party_role(ctx: Context, account: str, *roles: str) -> None:
     For a party of a deal already made, who is only paid or served by this step: suspension
     stops a member's own txs, not what it owes or is owed (DOMAIN.md).
     """
-    member = ctx.engine.member_summary(ctx.state, account)
+    member = ctx.runtime.member_summary(ctx.state, account)
     held = () if member is None else member.roles
     if not any(role in held for role in roles):
         raise ContractError(

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from node.identity import Account
+from node.client.identity import Account
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -46,7 +46,7 @@ def _node(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from node.client import LedgerClient
+    from node.client.ledger import LedgerClient
 
     async def run() -> int:
         async with LedgerClient(args.addr, timeout_s=5) as client:
@@ -73,7 +73,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from node.demo import main as demo_main
+    from node.ops.demo import main as demo_main
 
     return demo_main(args)
 
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", help="run in this (new or cluster) directory, not a temporary one")
     demo.set_defaults(func=_demo)
 
-    from node import cli_client, cli_cluster
+    from node.ops import cli_client, cli_cluster
 
     cli_cluster.register(sub)
     cli_client.register(sub)
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
 
-    from node.soak import add_parser as add_soak_parser  # `scfchain soak`: faults under load
+    from node.ops.soak import add_parser as add_soak_parser  # `scfchain soak`: faults under load
 
     add_soak_parser(sub)
     return parser

@@ -1,6 +1,6 @@
 """`scfchain cluster up|status|down|restart|kill`: the launcher's command line.
 
-The work is in `node.launcher`; this module parses arguments, prints tables (rich) or one JSON
+The work is in `node.ops.launcher`; this module parses arguments, prints tables (rich) or one JSON
 document (`--json`), and follows the nodes' logs while a foreground `up` runs.
 """
 
@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from node.cluster_status import NodeStatus, app_hash_divergence, node_statuses
-from node.launcher import (
+from node.ops.cluster_status import NodeStatus, app_hash_divergence, node_statuses
+from node.ops.launcher import (
     CONSENSUS_KINDS,
     GRACE_S_DEFAULT,
     READY_TIMEOUT_S_DEFAULT,

@@ -12,9 +12,9 @@ from consensus.raft import RaftEngine
 from consensus.raft_config import RaftConfig, RaftConfigError
 from consensus.solo import SoloEngine
 from node.admission import VerifiedCache
+from node.client.identity import Account
 from node.config import ConfigError, NodeConfig
 from node.genesis import Genesis
-from node.identity import Account
 from node.pbft_blocks import BlockChecker, inspect_block, signer, verifier
 from node.storage import Storage
 from node.verify_pool import VerifyPool

@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.identity import Account
+from node.client.identity import Account
 from proto import ledger_pb2, ledger_pb2_grpc, types_pb2
 
 MESSAGE_BYTES_MAX = 128 * 1024 * 1024
