@@ -1,9 +1,10 @@
 """The node's durable store: one LevelDB (plyvel) with a prefix per kind of record.
 
 Prefixes (docs/architecture.md): `s/` contract state, `b/` committed blocks by height (with their
-receipts), `h/` block hash -> height, `t/` tx id -> (height, index), `c/` consensus records,
-`m/` meta (height, app hash, last block hash, genesis id). Receipts live inside the `b/` record
-(one copy of each byte) rather than under a separate `r/` prefix.
+receipts), `t/` tx id -> (height, index), `c/` consensus records, `m/` meta (height, app
+hash, last block hash, genesis id). Receipts live inside the `b/` record (one copy of each byte)
+rather than under a separate `r/` prefix. Nothing reads a block by its hash, so blocks are
+indexed by height only; `h/` keys found in a store are ignored.
 
 Every block commit is one synced write batch, so after a crash the store holds either all of a
 block (state, block, index, height, app hash) or none of it.
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 _STATE = b"s/"
 _BLOCK = b"b/"
-_HASH = b"h/"
 _TX = b"t/"
 _CONSENSUS = b"c/"
 _META = b"m/"
@@ -223,7 +223,6 @@ class Storage:
             batch = self._db.write_batch(sync=sync)
             self._put_state(batch, state_writes)
             batch.put(_height_key(_BLOCK, height), committed.SerializeToString())
-            batch.put(_HASH + committed.block_hash, location)
             for tx_id, index in tx_ids:
                 batch.put(_TX + tx_id, location + struct.pack(">I", index))
             batch.put(_META + b"height", location)
@@ -264,10 +263,6 @@ class Storage:
     def get_block_raw(self, height: int) -> bytes | None:
         value: bytes | None = self._db.get(_height_key(_BLOCK, height))
         return value
-
-    def height_of_hash(self, block_hash: bytes) -> int | None:
-        raw = self._db.get(_HASH + block_hash)
-        return None if raw is None else int(struct.unpack(">Q", raw)[0])
 
     def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
         raw = self._db.get(_TX + tx_id)
