@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from contracts import ids as contract_ids
 from proto import types_pb2
 
 DAY_MS = 86_400_000
@@ -91,9 +92,8 @@ class Builder:
 
 
 def derive_id(tx_id: bytes, *parts: str | int) -> str:
-    """The id a contract derives with `Context.derive_id` inside tx `tx_id`."""
-    text = ":".join([tx_id.hex(), *(str(p) for p in parts)])
-    return hashlib.sha256(text.encode()).hexdigest()
+    """The id a contract derives with `Context.derive_id` inside tx `tx_id` (raw bytes here)."""
+    return contract_ids.derive_id(tx_id.hex(), *parts)
 
 
 def _doc_hash(salt: int, kind: str, index: int) -> str:

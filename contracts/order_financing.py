@@ -16,6 +16,7 @@ application still APPLIED when the buyer pays LAPSES. The buyer's payment repays
 
 from __future__ import annotations
 
+from contracts.parties import LIST_MAX, PARTY_INDEX, add_party, listed, require_party
 from contracts.runtime import (
     RATE_BPS_MAX,
     TIME_MS_MAX,
@@ -50,7 +51,6 @@ LOAN_STATES = (APPLIED, ACTIVE, OVERDUE, REPAID, REJECTED, LAPSED)
 OPEN_LOANS = (APPLIED, ACTIVE, OVERDUE, REPAID)  # a new application is refused while one is
 
 DUE_PER_BLOCK_MAX = 256
-LIST_MAX = 500
 
 Order = dict[str, JsonValue]
 
@@ -80,8 +80,7 @@ def _require_state(order: Order, *states: str) -> None:
 
 
 def _require_party(ctx: Context, order: Order, party: str) -> None:
-    if ctx.sender != order[party]:
-        raise ContractError("NOT_AUTHORIZED", f"only the order's {party} may do this")
+    require_party(ctx, order, party, "order")
 
 
 def _loan(order: Order, *states: str) -> dict[str, JsonValue]:
@@ -129,8 +128,8 @@ def register_order(ctx: Context, args: Args) -> JsonValue:
         "registered_ms": ctx.time_ms, "delivery_hash": None,
     }
     ctx.put(f"doc/{order_hash}", order_id)
-    ctx.put(f"party/{ctx.sender}/{order_id}", 1)
-    ctx.put(f"party/{buyer}/{order_id}", 1)
+    add_party(ctx, ctx.sender, order_id)
+    add_party(ctx, buyer, order_id)
     _save(ctx, order)
     ctx.emit(
         "OrderRegistered", order_id=order_id, supplier=ctx.sender, buyer=buyer, amount=amount,
@@ -192,7 +191,7 @@ def apply_loan(ctx: Context, args: Args) -> JsonValue:
         "financier": financier, "principal": principal, "rate_bps": rate_bps,
         "state": APPLIED, "applied_ms": ctx.time_ms, "disbursed_ms": None,
     }
-    ctx.put(f"party/{financier}/{order['id']}", 1)
+    add_party(ctx, financier, str(order["id"]))
     _save(ctx, order)
     ctx.emit(
         "LoanApplied", order_id=order["id"], supplier=ctx.sender, financier=financier,
@@ -370,9 +369,7 @@ def order(ctx: ReadContext, args: Args) -> JsonValue:
 @order_financing.view
 def orders_of(ctx: ReadContext, args: Args) -> JsonValue:
     """Orders where the account is supplier, buyer or financier (at most 500), in id order."""
-    account = args.account("account")
-    prefix = f"party/{account}/"
-    return [_load(ctx, key[len(prefix):]) for key, _ in ctx.scan(prefix, LIST_MAX)]
+    return listed(ctx, PARTY_INDEX, args.account("account"), _load, LIST_MAX)
 
 
 @order_financing.view

@@ -20,6 +20,7 @@ Each repayment of principal pays its interest (from approval to that day) and re
 
 from __future__ import annotations
 
+from contracts.parties import LIST_MAX, PARTY_INDEX, add_party, listed, require_party
 from contracts.runtime import (
     AMOUNT_MAX,
     RATE_BPS_MAX,
@@ -48,7 +49,6 @@ STATES = (APPLIED, CONFIRMED, REJECTED, FINANCED, GOODS_HELD, REPAID, BUYBACK_DU
 
 MARGIN_BPS_MIN_DEFAULT = 3_000  # 30 % until an admin configures otherwise
 DUE_PER_BLOCK_MAX = 128  # each settlement may call cash and warehouse_receipt
-LIST_MAX = 500
 
 Deal = dict[str, JsonValue]
 
@@ -82,8 +82,7 @@ def _require_state(deal: Deal, *states: str) -> None:
 
 
 def _require_party(ctx: Context, deal: Deal, party: str) -> None:
-    if ctx.sender != deal[party]:
-        raise ContractError("NOT_AUTHORIZED", f"only the deal's {party} may do this")
+    require_party(ctx, deal, party, "deal")
 
 
 def _margin_bps_min(ctx: Context | ReadContext) -> int:
@@ -138,7 +137,7 @@ def apply(ctx: Context, args: Args) -> JsonValue:
         "repaid": 0, "interest_paid": 0, "released": 0, "returned": 0,
     }
     for party in (ctx.sender, core, financier, warehouse):
-        ctx.put(f"party/{party}/{deal_id}", 1)
+        add_party(ctx, party, deal_id)
     _save(ctx, deal)
     ctx.emit(
         "DealApplied", deal_id=deal_id, dealer=ctx.sender, core=core, financier=financier,
@@ -336,9 +335,7 @@ def deal(ctx: ReadContext, args: Args) -> JsonValue:
 @prepayment.view
 def deals_of(ctx: ReadContext, args: Args) -> JsonValue:
     """Deals where the account is dealer, core, financier or warehouse (at most 500)."""
-    account = args.account("account")
-    prefix = f"party/{account}/"
-    return [_load(ctx, key[len(prefix):]) for key, _ in ctx.scan(prefix, LIST_MAX)]
+    return listed(ctx, PARTY_INDEX, args.account("account"), _load, LIST_MAX)
 
 
 @prepayment.view

@@ -10,6 +10,7 @@ goods) is made and released only by the contract that holds it, through internal
 
 from __future__ import annotations
 
+from contracts.parties import listed
 from contracts.runtime import (
     AMOUNT_MAX,
     RATE_BPS_MAX,
@@ -468,9 +469,7 @@ def receipt(ctx: ReadContext, args: Args) -> JsonValue:
 @warehouse_receipt.view
 def receipts_of(ctx: ReadContext, args: Args) -> JsonValue:
     """An owner's live receipts (at most 500), in id order."""
-    owner = args.account("owner")
-    prefix = f"own/{owner}/"
-    return [load(ctx, key[len(prefix):]) for key, _ in ctx.scan(prefix, LIST_MAX)]
+    return listed(ctx, "own", args.account("owner"), load, LIST_MAX)
 
 
 @warehouse_receipt.view
@@ -480,7 +479,6 @@ def lineage(ctx: ReadContext, args: Args) -> JsonValue:
     totals = ctx.get(f"root/{root}")
     if totals is None:
         raise ContractError("UNKNOWN_RECEIPT", f"no receipt lineage rooted at {root[:16]}…")
-    prefix = f"tree/{root}/"
-    members = [load(ctx, key[len(prefix):]) for key, _ in ctx.scan(prefix, LIST_MAX)]
+    members = listed(ctx, "tree", root, load, LIST_MAX)
     live = sum(int(r["quantity"]) for r in members if r["state"] in LIVE_STATES)
     return {"root_id": root, **totals, "live": live, "receipts": members}
