@@ -20,7 +20,9 @@ doubles with each view change that brings no commit. f + 1 view changes for high
 pull a replica along. The new primary's new-view carries 2f + 1 view changes; every replica
 derives the same re-proposals from them (`select_new_view`) and prepares them in the new
 view. A replica that sees traffic of a view it has not entered asks that view's primary for
-the new-view.
+the new-view. The view, its timer and the view changes collected belong to a `ViewChanger`
+(`consensus.pbft_view_change`) the engine owns; it reaches the log only through the engine's
+`Replica` methods.
 
 State transfer: evidence that the cluster is ahead (a commit certificate or stable checkpoint
 above our height, or f + 1 replicas voting above it) held for `sync_delay_ms` makes a
@@ -48,11 +50,13 @@ from consensus.engine import (
 from consensus.pbft_config import BlockInspector, PbftConfig, Sign, Verify
 from consensus.pbft_log import (
     GENESIS_CHECKPOINT,
+    NewViewPlan,
     Quorum,
     Record,
     Slot,
     add_vote,
     as_votes,
+    persist,
     restore,
     slot_key,
     stable_record,
@@ -74,7 +78,7 @@ from consensus.pbft_messages import (
     is_well_formed,
     prepare_statement,
 )
-from consensus.pbft_view_change import ViewChanges
+from consensus.pbft_view_change import ViewChanger
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +87,7 @@ BACKUP = "backup"
 CHECKPOINTS_PER_SENDER_MAX = 4
 
 
-class PbftEngine(ViewChanges):
+class PbftEngine:
     """One validator's PBFT state machine; see the module docstring for the contract."""
 
     def __init__(
@@ -110,10 +114,7 @@ class PbftEngine(ViewChanges):
         self._q = Quorum(validators, verify, inspect)
         self._peers = tuple(v for v in validators if v != node_id)
         durable = restore(restored)
-        self._view = durable.view.view
-        self._active = durable.view.active
         self._stable = durable.stable
-        self._new_view = durable.new_view
         self._commit_height = commit_height
         self._last_hash = last_block_hash
         self._slots: dict[int, Slot] = {}
@@ -125,23 +126,29 @@ class PbftEngine(ViewChanges):
                 slot.add_payload(record.prepared.block_hash, record.prepared.payload, True)
                 slot.commit_sent_view = record.prepared.view
         self._checkpoints: dict[NodeId, dict[tuple[int, bytes], bytes]] = {}
-        self._view_changes: dict[int, dict[NodeId, ViewChange]] = {}
         self._ahead: dict[NodeId, int] = {}  # the highest height each peer voted at
         self._now_ms = 0
-        self._timeout_doublings = 0
-        self._deadline_ms = 0
         self._retransmit_ms = 0
         self._lag_since_ms: int | None = None
         self._sync_requested_ms: int | None = None
         self._sync_turn = 0
-        self._asked_new_view_ms: dict[int, int] = {}
         self._own_checkpoint: Checkpoint | None = None
+        self._views = ViewChanger(
+            node_id, self.config, self._q, sign, self, durable.view, durable.new_view
+        )
+
+    @property
+    def _view(self) -> int:
+        return self._views.view
+
+    @property
+    def _active(self) -> bool:
+        return self._views.active
 
     # --- Engine interface --------------------------------------------------------------------
 
     def start(self, now_ms: int) -> list[Action]:
         self._now_ms = now_ms
-        self._reset_deadline()
         self._retransmit_ms = now_ms + self.config.retransmit_interval_ms
         out: list[Action] = []
         logger.info(
@@ -152,15 +159,13 @@ class PbftEngine(ViewChanges):
             self._commit_height,
             self._stable.height,
         )
-        if not self._active:
-            self._send_view_change(out)
+        self._views.start(now_ms, out)
         return out
 
     def tick(self, now_ms: int) -> list[Action]:
         self._now_ms = max(self._now_ms, now_ms)
         out: list[Action] = []
-        if self._now_ms >= self._deadline_ms:
-            self._on_timeout(out)
+        self._views.tick(self._now_ms, out)
         if self._now_ms >= self._retransmit_ms:
             self._retransmit_ms = self._now_ms + self.config.retransmit_interval_ms
             self._retransmit(out)
@@ -186,11 +191,11 @@ class PbftEngine(ViewChanges):
             case Checkpoint():
                 self._on_checkpoint(sender, msg, out)
             case ViewChange():
-                self._on_view_change(sender, msg, out)
+                self._views.on_view_change(sender, msg, out)
             case NewView():
-                self._on_new_view(sender, msg, out)
+                self._views.on_new_view(sender, msg, out)
             case NewViewRequest():
-                self._on_new_view_request(sender, msg, out)
+                self._views.on_new_view_request(sender, msg, out)
         self._deliver_decided(out)
         self._maybe_sync(out)
         return out
@@ -262,6 +267,51 @@ class PbftEngine(ViewChanges):
             and self._q.commit_certificate_ok(cert)
         )
 
+    # --- the replica as its view changer sees it (`pbft_view_change.Replica`) ----------------
+
+    @property
+    def commit_height(self) -> int:
+        return self._commit_height
+
+    @property
+    def stable_checkpoint(self) -> CheckpointProof:
+        return self._stable
+
+    def prepared_proofs(self) -> tuple[PreparedProof, ...]:
+        return tuple(
+            slot.prepared
+            for height, slot in sorted(self._slots.items())
+            if slot.prepared is not None and height > self._stable.height
+        )
+
+    def catching_up(self) -> bool:
+        return self._lag_target() > self._commit_height
+
+    def leave_view(self) -> None:
+        for slot in self._slots.values():
+            slot.pending = None
+
+    def enter_view(self, plan: NewViewPlan, out: list[Action]) -> None:
+        """Prepare the new view's re-proposals (its primary's and every backup's plan alike);
+        votes of earlier views can no longer make a certificate here."""
+        view = self._view
+        self.adopt_stable(plan.checkpoint, out)
+        for slot in self._slots.values():
+            slot.pending = None
+            for key in [k for k in slot.prepares if k[0] < view]:
+                del slot.prepares[key]
+        for proof in plan.reproposals:
+            if not self._in_window(proof.height):
+                continue
+            slot = self._slot(proof.height)
+            if slot.decided is not None and proof.height <= self._commit_height:
+                assert slot.decided.block_hash == proof.block_hash, (
+                    f"new view {view} re-proposes another block at committed {proof.height}"
+                )
+            slot.add_payload(proof.block_hash, proof.payload, trusted=True)
+            self._accept(slot, proof.block_hash, out)
+        self._deliver_decided(out)
+
     # --- normal case -------------------------------------------------------------------------
 
     @property
@@ -305,11 +355,11 @@ class PbftEngine(ViewChanges):
             slot.add_payload(msg.block_hash, msg.payload, trusted=msg.view == self._view)
         if msg.view != self._view:
             if msg.view > self._view:
-                self._ask_new_view(msg.view, out)
+                self._views.ask_new_view(msg.view, out)
             return
         if not self._active:
             if msg.view == self._view:
-                self._ask_new_view(msg.view, out)
+                self._views.ask_new_view(msg.view, out)
             return
         if slot.accepted is not None and slot.accepted[0] == self._view:
             if slot.accepted[1] != msg.block_hash:
@@ -362,8 +412,8 @@ class PbftEngine(ViewChanges):
         slot.accepted = (self._view, block_hash)
         # The primary is alive and proposing valid blocks: a slow round (big blocks on a busy
         # machine) is not a reason to replace it; a round that stalls still times out.
-        self._reset_deadline()
-        self._persist(out, [slot.record()])
+        self._views.restart_timer()
+        persist(out, [slot.record()])
         if announce is not None:
             out.append(Broadcast(announce))
         signature = self._sign(prepare_statement(self._view, slot.height, block_hash))
@@ -371,8 +421,9 @@ class PbftEngine(ViewChanges):
         add_vote(slot.prepares, (self._view, block_hash), self.node_id, signature)
         self._check_prepared(slot, out)
 
-    def _note_ahead_beyond_window(self, sender: NodeId, height: int, statement: bytes,
-                                  signature: bytes) -> None:
+    def _note_ahead_beyond_window(
+        self, sender: NodeId, height: int, statement: bytes, signature: bytes
+    ) -> None:
         """A signed vote above our high watermark: we cannot use it, but f + 1 of them prove
         the cluster is ahead, so a restarted replica fetches blocks at once instead of waiting
         for the next stable checkpoint (up to a checkpoint interval of blocks away)."""
@@ -393,7 +444,7 @@ class PbftEngine(ViewChanges):
         slot = self._slot(msg.height)
         add_vote(slot.prepares, (msg.view, msg.block_hash), sender, msg.signature)
         if msg.view > self._view or (msg.view == self._view and not self._active):
-            self._ask_new_view(msg.view, out)
+            self._views.ask_new_view(msg.view, out)
             return
         self._check_prepared(slot, out)
 
@@ -409,7 +460,7 @@ class PbftEngine(ViewChanges):
         view, block_hash = slot.accepted
         slot.prepared = PreparedProof(view, slot.height, block_hash, payload, as_votes(votes))
         slot.commit_sent_view = view
-        self._persist(out, [slot.record()])
+        persist(out, [slot.record()])
         signature = self._sign(commit_statement(view, slot.height, block_hash))
         out.append(Broadcast(CommitVote(view, slot.height, block_hash, signature)))
         add_vote(slot.commits, (view, block_hash), self.node_id, signature)
@@ -481,8 +532,7 @@ class PbftEngine(ViewChanges):
         self._add_checkpoint(self.node_id, height, block_hash, checkpoint.signature, out)
 
     def _progress(self) -> None:
-        self._timeout_doublings = 0
-        self._reset_deadline()
+        self._views.progress()
 
     # --- checkpoints and garbage collection --------------------------------------------------
 
@@ -508,9 +558,10 @@ class PbftEngine(ViewChanges):
             if (height, block_hash) in sigs
         }
         if len(signers) >= self._q.size:
-            self._adopt_stable(CheckpointProof(height, block_hash, as_votes(signers)), out)
+            self.adopt_stable(CheckpointProof(height, block_hash, as_votes(signers)), out)
 
-    def _adopt_stable(self, proof: CheckpointProof, out: list[Action]) -> None:
+    def adopt_stable(self, proof: CheckpointProof, out: list[Action]) -> None:
+        """A stable checkpoint (2f + 1 signed): garbage-collect the log below it."""
         if proof.height <= self._stable.height:
             return
         mine = self._slots.get(proof.height)
@@ -528,7 +579,7 @@ class PbftEngine(ViewChanges):
         for held in self._checkpoints.values():
             for key in [k for k in held if k[0] < proof.height]:
                 del held[key]
-        self._persist(out, records)
+        persist(out, records)
 
     # --- retransmission and state transfer ---------------------------------------------------
 
@@ -537,8 +588,7 @@ class PbftEngine(ViewChanges):
         if checkpoint is not None and checkpoint.height > self._stable.height:
             out.append(Broadcast(checkpoint))
         if not self._active:
-            held = self._view_changes.get(self._view, {}).get(self.node_id)
-            out.append(Broadcast(held if held is not None else self._own_view_change()))
+            self._views.retransmit(out)
             return
         slot = self._slots.get(self._commit_height + 1)
         if slot is None or slot.accepted is None or slot.accepted[0] != self._view:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from consensus.codec import Codec, CodecError
-from consensus.engine import NodeId
+from consensus.engine import Action, NodeId, Persist
 from consensus.pbft_config import BlockIdentity, BlockInspector, Verify
 from consensus.pbft_messages import (
     CheckpointProof,
@@ -305,3 +305,9 @@ def stable_record(proof: CheckpointProof) -> Record:
 
 def new_view_record(msg: NewView) -> Record:
     return (KEY_NEW_VIEW, RECORDS.encode(msg))
+
+
+def persist(out: list[Action], records: list[Record]) -> None:
+    """Append a `Persist` of `records` (if any) to the engine's actions."""
+    if records:
+        out.append(Persist(tuple(records)))
