@@ -8,26 +8,37 @@ PIDs, the sample members with their keys). Every later command (`status`, `down`
 its command line shows it is this cluster's node, so a reused PID is never hit; `down` also
 finds node processes of the directory that the file lost track of, so none is left behind.
 
-This module prints nothing; `node.ops.cluster_status` reads the running nodes, and
-`node.ops.cli_cluster` is the command line on top of both.
+Starting and waiting for the nodes is `node.ops.localcluster.LocalCluster`'s, as is the bounded
+stop by PID; what this module adds is the file, so that a later command (another process)
+finds and checks the processes. It prints nothing; `node.ops.cluster_status` reads the running
+nodes, and `node.ops.cli_cluster` is the command line on top of both.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
-import signal
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psutil
 
 from node.client.identity import Account
-from node.client.ledger import LedgerClient, LedgerError
-from node.ops.localnet import LOOPBACK, NodeLayout, NodeProcess, port_free, tail, write_network
+from node.ops.localcluster import (
+    LocalCluster,
+    ProcessesSurvived,
+    kill_processes,
+    stop_processes,
+)
+from node.ops.localnet import (
+    LOOPBACK,
+    NetworkLayout,
+    NodeLayout,
+    NodeProcess,
+    port_free,
+    write_network,
+)
 from node.ops.sample_consortium import SAMPLE_MEMBERS, sample_member_specs
 
 CLUSTER_FILE = "cluster.json"
@@ -36,7 +47,6 @@ NODES_DEFAULT = 4
 NODES_MAX = 16
 GRACE_S_DEFAULT = 10.0
 READY_TIMEOUT_S_DEFAULT = 30.0
-LEADER_ROLES = ("leader", "primary", "solo")
 
 
 class ClusterError(Exception):
@@ -126,6 +136,17 @@ class Cluster:
     def names(self) -> dict[str, str]:
         """account id -> member name, for showing people names instead of hex."""
         return {account.account_id: account.name for account in self.accounts}
+
+    def network(self) -> NetworkLayout:
+        """The network as `node.ops.localnet` describes it, for a LocalCluster to run."""
+        return NetworkLayout(
+            root=self.root,
+            chain_id=self.chain_id,
+            consensus=self.consensus,
+            genesis_path=os.path.join(self.root, "genesis.json"),
+            nodes=tuple(node.layout() for node in self.nodes),
+            accounts={account.name: account.key_file for account in self.accounts},
+        )
 
 
 def load_cluster(root: str) -> Cluster:
@@ -356,52 +377,6 @@ def running_pids(cluster: Cluster) -> dict[str, int]:
     return running
 
 
-def _gone(proc: psutil.Process) -> bool:
-    try:
-        os.waitpid(proc.pid, os.WNOHANG)  # reap it if it is our child
-    except ChildProcessError:
-        pass
-    try:
-        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return True
-
-
-def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
-    """Wait until every process has exited; return the ones still running at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    left = [proc for proc in procs if not _gone(proc)]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = [proc for proc in left if not _gone(proc)]
-    return left
-
-
-def _signal(proc: psutil.Process, sig: signal.Signals) -> None:
-    try:
-        proc.send_signal(sig)
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        pass
-
-
-def stop_processes(procs: dict[str, psutil.Process], grace_s: float) -> dict[str, str]:
-    """SIGTERM every process, SIGKILL the ones still running after grace_s; wait for all."""
-    for proc in procs.values():
-        _signal(proc, signal.SIGTERM)
-    late = _wait_gone(list(procs.values()), grace_s)
-    for proc in late:
-        _signal(proc, signal.SIGKILL)
-    still = _wait_gone(late, 10.0)
-    if still:
-        pids = ", ".join(str(proc.pid) for proc in still)
-        raise ClusterError(f"processes {pids} survived SIGKILL; check them by hand")
-    late_pids = {proc.pid for proc in late}
-    return {
-        node_id: "killed after the grace period" if proc.pid in late_pids else "stopped"
-        for node_id, proc in procs.items()
-    }
-
-
 def _processes(cluster: Cluster, node_ids: set[str] | None = None) -> dict[str, psutil.Process]:
     procs = {
         node.id: proc
@@ -414,12 +389,23 @@ def _processes(cluster: Cluster, node_ids: set[str] | None = None) -> dict[str, 
     return procs
 
 
+def _stop(cluster: Cluster, grace_s: float, node_ids: set[str] | None = None) -> dict[str, str]:
+    """Stop the cluster's node processes (all, or node_ids) and forget their PIDs (unsaved)."""
+    try:
+        outcome = stop_processes(_processes(cluster, node_ids), grace_s)
+    except ProcessesSurvived as exc:
+        raise ClusterError(str(exc)) from None
+    for node in cluster.nodes:
+        if node_ids is None or node.id in node_ids:
+            node.pid = None
+    return outcome
+
+
 def stop_cluster(cluster: Cluster, grace_s: float = GRACE_S_DEFAULT) -> dict[str, str]:
     """`cluster down`: stop every node process of the cluster; node id -> what happened."""
-    outcome = stop_processes(_processes(cluster), grace_s)
+    outcome = _stop(cluster, grace_s)
     for node in cluster.nodes:
         outcome.setdefault(node.id, "was not running")
-        node.pid = None
     cluster.save()
     return outcome
 
@@ -428,25 +414,21 @@ def kill_node(cluster: Cluster, node_id: str) -> bool:
     """SIGKILL one node, as a crash would. False if it was not running."""
     node = cluster.node(node_id)
     procs = _processes(cluster, {node_id})
-    for proc in procs.values():
-        _signal(proc, signal.SIGKILL)
-    if _wait_gone(list(procs.values()), 10.0):
-        raise ClusterError(f"{node_id} survived SIGKILL; check it by hand")
+    try:
+        kill_processes(procs.values())
+    except ProcessesSurvived:
+        raise ClusterError(f"{node_id} survived SIGKILL; check it by hand") from None
     node.pid = None
     cluster.save()
     return bool(procs)
 
 
-def start_node(
-    cluster: Cluster, node: ClusterNode, *, byzantine: str = ""
+def _start_node(
+    cluster: Cluster, local: LocalCluster, node_id: str, env: dict[str, str] | None = None
 ) -> NodeProcess:
-    """Start one node process and record its PID in cluster.json.
-
-    `byzantine` (tests only) starts it in a lying mode, see node/faults/byzantine.py."""
-    env = {"SCFCHAIN_BYZANTINE": byzantine} if byzantine else {}
-    proc = NodeProcess(node.layout(), env=env)
-    proc.start()
-    node.pid = proc.pid
+    """Start one node process and record its PID in cluster.json."""
+    proc = local.start_node(node_id, env)
+    cluster.node(node_id).pid = proc.pid
     cluster.save()
     return proc
 
@@ -457,18 +439,19 @@ async def restart_node(
 ) -> NodeProcess:
     """Stop one node (SIGTERM, then SIGKILL) if it runs, start it again, wait until healthy."""
     node = cluster.node(node_id)
-    stop_processes(_processes(cluster, {node_id}), grace_s)
-    node.pid = None
+    # The running process may belong to another launcher, so it is stopped through its PID in
+    # cluster.json, not through the LocalCluster that starts the new one.
+    _stop(cluster, grace_s, {node_id})
     _require_ports_free([(node.client_addr, node_id), (node.peer_addr, node_id)])
-    proc = start_node(cluster, node)
+    local = LocalCluster(cluster.network())
+    _start_node(cluster, local, node_id)
     try:
-        await proc.wait_healthy(timeout_s)
+        await local.wait_healthy([node_id], timeout_s)
     except (RuntimeError, TimeoutError) as exc:
-        stop_processes(_processes(cluster, {node_id}), 2.0)
-        node.pid = None
+        _stop(cluster, 2.0, {node_id})
         cluster.save()
         raise ClusterError(f"{node_id} did not come back: {exc}") from None
-    return proc
+    return local.procs[node_id]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,6 +466,7 @@ async def start_cluster(
 ) -> list[NodeProcess]:
     """Start every node, wait until all are healthy and a leader or primary serves.
 
+    `byzantine` (tests only) names nodes to start in a lying mode, see node/faults/byzantine.py.
     On any failure every process started here is stopped before ClusterError is raised, so
     nothing is left running.
     """
@@ -493,60 +477,19 @@ async def start_cluster(
     if cluster.consensus != "solo":
         addrs += [(n.peer_addr, f"{n.id} peer") for n in cluster.nodes]
     _require_ports_free(addrs)
-    procs: list[NodeProcess] = []
+    local = LocalCluster(cluster.network())
     try:
         unknown = sorted(byzantine - {n.id for n in cluster.nodes})
         if unknown:
             raise ClusterError(f"--byzantine names no node of this cluster: {unknown}")
         for node in cluster.nodes:
-            mode = "equivocate" if node.id in byzantine else ""
-            procs.append(start_node(cluster, node, byzantine=mode))
-        await _wait_ready(cluster, procs, timeout_s)
+            env = {"SCFCHAIN_BYZANTINE": "equivocate"} if node.id in byzantine else None
+            _start_node(cluster, local, node.id, env)
+        await local.wait_ready(timeout_s)
     except BaseException as exc:
-        stop_processes(_processes(cluster), 2.0)
-        for node in cluster.nodes:
-            node.pid = None
+        _stop(cluster, 2.0)
         cluster.save()
         if isinstance(exc, ClusterError | RuntimeError | TimeoutError):
             raise ClusterError(str(exc)) from None
         raise
-    return procs
-
-
-async def _wait_ready(cluster: Cluster, procs: list[NodeProcess], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    try:
-        async with asyncio.TaskGroup() as group:
-            for proc in procs:
-                group.create_task(proc.wait_healthy(timeout_s))
-    except* (RuntimeError, TimeoutError) as failed:
-        raise ClusterError(str(failed.exceptions[0])) from None
-    clients = [LedgerClient(node.client_addr, timeout_s=2.0) for node in cluster.nodes]
-    try:
-        while True:
-            leaders: list[str] = []
-            for client in clients:
-                try:
-                    info = await client.chain_info(timeout_s=1.0)
-                except LedgerError:
-                    info = None
-                leaders.append(info.leader if info is not None else "")
-            if all(leaders):
-                return
-            for proc in procs:
-                if not proc.alive():
-                    raise ClusterError(
-                        f"{proc.layout.node_id} exited while waiting for a leader; see "
-                        f"{proc.layout.log_file}:\n{tail(proc.layout.log_file)}"
-                    )
-            if time.monotonic() >= deadline:
-                waiting = [c.address for c, leader in zip(clients, leaders, strict=True)
-                           if not leader]
-                raise ClusterError(
-                    f"no leader or primary after {timeout_s:.0f}s (nodes at {waiting} know none);"
-                    f" see the logs in {cluster.root}/nodes/*/node.log"
-                )
-            await asyncio.sleep(0.1)
-    finally:
-        for client in clients:
-            await client.close()
+    return list(local.procs.values())

@@ -32,11 +32,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
-
 from node.client.ledger import LedgerClient, LedgerError
-from node.ops.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
-from node.ops.netfaults import LinkProxy, NetworkFaults, proxy_peer_links
+from node.ops.localcluster import LocalCluster
+from node.ops.localnet import MemberSpec, write_network
+from node.ops.netfaults import NetworkFaults
 from proto import types_pb2
 
 MEMBERS = [
@@ -69,69 +68,17 @@ class SoakStats:
         print(line, flush=True)
 
 
-class SoakCluster:
-    def __init__(self, net: NetworkLayout, faults: NetworkFaults,
-                 proxies: dict[str, LinkProxy]) -> None:
-        self.net = net
-        self.faults = faults
-        self.proxies = proxies
-        self.procs = {layout.node_id: NodeProcess(layout) for layout in net.nodes}
-        for proxy in proxies.values():
-            proxy.source_of = self.node_of_port
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self.procs)
-
-    def node_of_port(self, port: int) -> str | None:
-        for node_id, proc in self.procs.items():
-            if proc.pid is None or not proc.alive():
-                continue
-            with contextlib.suppress(psutil.Error):
-                for conn in psutil.Process(proc.pid).net_connections(kind="tcp"):
-                    if conn.laddr and conn.laddr.port == port:
-                        return node_id
-        return None
-
-    def live(self) -> list[str]:
-        return [n for n, p in self.procs.items() if p.alive()]
-
-    def addr(self, node_id: str) -> str:
-        return self.procs[node_id].layout.client_addr
-
-    async def info(self, node_id: str) -> Any:
-        try:
-            async with LedgerClient(self.addr(node_id), timeout_s=2) as client:
-                return await client.chain_info()
-        except LedgerError:
-            return None
-
-    async def leader(self) -> str | None:
-        for node_id in self.live():
-            info = await self.info(node_id)
-            if info is not None and info.leader:
-                return str(info.leader)
-        return None
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            proc.stop(grace_s=5)
-            if proc.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-
-
-async def build(root: str, consensus: str, seed: int) -> SoakCluster:
+async def build(root: str, consensus: str, seed: int) -> LocalCluster:
     nodes = 4 if consensus == "pbft" else 3
     net = write_network(root, nodes=nodes, consensus=consensus, members=MEMBERS,
                         chain_id=f"soak-{consensus}", block={"interval_ms": 50, "txs_max": 500},
                         consensus_params={"empty_block_interval_ms": 1_000})
-    faults = NetworkFaults(seed=seed)
-    proxies = await proxy_peer_links(net.genesis_path, faults)
-    return SoakCluster(net, faults, proxies)
+    cluster = LocalCluster(net, NetworkFaults(seed=seed))
+    await cluster.proxy_peer_links()
+    return cluster
 
 
-async def load_worker(cluster: SoakCluster, stats: SoakStats, stop: asyncio.Event,
+async def load_worker(cluster: LocalCluster, stats: SoakStats, stop: asyncio.Event,
                       index: int, nonces: itertools.count[int]) -> None:
     net = cluster.net
     payer, payee = net.account("payer"), net.account("payee")
@@ -161,7 +108,7 @@ async def load_worker(cluster: SoakCluster, stats: SoakStats, stop: asyncio.Even
                 stats.refusals[f"receipt:{receipt.error_code}"] += 1
 
 
-async def auditor(cluster: SoakCluster, stats: SoakStats, stop: asyncio.Event) -> None:
+async def auditor(cluster: LocalCluster, stats: SoakStats, stop: asyncio.Event) -> None:
     while not stop.is_set():
         infos = {n: await cluster.info(n) for n in cluster.live()}
         infos = {n: i for n, i in infos.items() if i is not None}
@@ -179,7 +126,7 @@ async def auditor(cluster: SoakCluster, stats: SoakStats, stop: asyncio.Event) -
         await asyncio.sleep(1.0)
 
 
-async def converge(cluster: SoakCluster, stats: SoakStats, within_s: float) -> bool:
+async def converge(cluster: LocalCluster, stats: SoakStats, within_s: float) -> bool:
     """All nodes at (at least) the highest height seen now, with one block hash there."""
     started = time.monotonic()
     infos = [await cluster.info(n) for n in cluster.ids]
@@ -201,7 +148,7 @@ async def converge(cluster: SoakCluster, stats: SoakStats, within_s: float) -> b
     return False
 
 
-async def fault_schedule(cluster: SoakCluster, stats: SoakStats, rng: random.Random,
+async def fault_schedule(cluster: LocalCluster, stats: SoakStats, rng: random.Random,
                          end_s: float) -> None:
     while time.monotonic() < end_s - 20:
         await asyncio.sleep(rng.uniform(3, 8))  # quiet time
@@ -213,11 +160,10 @@ async def fault_schedule(cluster: SoakCluster, stats: SoakStats, rng: random.Ran
         stats.log(f"fault {kind} on {victim if kind not in ('loss', 'delay') else 'all links'} "
                   f"for {hold_s:.1f}s")
         if kind in ("kill", "kill_leader"):
-            cluster.procs[victim].kill()
+            cluster.kill(victim)
             await asyncio.sleep(hold_s)
-            cluster.procs[victim].start()
             with contextlib.suppress(RuntimeError, TimeoutError):
-                await cluster.procs[victim].wait_healthy(60)
+                await cluster.restart(victim)
         elif kind in ("isolate", "isolate_leader"):
             cluster.faults.isolate(victim, cluster.ids)
             await asyncio.sleep(hold_s)
@@ -235,14 +181,14 @@ async def fault_schedule(cluster: SoakCluster, stats: SoakStats, rng: random.Ran
                 stats.log(f"{node_id} is down (exit {proc.process and proc.process.returncode});"
                           " restarting")
                 stats.faults["unplanned_exit"] += 1
-                proc.start()
+                cluster.start_node(node_id)
         await converge(cluster, stats, CONVERGE_S)
 
 
 REJOIN_WITHIN_S = 5.0
 
 
-async def long_outage(cluster: SoakCluster, stats: SoakStats, outage_s: float) -> None:
+async def long_outage(cluster: LocalCluster, stats: SoakStats, outage_s: float) -> None:
     """Kill a follower for `outage_s` under load (no other fault meanwhile), restart it, and time
     (1) how long after its restart it applies its first new block: its peers must redial it
     within about a second, however long it was away; (2) how long until it holds every block
@@ -255,12 +201,12 @@ async def long_outage(cluster: SoakCluster, stats: SoakStats, outage_s: float) -
     before = await cluster.info(victim)
     height0 = before.height if before is not None else 0
     stats.log(f"long outage: {victim} down for {outage_s:.0f}s at height {height0}")
-    cluster.procs[victim].kill()
+    cluster.kill(victim)
     await asyncio.sleep(outage_s)
     infos = [await cluster.info(n) for n in cluster.live()]
     target = max((i.height for i in infos if i is not None), default=0)
     started = time.monotonic()
-    cluster.procs[victim].start()
+    cluster.start_node(victim)
     first_block_s: float | None = None
     while time.monotonic() - started < 4 * CONVERGE_S:
         info = await cluster.info(victim)
@@ -278,13 +224,12 @@ async def long_outage(cluster: SoakCluster, stats: SoakStats, outage_s: float) -
               f"all {target - height0} missed blocks {took:.1f}s after its restart")
 
 
-async def final_checks(cluster: SoakCluster, stats: SoakStats) -> dict[str, Any]:
+async def final_checks(cluster: LocalCluster, stats: SoakStats) -> dict[str, Any]:
     cluster.faults.heal()
-    for proc in cluster.procs.values():
+    for node_id, proc in cluster.procs.items():
         if not proc.alive():
-            proc.start()
-    for proc in cluster.procs.values():
-        await proc.wait_healthy(60)
+            cluster.start_node(node_id)
+    await cluster.wait_healthy(timeout_s=60)
     converged = await converge(cluster, stats, 60)
     infos = {n: await cluster.info(n) for n in cluster.ids}
     heights = {n: i.height for n, i in infos.items() if i}
@@ -330,10 +275,7 @@ async def soak(minutes: float, consensus: str, seed: int, root: str, out: str,
     tasks: list[asyncio.Task[None]] = []
     result: dict[str, Any] = {}
     try:
-        for proc in cluster.procs.values():
-            proc.start()
-        for proc in cluster.procs.values():
-            await proc.wait_healthy(60)
+        await cluster.start(timeout_s=60)
         stats.log(f"cluster up: {consensus}, {len(cluster.ids)} nodes, seed {seed}, {root}")
         end_s = time.monotonic() + minutes * 60
         nonces = itertools.count(1)
@@ -353,9 +295,7 @@ async def soak(minutes: float, consensus: str, seed: int, root: str, out: str,
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for proxy in cluster.proxies.values():
-            await proxy.close()
-        cluster.stop_all()
+        await cluster.stop()
     ok = (result.get("converged") and result.get("app_hashes_equal")
           and result.get("lost_txs") == 0 and result.get("executed_twice") == 0
           and result.get("balance_matches") and not stats.disagreements

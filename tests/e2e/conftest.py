@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Iterator
 
 import pytest
 
-from node.ops.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
+from node.ops.localcluster import LocalCluster
+from node.ops.localnet import MemberSpec, NetworkLayout, write_network
 
 MEMBERS = [
     MemberSpec("admin", ("admin",)),
@@ -17,28 +16,23 @@ MEMBERS = [
     MemberSpec("supplier1", ("supplier",)),
     MemberSpec("supplier2", ("supplier",)),
 ]
+HEALTHY_WITHIN_S = 30.0
 
 
 class Cluster:
+    """The end-to-end tests' view of a LocalCluster: its node processes as a list in node
+    order, and a stop a fixture's `finally` can call without an event loop."""
+
     def __init__(self, net: NetworkLayout) -> None:
         self.net = net
-        self.procs = [NodeProcess(layout) for layout in net.nodes]
+        self.local = LocalCluster(net)
+        self.procs = list(self.local.procs.values())
 
     async def start(self) -> None:
-        for proc in self.procs:
-            proc.start()
-        for proc in self.procs:
-            await proc.wait_healthy()
+        await self.local.start(timeout_s=HEALTHY_WITHIN_S)
 
     def stop(self) -> None:
-        for proc in self.procs:
-            proc.stop(grace_s=5)
-            if proc.pid is not None:  # nothing may survive the test
-                try:
-                    os.kill(proc.pid, 0)
-                except ProcessLookupError:
-                    continue
-                os.kill(proc.pid, signal.SIGKILL)
+        self.local.stop_all()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Shared machinery for the fault tests: clusters with optional proxies on every peer link, a
-load that remembers what was acknowledged, and the ledger checks every fault test ends with.
+"""Shared machinery for the fault tests: clusters (`node.ops.localcluster.LocalCluster`, with
+optional proxies on every peer link), a load that remembers what was acknowledged, and the
+ledger checks every fault test ends with.
 
 The checks (`check_ledger`): every live node reaches the same height with the same app hash and
 block hash; every acknowledged tx is in the chain with a SUCCESS receipt; no tx id succeeds
@@ -10,21 +11,18 @@ was applied twice or half-applied).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
-import signal
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import psutil
-
 from node.client.ledger import LedgerClient, LedgerError
-from node.ops.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
-from node.ops.netfaults import proxy_peer_links
+from node.ops.localcluster import READY_TIMEOUT_S, STOP_GRACE_S, LocalCluster
+from node.ops.localnet import MemberSpec, NodeProcess, write_network
 from proto import types_pb2
-from tests.e2e.proxy import LinkProxy, NetworkFaults
+from tests.e2e.proxy import NetworkFaults
 
 MEMBERS = [
     MemberSpec("admin", ("admin",)),
@@ -43,87 +41,15 @@ def cluster_size(consensus: str) -> int:
     return 4 if consensus == "pbft" else 3
 
 
-class FaultCluster:
-    """Node processes (stopped by PID, always) and, optionally, one proxy per peer link."""
+class FaultCluster(LocalCluster):
+    """A LocalCluster whose restart with extra environment does not wait for health: the fault
+    tests pass a crash point that way, and the node is meant to exit at it."""
 
-    def __init__(self, net: NetworkLayout, proxies: dict[str, LinkProxy] | None = None,
-                 faults: NetworkFaults | None = None) -> None:
-        self.net = net
-        self.procs = {layout.node_id: NodeProcess(layout) for layout in net.nodes}
-        self.proxies = proxies or {}  # node id -> proxy in front of that node's peer port
-        self.faults = faults or NetworkFaults()
-        for proxy in self.proxies.values():
-            proxy.source_of = self.node_of_port
-
-    def node_of_port(self, port: int) -> str | None:
-        """Which node process owns the local TCP port `port` (the source of a connection)."""
-        for node_id, proc in self.procs.items():
-            if not proc.alive() or proc.pid is None:
-                continue
-            with contextlib.suppress(psutil.Error):
-                for conn in psutil.Process(proc.pid).net_connections(kind="tcp"):
-                    if conn.laddr and conn.laddr.port == port:
-                        return node_id
-        return None
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self.procs)
-
-    def addr(self, node_id: str) -> str:
-        return self.procs[node_id].layout.client_addr
-
-    def live(self) -> list[str]:
-        return [n for n, p in self.procs.items() if p.alive()]
-
-    async def start(self, env: dict[str, dict[str, str]] | None = None) -> None:
-        for node_id, proc in self.procs.items():
-            proc.env = dict((env or {}).get(node_id, {}))
-            proc.start()
-        for proc in self.procs.values():
-            await proc.wait_healthy(60)
-
-    async def restart(self, node_id: str, env: dict[str, str] | None = None) -> None:
-        proc = self.procs[node_id]
-        proc.env = dict(env or {})
-        proc.start()
-        if not env:
-            await proc.wait_healthy(60)
-
-    async def stop(self) -> None:
-        for proxy in self.proxies.values():
-            await proxy.close()
-        self.kill_all()
-
-    def kill_all(self) -> None:
-        for proc in self.procs.values():
-            proc.stop(grace_s=5)
-            if proc.pid is not None:  # nothing may survive the test
-                try:
-                    os.kill(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-    async def leader(self) -> str | None:
-        for node_id in self.live():
-            try:
-                async with LedgerClient(self.addr(node_id), timeout_s=1) as client:
-                    info = await client.chain_info()
-            except LedgerError:
-                continue
-            if info.leader:
-                return info.leader
-        return None
-
-    async def wait_leader(self, within_s: float = 20, exclude: frozenset[str] = frozenset()
-                          ) -> str:
-        deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            leader = await self.leader()
-            if leader is not None and leader not in exclude and self.procs[leader].alive():
-                return leader
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no leader within {within_s}s")
+    async def restart(self, node_id: str, env: Mapping[str, str] | None = None, *,
+                      wait: bool | None = None, grace_s: float = STOP_GRACE_S,
+                      timeout_s: float = READY_TIMEOUT_S) -> NodeProcess:
+        return await super().restart(node_id, env, wait=not env if wait is None else wait,
+                                     grace_s=grace_s, timeout_s=timeout_s)
 
 
 async def make_cluster(root: str, consensus: str, *, proxied: bool = False,
@@ -135,12 +61,11 @@ async def make_cluster(root: str, consensus: str, *, proxied: bool = False,
                         members=MEMBERS, chain_id=f"faults-{consensus}",
                         block=block or {"interval_ms": 20, "txs_max": 200},
                         consensus_params=params, node_options=node_options)
-    proxies: dict[str, LinkProxy] = {}
-    faults = NetworkFaults(seed=int.from_bytes(os.urandom(4), "big"))
+    cluster = FaultCluster(net, NetworkFaults(seed=int.from_bytes(os.urandom(4), "big")))
     if proxied:
         # Every node reaches a peer through that peer's proxy.
-        proxies = await proxy_peer_links(net.genesis_path, faults)
-    return FaultCluster(net, proxies, faults)
+        await cluster.proxy_peer_links()
+    return cluster
 
 
 @dataclass

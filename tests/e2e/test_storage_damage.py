@@ -85,8 +85,7 @@ async def test_damaged_log_tail_is_dropped_or_refused_never_diverges(tmp_path) -
             proc.kill()
             await load.stop()
             damage(newest_wal(proc.layout.data_dir), how)
-            proc.env = {}
-            proc.start()
+            cluster.start_node(victim)
             try:
                 await proc.wait_healthy(30)
                 outcome = "started and rejoined"
@@ -173,11 +172,6 @@ async def test_disk_full_stops_the_node_loudly_and_loses_nothing(tmp_path) -> No
         await _all_present(net, proc, acknowledged)
     finally:
         proc.stop()
-        if proc.pid:
-            try:
-                os.kill(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     print(f"\ndisk full: stopped with exit {code} after {len(acknowledged)} acknowledged txs")
 
 

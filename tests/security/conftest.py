@@ -7,14 +7,13 @@ app hash moves only when a tx commits). Its process is stopped by PID when the m
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from node.client.ledger import LedgerClient
+from node.ops.localcluster import STOP_GRACE_S, LocalCluster
 from node.ops.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
 
 MEMBERS = [
@@ -37,13 +36,9 @@ LIMITS = {
 
 
 def kill_by_pid(proc: NodeProcess) -> None:
-    """Stop a node and make sure its PID is gone, whatever state it is in."""
-    proc.stop(grace_s=5)
-    if proc.pid is not None:
-        try:
-            os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    """Stop a node by its PID, whatever state it is in: SIGTERM, SIGKILL after the grace period,
+    and wait until it is gone."""
+    proc.stop(grace_s=STOP_GRACE_S)
 
 
 @dataclass
@@ -75,12 +70,11 @@ def live_node(tmp_path_factory) -> Iterator[LiveNode]:
                         block={"interval_ms": 20},
                         consensus_params={"empty_block_interval_ms": 0},
                         node_options=LIMITS)
-    proc = NodeProcess(net.nodes[0])
-    node = LiveNode(net, proc)
+    cluster = LocalCluster(net)
+    node = LiveNode(net, cluster.procs[net.nodes[0].node_id])
     try:
-        proc.start()
-        asyncio.run(proc.wait_healthy())
+        asyncio.run(cluster.start(timeout_s=30))
         asyncio.run(_suspend_member(node))
         yield node
     finally:
-        kill_by_pid(proc)
+        cluster.stop_all()

@@ -46,7 +46,7 @@ def raft3(tmp_path_factory):
         asyncio.run(cluster.wait_leader())
         yield cluster
     finally:
-        cluster.kill_all()
+        cluster.stop_all()
 
 
 def peer_stub(cluster: FaultCluster, target: str, *, cert: CertFiles | None,
