@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from bench.signing import account_for
 from bench.workloads import Member
 from node.client.identity import Account
-from node.ops.localnet import MemberSpec, NodeProcess, tail, write_network
+from node.ops.localcluster import LocalCluster
+from node.ops.localnet import MemberSpec, tail, write_network
 
 CHAIN_ID = "scf-bench"
+STOP_GRACE_S = 10.0
+HEALTHY_WITHIN_S = 60.0
 
 
 class BenchError(Exception):
@@ -38,12 +41,12 @@ class Cluster:
     nodes: list[NodeEndpoint]
     accounts: dict[str, Account]  # the cluster's own accounts by name (target clusters)
     roles: dict[str, str] = field(default_factory=dict)  # account name -> role (target)
-    processes: list[NodeProcess] = field(default_factory=list)
+    local: LocalCluster | None = None  # the node processes of a fresh cluster
     fresh: bool = True
 
     def stop(self) -> None:
-        for proc in self.processes:
-            proc.stop(grace_s=10)
+        if self.local is not None:
+            self.local.stop_all(grace_s=STOP_GRACE_S)
         if self in _STARTED:
             _STARTED.remove(self)
 
@@ -85,23 +88,20 @@ async def start_fresh(
         block={"txs_max": block_txs_max, "interval_ms": block_interval_ms},
         node_options=node_options,
     )
-    processes = [NodeProcess(layout) for layout in net.nodes]
+    local = LocalCluster(net)
     cluster = Cluster(
         chain_id=net.chain_id,
         consensus=consensus,
         nodes=[],
         accounts={},
-        processes=processes,
+        local=local,
     )
     _STARTED.append(cluster)
     try:
-        for proc in processes:
-            proc.start()
-        for proc in processes:
-            await proc.wait_healthy(timeout_s=60)
+        await local.start(timeout_s=HEALTHY_WITHIN_S)
     except (RuntimeError, TimeoutError) as exc:
         cluster.stop()
-        log_tail = "\n".join(tail(p.layout.log_file, 40) for p in processes)
+        log_tail = "\n".join(tail(p.layout.log_file, 40) for p in local.procs.values())
         if "not available" in log_tail or "not available" in str(exc):
             line = next((ln for ln in log_tail.splitlines() if "not available" in ln), "")
             raise BenchError(
@@ -111,7 +111,7 @@ async def start_fresh(
         raise BenchError(f"the cluster did not start: {exc}") from None
     cluster.nodes = [
         NodeEndpoint(p.layout.node_id, p.layout.client_addr, p.pid, p.layout.log_file)
-        for p in processes
+        for p in local.procs.values()
     ]
     return cluster
 

@@ -33,6 +33,7 @@ from bench.workloads import (
     members_of,
 )
 from node.client.ledger import LedgerClient, LedgerError
+from node.ops.localcluster import ask_leader
 
 SETUP_BATCH_TXS = 1_000
 SAMPLE_S = 0.5
@@ -150,12 +151,11 @@ async def _leader_addr(cluster: Cluster, timeout_s: float = 30.0) -> str:
     """The client address of the current leader / primary (waits for an election)."""
     by_id = {node.node_id: node.client_addr for node in cluster.nodes}
     deadline = time.monotonic() + timeout_s
-    async with LedgerClient(cluster.nodes[0].client_addr, timeout_s=10) as client:
-        while time.monotonic() < deadline:
-            leader = (await client.chain_info()).leader
-            if leader in by_id:
-                return by_id[leader]
-            await asyncio.sleep(0.2)
+    while time.monotonic() < deadline:
+        leader = await ask_leader(by_id.values(), timeout_s=10)
+        if leader in by_id:
+            return by_id[leader]
+        await asyncio.sleep(0.2)
     raise BenchError(f"no leader elected within {timeout_s:.0f} s")
 
 
