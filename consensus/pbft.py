@@ -50,6 +50,7 @@ from consensus.engine import (
 from consensus.pbft_config import BlockInspector, PbftConfig, Sign, Verify
 from consensus.pbft_log import (
     GENESIS_CHECKPOINT,
+    CheckpointVotes,
     NewViewPlan,
     Quorum,
     Record,
@@ -84,7 +85,6 @@ logger = logging.getLogger(__name__)
 
 PRIMARY = "primary"
 BACKUP = "backup"
-CHECKPOINTS_PER_SENDER_MAX = 4
 
 
 class PbftEngine:
@@ -117,15 +117,9 @@ class PbftEngine:
         self._stable = durable.stable
         self._commit_height = commit_height
         self._last_hash = last_block_hash
-        self._slots: dict[int, Slot] = {}
-        for record in durable.slots.values():
-            slot = self._slot(record.height)
-            slot.accepted = (record.accepted_view, record.accepted_hash)
-            if record.prepared is not None:
-                slot.prepared = record.prepared
-                slot.add_payload(record.prepared.block_hash, record.prepared.payload, True)
-                slot.commit_sent_view = record.prepared.view
-        self._checkpoints: dict[NodeId, dict[tuple[int, bytes], bytes]] = {}
+        self._slots = {h: Slot.restored(r) for h, r in durable.slots.items()}
+        assert all(self._in_window(h) for h in self._slots), "restored slots outside the window"
+        self._checkpoints = CheckpointVotes()
         self._ahead: dict[NodeId, int] = {}  # the highest height each peer voted at
         self._now_ms = 0
         self._retransmit_ms = 0
@@ -464,7 +458,7 @@ class PbftEngine:
         signature = self._sign(commit_statement(view, slot.height, block_hash))
         out.append(Broadcast(CommitVote(view, slot.height, block_hash, signature)))
         add_vote(slot.commits, (view, block_hash), self.node_id, signature)
-        self._check_decided(slot)
+        slot.check_decided(self._q.size)
 
     def _on_commit(self, sender: NodeId, msg: CommitVote, out: list[Action]) -> None:
         if msg.height > self._high_watermark:
@@ -479,19 +473,7 @@ class PbftEngine:
         self._note_ahead(sender, msg.height)
         slot = self._slot(msg.height)
         add_vote(slot.commits, (msg.view, msg.block_hash), sender, msg.signature)
-        self._check_decided(slot)
-
-    def _check_decided(self, slot: Slot) -> None:
-        """A commit certificate from any view decides the height (no vote of ours needed)."""
-        for (view, block_hash), votes in slot.commits.items():
-            if len(votes) < self._q.size:
-                continue
-            if slot.decided is not None:
-                assert slot.decided.block_hash == block_hash, (
-                    f"two commit certificates for height {slot.height}: more than f liars"
-                )
-                return
-            slot.decided = CommitCertificate(view, slot.height, block_hash, as_votes(votes))
+        slot.check_decided(self._q.size)
 
     def _deliver_decided(self, out: list[Action]) -> None:
         """Emit `Commit` for each decided height in order while the block is at hand."""
@@ -548,15 +530,7 @@ class PbftEngine:
     def _add_checkpoint(
         self, sender: NodeId, height: int, block_hash: bytes, signature: bytes, out: list[Action]
     ) -> None:
-        held = self._checkpoints.setdefault(sender, {})
-        held[(height, block_hash)] = signature
-        while len(held) > CHECKPOINTS_PER_SENDER_MAX:
-            del held[min(held)]
-        signers = {
-            node: sigs[(height, block_hash)]
-            for node, sigs in self._checkpoints.items()
-            if (height, block_hash) in sigs
-        }
+        signers = self._checkpoints.add(sender, height, block_hash, signature)
         if len(signers) >= self._q.size:
             self.adopt_stable(CheckpointProof(height, block_hash, as_votes(signers)), out)
 
@@ -576,9 +550,7 @@ class PbftEngine:
             if self._slots[height].accepted is not None:
                 records.append((slot_key(height), None))
             del self._slots[height]
-        for held in self._checkpoints.values():
-            for key in [k for k in held if k[0] < proof.height]:
-                del held[key]
+        self._checkpoints.forget_below(proof.height)
         persist(out, records)
 
     # --- retransmission and state transfer ---------------------------------------------------

@@ -49,6 +49,7 @@ KEY_NEW_VIEW = "pbft/new_view"
 SLOT_KEY_PREFIX = "pbft/slot/"
 VOTES_PER_SENDER_MAX = 4  # distinct (view, hash) votes one sender may hold in a slot
 PAYLOADS_PER_SLOT_MAX = 8
+CHECKPOINTS_PER_SENDER_MAX = 4
 
 GENESIS_CHECKPOINT = CheckpointProof(0, b"", ())
 
@@ -92,6 +93,15 @@ class Slot:
     commit_sent_view: int = -1
     decided: CommitCertificate | None = None
 
+    @classmethod
+    def restored(cls, record: SlotRecord) -> Slot:
+        slot = cls(record.height, accepted=(record.accepted_view, record.accepted_hash))
+        if record.prepared is not None:
+            slot.prepared = record.prepared
+            slot.add_payload(record.prepared.block_hash, record.prepared.payload, True)
+            slot.commit_sent_view = record.prepared.view
+        return slot
+
     def record(self) -> Record:
         assert self.accepted is not None
         value = SlotRecord(self.height, self.accepted[0], self.accepted[1], self.prepared)
@@ -115,6 +125,44 @@ class Slot:
                 return
             del self.payloads[victim]
         self.payloads[block_hash] = payload
+
+    def check_decided(self, quorum_size: int) -> None:
+        """A commit certificate from any view decides the height (no vote of ours needed)."""
+        for (view, block_hash), votes in self.commits.items():
+            if len(votes) < quorum_size:
+                continue
+            if self.decided is not None:
+                assert self.decided.block_hash == block_hash, (
+                    f"two commit certificates for height {self.height}: more than f liars"
+                )
+                return
+            self.decided = CommitCertificate(view, self.height, block_hash, as_votes(votes))
+
+
+class CheckpointVotes:
+    """Signed checkpoints heard, the newest few per sender (a liar cannot flood them)."""
+
+    def __init__(self) -> None:
+        self._held: dict[NodeId, dict[tuple[int, bytes], bytes]] = {}
+
+    def add(
+        self, sender: NodeId, height: int, block_hash: bytes, signature: bytes
+    ) -> dict[NodeId, bytes]:
+        """Record a checkpoint; returns every signature held for (`height`, `block_hash`)."""
+        held = self._held.setdefault(sender, {})
+        held[(height, block_hash)] = signature
+        while len(held) > CHECKPOINTS_PER_SENDER_MAX:
+            del held[min(held)]
+        return {
+            node: sigs[(height, block_hash)]
+            for node, sigs in self._held.items()
+            if (height, block_hash) in sigs
+        }
+
+    def forget_below(self, height: int) -> None:
+        for held in self._held.values():
+            for key in [k for k in held if k[0] < height]:
+                del held[key]
 
 
 def add_vote(
