@@ -13,19 +13,22 @@ import contextlib
 import hashlib
 import json
 import os
-from typing import Any
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.client.identity import Account
-from node.client.ledger import LedgerError
+from node.client.ledger import LedgerClient, LedgerError
 from proto import ledger_pb2, types_pb2
 from tests.security.conftest import LiveNode
 from tests.unit.test_client_messages import MISSING_RECORD_VIEWS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+T = TypeVar("T")
 
 ED25519_L = 2**252 + 27742317777372353535851937790883648493
 SMALL_ORDER_KEYS = [
@@ -57,7 +60,7 @@ def signed(account: Account, raw_body: bytes) -> types_pb2.SignedTx:
 
 async def snapshot(node: LiveNode) -> dict[str, Any]:
     """What must not move when input is refused: head, balances, supply, members."""
-    async with node.client.ledger() as client:
+    async with node.client() as client:
         info = await client.chain_info()
         balances = {
             name: (await client.query("cash", "balance",
@@ -71,7 +74,7 @@ async def snapshot(node: LiveNode) -> dict[str, Any]:
 
 
 async def assert_serving(node: LiveNode) -> None:
-    async with node.client.ledger() as client:
+    async with node.client() as client:
         assert await client.healthy(timeout_s=5), "the node stopped answering its health check"
         await client.chain_info()
     assert node.proc.alive(), "the node process died"
@@ -80,7 +83,7 @@ async def assert_serving(node: LiveNode) -> None:
 async def refused(node: LiveNode, txs: list[types_pb2.SignedTx], status: str,
                   *, wait: bool = False) -> str:
     """Submit; expect the whole batch refused with `status`; return the node's message."""
-    async with node.client.ledger() as client:
+    async with node.client() as client:
         with pytest.raises(LedgerError) as caught:
             await client.submit(txs, wait=wait, timeout_ms=5_000)
     assert caught.value.status == status, caught.value
@@ -88,11 +91,100 @@ async def refused(node: LiveNode, txs: list[types_pb2.SignedTx], status: str,
     return caught.value.message
 
 
+async def eventually(probe: Callable[[], Awaitable[T | None]], what: str,
+                     within_s: float = 10.0) -> T:
+    """Polls `probe` until it returns something other than None; fails after `within_s`."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        found = await probe()
+        if found is not None:
+            return found
+        assert asyncio.get_running_loop().time() < deadline, f"not within {within_s}s: {what}"
+        await asyncio.sleep(0.02)
+
+
+async def commit_outcome(client: LedgerClient, tx: types_pb2.SignedTx
+                         ) -> ledger_pb2.GetTxResponse | str | None:
+    """The tx's committed record, "unknown" if the node never took it, None while pending."""
+    try:
+        return await client.get_tx(hashlib.sha256(tx.body).digest())
+    except LedgerError as exc:
+        assert exc.status == "NOT_FOUND", exc
+        return "unknown" if "no such tx" in exc.message else None
+
+
+async def committed(client: LedgerClient, tx: types_pb2.SignedTx) -> ledger_pb2.GetTxResponse:
+    """Waits until an admitted tx is committed; returns its record."""
+    async def probe() -> ledger_pb2.GetTxResponse | None:
+        found = await commit_outcome(client, tx)
+        assert not isinstance(found, str), "the node does not know the tx"
+        return found
+
+    return await eventually(probe, "the admitted tx committed")
+
+
+async def first_blocks_while_committing(node: LiveNode, streams: list[Any],
+                                        within_s: float = 20.0) -> list[Any]:
+    """The first block every stream delivers, committing a transfer until each has one.
+
+    A stream from height 0 starts at the block after the head as of when the node registers it,
+    which a client cannot see; committing until every stream has delivered a block shows each
+    one registered (and holding a subscriber slot) without guessing how long that takes.
+    """
+    net, core = node.net, node.net.account("core")
+    reads = [asyncio.ensure_future(stream.read()) for stream in streams]
+    deadline = asyncio.get_running_loop().time() + within_s
+    try:
+        async with node.client() as client:
+            while True:
+                (receipt,) = await client.submit_and_wait([core.build_tx(
+                    net.chain_id, "cash", "transfer",
+                    {"to": net.account("supplier1").account_id, "amount": 1})])
+                assert receipt.ok, receipt
+                await asyncio.wait(reads, timeout=0.2)
+                if all(read.done() for read in reads):
+                    return [read.result() for read in reads]  # raises a refused stream's error
+                failed = [read for read in reads if read.done() and read.exception()]
+                if failed:
+                    failed[0].result()
+                assert asyncio.get_running_loop().time() < deadline, (
+                    f"{sum(not r.done() for r in reads)} streams had no block within {within_s}s"
+                )
+    finally:
+        for read in reads:
+            read.cancel()
+
+
+async def read_to(stream: Any, height: int) -> Any:
+    """Reads a stream on to the block at `height`, checking no height is skipped on the way."""
+    while True:
+        block = await stream.read()
+        at = block.block.header.height
+        if at >= height:
+            assert at == height, (at, height)
+            return block
+
+
+async def opened(stub: Any, from_height: int, within_s: float = 10.0) -> Any:
+    """A Subscribe stream that delivered its first block, retrying while slots are full."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        stream = stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=from_height))
+        try:
+            await asyncio.wait_for(stream.read(), 20)
+            return stream
+        except grpc.aio.AioRpcError as exc:
+            if (exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED
+                    or asyncio.get_running_loop().time() > deadline):
+                raise
+        await asyncio.sleep(0.02)
+
+
 async def failed_receipt(node: LiveNode, account: Account, contract: str, method: str,
                          args: bytes) -> types_pb2.Receipt:
     tx = signed(account, body(node.net.chain_id, account.public_key, contract=contract,
                               method=method, args=args))
-    async with node.client.ledger() as client:
+    async with node.client() as client:
         response = await client.submit([tx], wait=True, timeout_ms=10_000)
     (receipt,) = response.receipts
     assert receipt.status == types_pb2.FAILED, receipt
@@ -321,9 +413,9 @@ async def test_duplicates_in_a_batch_and_replays_are_refused_and_run_once(live_n
         with pytest.raises(LedgerError) as caught:
             await client.submit([twin])
         assert caught.value.status in ("ALREADY_EXISTS", "INVALID_ARGUMENT")
-        await asyncio.sleep(0.3)
         got = await client.get_tx(hashlib.sha256(tx.body).digest())
         assert got.receipt.status == types_pb2.SUCCESS
+        assert (await committed(client, pending)).receipt.status == types_pb2.SUCCESS
     after = await snapshot(live_node)
     # 7 + 1 (the pending one); the fresh tx of the refused batch never ran.
     assert after["balances"]["supplier1"] == before["balances"]["supplier1"] + 8
@@ -514,22 +606,13 @@ async def test_zero_deadline_and_cancelled_calls_leave_the_node_serving(live_nod
     outcomes = []
     async with live_node.client() as client:
         for tx in txs:
-            tx_id = hashlib.sha256(tx.body).digest()
-            for _ in range(100):
-                try:
-                    got = await client.get_tx(tx_id)
-                except LedgerError as exc:
-                    assert exc.status == "NOT_FOUND"
-                    if "no such tx" in exc.message:
-                        outcomes.append("unknown")
-                        break
-                    await asyncio.sleep(0.05)
-                    continue
-                assert got.receipt.status == types_pb2.SUCCESS
-                outcomes.append("committed")
-                break
-            else:
-                raise AssertionError("a tx of a cancelled submit stayed pending")
+            got = await eventually(partial(commit_outcome, client, tx),
+                                   "a tx of a cancelled submit committed or unknown")
+            if isinstance(got, str):
+                outcomes.append(got)
+                continue
+            assert got.receipt.status == types_pb2.SUCCESS
+            outcomes.append("committed")
     assert len(outcomes) == len(txs)
 
 
@@ -546,10 +629,10 @@ async def test_hundreds_of_concurrent_subscribe_streams_are_served_or_refused(li
             start = (await client.chain_info()).height + 1
         streams = [stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=0))
                    for _ in range(open_max)]
-        # Make sure every stream is registered before the next ones arrive.
-        await asyncio.sleep(1.0)
+        # Every stream is registered (it has had a block) before the next ones arrive.
+        registered = await first_blocks_while_committing(live_node, streams)
+        assert all(b.block.header.height >= start for b in registered)
         async with live_node.client() as client:
-            await asyncio.sleep(0)
             refused_streams = [stub.Subscribe(ledger_pb2.SubscribeRequest())
                                for _ in range(extra)]
             codes = []
@@ -563,17 +646,18 @@ async def test_hundreds_of_concurrent_subscribe_streams_are_served_or_refused(li
             (receipt,) = await client.submit_and_wait([core.build_tx(
                 net.chain_id, "cash", "transfer", {"to": s1.account_id, "amount": 1})])
             assert receipt.ok
-        firsts = await asyncio.gather(*(asyncio.wait_for(s.read(), 20) for s in streams))
+        # Streams registered at different heights; each reads on to the receipt's block.
+        firsts = await asyncio.gather(*(asyncio.wait_for(read_to(s, receipt.height), 20)
+                                        for s in streams))
         assert {b.block.header.height for b in firsts} == {firsts[0].block.header.height}
         assert firsts[0].block.header.height >= start
         assert all(bytes.fromhex(receipt.tx_id) in {r.tx_id for r in b.receipts}
                    for b in firsts)
         for stream in streams:
             stream.cancel()
-        await asyncio.sleep(1.0)
-        again = [stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=1))
-                 for _ in range(open_max)]
-        await asyncio.gather(*(asyncio.wait_for(s.read(), 20) for s in again))
+        # A cancelled stream's slot is freed as the node notices the cancellation: each new
+        # stream retries a refusal until then.
+        again = await asyncio.gather(*(opened(stub, from_height=1) for _ in range(open_max)))
         for stream in again:
             stream.cancel()
     await assert_serving(live_node)
@@ -605,14 +689,7 @@ async def test_subscribe_far_beyond_the_head_is_refused_at_once_and_holds_no_slo
         # None of them kept a slot: the full 600 subscribers_max can still open and follow.
         within = stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=head + 1))
         streams = [stub.Subscribe(ledger_pb2.SubscribeRequest()) for _ in range(599)]
-        await asyncio.sleep(1.0)
-        async with live_node.client() as client:
-            (receipt,) = await client.submit_and_wait([live_node.net.account("core").build_tx(
-                live_node.net.chain_id, "cash", "transfer",
-                {"to": live_node.net.account("supplier1").account_id, "amount": 1})])
-        assert receipt.ok
-        firsts = await asyncio.gather(*(asyncio.wait_for(s.read(), 20)
-                                        for s in [within, *streams]))
+        firsts = await first_blocks_while_committing(live_node, [within, *streams])
         assert all(b.block.header.height > head for b in firsts)
         # A start within the bound (but not yet reached) is accepted and waits, not refused.
         waiting = stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=head + ahead_max))
