@@ -21,8 +21,10 @@ from google.protobuf.message import DecodeError
 
 from contracts.runtime import ContractError, JsonValue, Runtime, encode, json_problem
 from node.admission import Admission, AdmissionError
+from node.chain_view import ChainView
 from node.config import Limits
-from node.driver import Driver
+from node.notifier import Notifier
+from node.ports import Forwarder
 from proto import ledger_pb2, ledger_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
@@ -90,16 +92,20 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
         self,
         node_id: str,
         consensus: str,
-        driver: Driver,
+        chain: ChainView,
+        notifier: Notifier,
         admission: Admission,
+        forwarder: Forwarder | None,
         contracts: Runtime,
         limits: Limits,
         validators: list[str],
     ) -> None:
         self.node_id = node_id
         self.consensus = consensus
-        self.driver = driver
+        self.chain = chain
+        self.notifier = notifier
         self.admission = admission
+        self.forwarder = forwarder  # None on a node without peers: it leads itself
         self.contracts = contracts
         self.limits = limits
         self.validators = validators
@@ -111,7 +117,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
         self, request: ledger_pb2.SubmitRequest, context: Ctx
     ) -> ledger_pb2.SubmitResponse:
         txs = list(request.txs)
-        status = self.driver.engine.status
+        status = self.chain.status
         try:
             if status.leader is None:
                 raise AdmissionError(
@@ -122,18 +128,17 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
             else:
                 checked = await self.admission.check(txs)
                 tx_ids = [c.tx_id for c in checked]
-                waiters = self.driver.wait_for(tx_ids) if request.wait else []
-                transport = self.driver.transport
-                assert transport is not None
+                waiters = self.notifier.wait_for(tx_ids) if request.wait else []
+                assert self.forwarder is not None
                 try:
-                    await transport.forward(status.leader, txs)
+                    await self.forwarder.forward(status.leader, txs)
                 except AdmissionError:
-                    self.driver.forget_waiters(tx_ids)
+                    self.notifier.forget_waiters(tx_ids)
                     raise
                 return await self._respond(request, context, tx_ids, waiters)
         except AdmissionError as exc:
             return await self._abort(context, exc.status, exc.message)
-        waiters = self.driver.wait_for(tx_ids) if request.wait else []
+        waiters = self.notifier.wait_for(tx_ids) if request.wait else []
         return await self._respond(request, context, tx_ids, waiters)
 
     async def _respond(
@@ -154,7 +159,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
                 receipts = await asyncio.gather(*waiters)
         except TimeoutError:
             pending = sum(1 for w in waiters if not w.done())
-            self.driver.forget_waiters(tx_ids)
+            self.notifier.forget_waiters(tx_ids)
             return await self._abort(
                 context,
                 "DEADLINE_EXCEEDED",
@@ -163,20 +168,19 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
             )
         finally:
             if any(not w.done() for w in waiters):
-                self.driver.forget_waiters(tx_ids)
+                self.notifier.forget_waiters(tx_ids)
         return ledger_pb2.SubmitResponse(tx_ids=tx_ids, receipts=receipts)
 
     async def GetTx(
         self, request: ledger_pb2.GetTxRequest, context: Ctx
     ) -> ledger_pb2.GetTxResponse:
-        storage = self.driver.storage
-        location = storage.tx_location(request.tx_id)
+        location = self.chain.tx_location(request.tx_id)
         if location is None:
-            pending = request.tx_id in self.driver.mempool
+            pending = self.chain.is_pending(request.tx_id)
             msg = "the tx is admitted and not yet committed" if pending else "no such tx"
             return await self._abort(context, "NOT_FOUND", msg)
         height, index = location
-        block = await asyncio.to_thread(storage.get_block, height)
+        block = await asyncio.to_thread(self.chain.get_block, height)
         assert block is not None
         return ledger_pb2.GetTxResponse(tx=block.block.txs[index], receipt=block.receipts[index])
 
@@ -209,16 +213,16 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
         """Run a view on a snapshot of one committed height (worker thread): it sees no half of
         a later block and never fills the execution cache, which only block execution may
         write (a value read here could be replaced by a commit before it was stored)."""
-        with self.driver.storage.committed_view() as state:
+        with self.chain.committed_view() as state:
             return state.height, self.contracts.query(state, contract, view, args, state.height)
 
     async def GetBlock(
         self, request: ledger_pb2.GetBlockRequest, context: Ctx
     ) -> types_pb2.CommittedBlock:
-        height = request.height or self.driver.head.height
-        block = await asyncio.to_thread(self.driver.storage.get_block, height)
+        height = request.height or self.chain.head.height
+        block = await asyncio.to_thread(self.chain.get_block, height)
         if block is None:
-            at = self.driver.head.height
+            at = self.chain.head.height
             msg = f"no block {height}; the chain is at {at}"
             return await self._abort(context, "NOT_FOUND", msg)
         return block
@@ -226,10 +230,10 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
     async def GetChainInfo(
         self, request: ledger_pb2.GetChainInfoRequest, context: Ctx
     ) -> ledger_pb2.ChainInfo:
-        head = self.driver.head
-        status = self.driver.engine.status
+        head = self.chain.head
+        status = self.chain.status
         return ledger_pb2.ChainInfo(
-            chain_id=self.driver.genesis.chain_id,
+            chain_id=self.chain.chain_id,
             node_id=self.node_id,
             height=head.height,
             app_hash=head.app_hash,
@@ -238,14 +242,14 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
             role=status.role,
             round=status.round,
             leader=status.leader or "",
-            mempool_size=len(self.driver.mempool),
+            mempool_size=self.chain.mempool_size,
             validators=self.validators,
         )
 
     async def Subscribe(
         self, request: ledger_pb2.SubscribeRequest, context: Ctx
     ) -> Any:
-        head = self.driver.head.height
+        head = self.chain.head.height
         ahead_max = self.limits.subscribe_ahead_blocks_max
         if request.from_height > head + ahead_max:
             # Such a stream would wait, silently and holding a subscriber slot, for blocks
@@ -258,15 +262,15 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
                 "for the next block",
             )
             return
-        if self.driver.subscriber_count >= self.limits.subscribers_max:
+        if self.notifier.subscriber_count >= self.limits.subscribers_max:
             await self._abort(context, "RESOURCE_EXHAUSTED", "too many subscribers; retry later")
             return
-        sub = self.driver.subscribe(self.limits.subscriber_queue_blocks_max)
+        sub = self.notifier.subscribe(self.limits.subscriber_queue_blocks_max)
         try:
-            next_height = request.from_height or self.driver.head.height + 1
+            next_height = request.from_height or self.chain.head.height + 1
             # Replay what is stored, then follow the live feed (skipping what was replayed).
-            while next_height <= self.driver.head.height:
-                block = await asyncio.to_thread(self.driver.storage.get_block, next_height)
+            while next_height <= self.chain.head.height:
+                block = await asyncio.to_thread(self.chain.get_block, next_height)
                 assert block is not None
                 yield block
                 next_height += 1
@@ -290,4 +294,4 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
                     )
                     return
         finally:
-            self.driver.unsubscribe(sub)
+            self.notifier.unsubscribe(sub)

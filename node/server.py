@@ -11,6 +11,8 @@ import logging
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,14 +21,21 @@ from grpc_reflection.v1alpha import reflection
 from contracts import default_runtime
 from node.admission import Admission, SignatureVerifier, membership
 from node.api import LedgerService, MalformedRequestInterceptor
+from node.chain_view import ChainView
 from node.client.identity import Account
+from node.committer import Committer, FatalError
 from node.config import ConfigError, NodeConfig, load_config
 from node.consensus_setup import build_engine, signs_messages
-from node.driver import Driver, FatalError
+from node.driver import Driver
 from node.executor import Executor
 from node.genesis import Genesis, load_genesis
+from node.inbox import Inbox
 from node.mempool import Mempool
+from node.notifier import Notifier
+from node.ports import NodeObserver, NullObserver, PeerTransport
+from node.proposer import HandOff, NoHandOff, PendingHandOff, Proposer
 from node.storage import Storage, StorageError
+from node.syncer import Syncer
 from node.transport import PeerTransportGrpc
 from node.verify_pool import VerifyPool
 from proto import ledger_pb2, ledger_pb2_grpc
@@ -57,6 +66,10 @@ def setup_logging(node_id: str, level: str) -> None:
     root.setLevel(level)
 
 
+def _monotonic_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
 def open_chain(config: NodeConfig, genesis: Genesis) -> Storage:
     """Open the store; write genesis on first start; refuse a store of another chain."""
     storage = Storage(os.path.join(config.data_dir, "chain"))
@@ -74,49 +87,87 @@ def open_chain(config: NodeConfig, genesis: Genesis) -> Storage:
     return storage
 
 
+TransportWrapper = Callable[[PeerTransportGrpc], PeerTransport]
+
+
 class Node:
-    def __init__(self, config: NodeConfig) -> None:
+    """Builds every part of a node, each given its collaborators at construction: the inbox
+    before the transport that delivers into it, the transport before the parts that send."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        observer: NodeObserver | None = None,
+        wrap_transport: TransportWrapper | None = None,
+    ) -> None:
         self.config = config
-        self.genesis = load_genesis(config.genesis)
-        self.genesis.validator(config.node_id)  # refuses a node that is not a validator
-        self.storage = open_chain(config, self.genesis)
+        self.genesis = genesis = load_genesis(config.genesis)
+        genesis.validator(config.node_id)  # refuses a node that is not a validator
+        self.storage = storage = open_chain(config, genesis)
+        observer = observer or NullObserver()
         limits = config.limits
         self.contracts = default_runtime()
-        self.mempool = Mempool(limits.mempool_txs_max, limits.mempool_bytes_max)
+        self.mempool = mempool = Mempool(limits.mempool_txs_max, limits.mempool_bytes_max)
         self.verifier = SignatureVerifier(
             limits.verify_processes,
             limits.verified_cache_max,
             processes=VerifyPool(limits.verify_processes),
         )
-        self.driver = Driver(
+        engine = build_engine(
+            config, genesis, storage, self.verifier.cache, self.verifier.processes
+        )
+        inbox = Inbox(config.tick_ms)
+        self.notifier = Notifier()
+        committer = Committer(
+            storage,
+            Executor(self.contracts, genesis.chain_id),
+            mempool,
+            self.notifier,
+            inbox,
+            observer,
+        )
+        self.chain = ChainView(
+            config.node_id, genesis.chain_id, storage, mempool, engine, committer
+        )
+        self.admission = Admission(
+            genesis.chain_id,
+            limits,
+            mempool,
+            self.verifier,
+            storage.has_tx,
+            membership(storage.get_state),
+        )
+        self.transport: PeerTransportGrpc | None = None
+        sender: PeerTransport | None = None
+        syncer: Syncer | None = None
+        hand_off: PendingHandOff = NoHandOff()
+        if len(genesis.validators) > 1:
+            self.transport = self._build_transport(inbox)
+            sender = wrap_transport(self.transport) if wrap_transport else self.transport
+            # A Byzantine-tolerant engine can check a fetched block's commit certificate.
+            syncer = Syncer(
+                sender, committer, inbox, getattr(engine, "verify_certificate", None)
+            )
+            hand_off = HandOff(sender, mempool, storage.has_tx, _monotonic_ms)
+        self.forwarder = sender
+        proposer = Proposer(
             config.node_id,
-            self.genesis,
-            self.storage,
-            Executor(self.contracts, self.genesis.chain_id),
-            build_engine(
-                config, self.genesis, self.storage, self.verifier.cache, self.verifier.processes
-            ),
-            self.mempool,
-            tick_ms=config.tick_ms,
-            empty_block_interval_ms=self.genesis.consensus_params.get(
+            genesis,
+            mempool,
+            committer,
+            hand_off,
+            empty_block_interval_ms=genesis.consensus_params.get(
                 "empty_block_interval_ms", 1_000
             ),
         )
-        self.admission = Admission(
-            self.genesis.chain_id,
-            limits,
-            self.mempool,
-            self.verifier,
-            self.storage.has_tx,
-            membership(self.storage.get_state),
+        self.driver = Driver(
+            engine, inbox, proposer, committer, storage, sender, syncer, self.notifier, observer
         )
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
-        self.transport: PeerTransportGrpc | None = None
-        if len(self.genesis.validators) > 1:
-            self.transport = self._build_transport()
 
-    def _build_transport(self) -> PeerTransportGrpc:
+    def _build_transport(self, inbox: Inbox) -> PeerTransportGrpc:
         if self.config.tls is None:
             raise ConfigError("a multi-node network needs a [tls] table (ca_cert, cert, key)")
         try:
@@ -125,19 +176,17 @@ class Node:
             raise ConfigError(f"cannot load signing_key {self.config.signing_key}: {exc}") from exc
         if signer.public_key != self.genesis.validator(self.config.node_id).public_key:
             raise ConfigError("signing_key does not match this node's key in genesis")
-        transport = PeerTransportGrpc(
+        return PeerTransportGrpc(
             self.config.node_id,
             self.genesis,
             self.config.tls,
             self.storage,
             signer,
             sign_messages=signs_messages(self.genesis),
+            deliver=inbox.deliver,
+            admission=self.admission,
+            is_leader=self.chain.is_leader,
         )
-        transport.deliver = self.driver.deliver
-        transport.admission = self.admission
-        transport.is_leader = lambda: self.driver.engine.status.leader == self.config.node_id
-        self.driver.transport = transport
-        return transport
 
     async def start_api(self) -> None:
         limits = self.config.limits
@@ -152,8 +201,10 @@ class Node:
         service = LedgerService(
             self.config.node_id,
             self.genesis.consensus,
-            self.driver,
+            self.chain,
+            self.notifier,
             self.admission,
+            self.forwarder,
             self.contracts,
             limits,
             [v.node_id for v in self.genesis.validators],
@@ -179,7 +230,7 @@ class Node:
             self.genesis.chain_id,
             self.genesis.consensus,
             self.config.client_addr,
-            self.storage.head().height,
+            self.chain.head.height,
         )
 
     async def run(self) -> None:
@@ -213,7 +264,14 @@ class Node:
             log.info("stopped")
 
 
-def run_node(config_path: str) -> int:
+def run_node(
+    config_path: str,
+    *,
+    observer: NodeObserver | None = None,
+    wrap_transport: TransportWrapper | None = None,
+) -> int:
+    """Run a node until SIGTERM or SIGINT; the exit status. `observer` and `wrap_transport`
+    let a harness (node/faults/) watch the node or rewrite what it sends."""
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -231,7 +289,7 @@ def run_node(config_path: str) -> int:
     except ImportError:  # pragma: no cover - uvloop is a pinned dependency
         runner = asyncio.run
     try:
-        node = Node(config)
+        node = Node(config, observer=observer, wrap_transport=wrap_transport)
         runner(node.run())
     except (ConfigError, StorageError, OSError) as exc:
         log.critical("%s", exc)

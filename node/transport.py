@@ -28,7 +28,6 @@ from consensus.raft_messages import AppendEntries, InstallSnapshot
 from node.admission import Admission, AdmissionError
 from node.client.identity import Account, verify_signature
 from node.config import TlsFiles
-from node.faults import byzantine
 from node.genesis import Genesis
 from node.storage import Storage
 from node.tls import read
@@ -238,15 +237,18 @@ class PeerTransportGrpc:
         signer: Account,
         *,
         sign_messages: bool,
+        deliver: Deliver,
+        admission: Admission,
+        is_leader: Callable[[], bool],
     ) -> None:
         self.node_id = node_id
         self.genesis = genesis
         self.storage = storage
         self.signer = signer
         self.sign_messages = sign_messages
-        self.deliver: Deliver = lambda sender, msg: False
-        self.admission: Admission | None = None
-        self.is_leader: Callable[[], bool] = lambda: False
+        self.deliver = deliver
+        self.admission = admission
+        self.is_leader = is_leader
         self._keys = {v.node_id: v.public_key for v in genesis.validators}
         self._ca = read(tls.ca_cert)
         self._cert = read(tls.cert)
@@ -255,15 +257,17 @@ class PeerTransportGrpc:
             v.node_id: v.peer_addr for v in genesis.validators if v.node_id != node_id
         }
         self._links: dict[str, _PeerLink] = {}
-        self._byzantine = byzantine.mode()  # test-only; "" in production
-        if self._byzantine:
-            log.warning("BYZANTINE MODE %r: this node will lie (tests only)", self._byzantine)
         self._verify_pool = ThreadPoolExecutor(2, thread_name_prefix="peer-verify")
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def is_peer(self, node_id: str) -> bool:
         return node_id in self._peer_addrs
+
+    @property
+    def peer_ids(self) -> list[str]:
+        """Every other validator, in genesis order (the order `broadcast` sends in)."""
+        return list(self._peer_addrs)
 
     async def start(self, listen_addr: str) -> None:
         server = grpc.aio.server(options=_OPTIONS)
@@ -308,17 +312,11 @@ class PeerTransportGrpc:
         link = self._links.get(to)
         if link is None:
             return
-        if self._byzantine:
-            msg = byzantine.mutate(sorted(self._links), to, msg)
         envelope = self._encoded(msg)
         if envelope is not None:
             self._enqueue(link, msg, envelope)
 
     def broadcast(self, msg: Any) -> None:
-        if self._byzantine:
-            for peer in self._links:
-                self.send(peer, msg)
-            return
         envelope = self._encoded(msg)  # encoded and signed once for every peer
         if envelope is not None:
             for link in self._links.values():
@@ -431,7 +429,7 @@ class PeerTransportGrpc:
         return accepted
 
     async def admit_forwarded(self, txs: list[types_pb2.SignedTx]) -> int:
-        if self.admission is None or not self.is_leader():
+        if not self.is_leader():
             raise AdmissionError("UNAVAILABLE", f"{self.node_id} is not the leader now; retry")
         # Under Raft (crash faults) the forwarding peer, authenticated by mutual TLS, verified
         # every signature at its own admission: checking them again here would double the

@@ -197,6 +197,17 @@ def _write_config(layout: NodeLayout, genesis_path: str, options: dict[str, obje
         handle.write("\n".join(lines) + "\n")
 
 
+FAULT_ENV = ("SCFCHAIN_CRASH_POINT", "SCFCHAIN_BYZANTINE")
+
+
+def node_command(config_path: str, env: dict[str, str]) -> list[str]:
+    """The node's command line: the fault harness (node/faults/) when `env` asks for a fault,
+    since `scfchain node` never reads those variables."""
+    if any(env.get(name) for name in FAULT_ENV):
+        return [sys.executable, "-m", "node.faults", "--config", config_path]
+    return [sys.executable, "-m", "node.ops.cli", "node", "--config", config_path]
+
+
 @dataclass
 class NodeProcess:
     """One `scfchain node` process, started and stopped by PID."""
@@ -210,7 +221,7 @@ class NodeProcess:
         log = open(self.layout.log_file, "ab")  # noqa: SIM115 - owned by the child
         env = {**os.environ, **self.env}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "node.ops.cli", "node", "--config", self.layout.config_path],
+            node_command(self.layout.config_path, env),
             stdin=subprocess.DEVNULL,  # a detached node must not hold the launcher's terminal
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -20,10 +20,11 @@ from contracts import default_runtime
 from contracts.runtime import ContractError, parse_args
 from node.admission import NAME_CHARS_MAX, Admission, AdmissionError, SignatureVerifier
 from node.api import LedgerService
+from node.chain_view import ChainView
 from node.client.identity import Account
 from node.config import Limits
-from node.driver import Driver
 from node.mempool import Mempool
+from node.notifier import Notifier
 from node.storage import Storage
 from proto import ledger_pb2, types_pb2
 from tests.unit.test_voucher_scenario import grant, issue
@@ -122,9 +123,11 @@ class _Context:
 def service(tmp_path) -> Any:
     storage = Storage(str(tmp_path))
     storage.init_genesis(b"g" * 32, {}, b"h" * 32, 1000)
-    driver = Driver("n1", None, storage, None, None, None)  # type: ignore[arg-type]
-    yield LedgerService("n1", "solo", driver, None, default_runtime(), Limits(),  # type: ignore[arg-type]
-                        ["n1"])
+    unused: Any = None  # what Query never touches: mempool, engine, head, admission
+    chain = ChainView("n1", "c", storage, unused, unused, unused)
+    yield LedgerService(
+        "n1", "solo", chain, Notifier(), unused, None, default_runtime(), Limits(), ["n1"]
+    )
     storage.close()
 
 

@@ -4,7 +4,7 @@ The race: a query misses key k and reads v_old from LevelDB; a block commit then
 and puts it in the execution cache; the query thread, resuming, stores v_old in that cache, and
 the next block executes on a stale value. Threads make this rare, so these tests force it: the
 store's plyvel handle is wrapped so that right after a read of k returns (before the reader can
-do anything with the value) a block commit runs. Everything else is real: `Storage`, a `Driver`
+do anything with the value) a block commit runs. Everything else is real: `Storage`, a `ChainView`
 over it, `LedgerService.Query`, the contract runtime, and the commit itself.
 """
 
@@ -26,8 +26,9 @@ from contracts.runtime import (
     encode,
 )
 from node.api import LedgerService
+from node.chain_view import ChainView
 from node.config import Limits
-from node.driver import Driver
+from node.notifier import Notifier
 from node.storage import Storage
 from proto import ledger_pb2, types_pb2
 
@@ -105,9 +106,11 @@ def storage(tmp_path) -> Any:
 
 
 def _service(storage: Storage) -> LedgerService:
-    driver = Driver("n1", None, storage, None, None, None)  # type: ignore[arg-type]
-    return LedgerService("n1", "solo", driver, None, Runtime([probe]), Limits(),  # type: ignore[arg-type]
-                         ["n1"])
+    unused: Any = None  # what Query never touches: mempool, engine, head, admission
+    chain = ChainView("n1", "c", storage, unused, unused, unused)
+    return LedgerService(
+        "n1", "solo", chain, Notifier(), unused, None, Runtime([probe]), Limits(), ["n1"]
+    )
 
 
 def _race_commit_into(storage: Storage, trigger_key: str) -> list[int]:

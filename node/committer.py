@@ -1,0 +1,183 @@
+"""The committer: owns the chain head and applies committed blocks, one at a time, in height order.
+
+Commits from the engine queue up here and are applied by `run`; a catch-up hands in runs of
+fetched blocks through `apply_fetched`. Both take the apply lock, so a block is never applied
+twice or out of order. Each block is executed in a worker thread, checked against our chain
+(parent, height, the app hash it carries, time) and written in one atomic batch; only then
+does the head move, the mempool forget its txs, and the notifier answer clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from google.protobuf.message import DecodeError
+
+from consensus.engine import Commit
+from node.chain import app_hash_height, block_hash_of
+from node.executor import Executor
+from node.inbox import STALL_WARN_MS, Inbox
+from node.mempool import Mempool
+from node.notifier import Notifier
+from node.ports import NodeObserver
+from node.state import StoreState
+from node.storage import ChainHead, Storage
+from proto import types_pb2
+
+log = logging.getLogger(__name__)
+
+COMMIT_QUEUE_MAX = 1_024
+
+
+class FatalError(Exception):
+    """The node must stop: continuing could corrupt or fork the ledger."""
+
+
+def is_next_commit(height: int, head_height: int) -> bool:
+    """Whether a committed height is the one to apply next; False if it is applied already
+    (before a restart, or by a catch-up). A gap means the engine and the store disagree."""
+    if height <= head_height:
+        return False
+    if height != head_height + 1:
+        raise FatalError(f"commit of height {height} while the chain is at {head_height}")
+    return True
+
+
+class Committer:
+    def __init__(
+        self,
+        storage: Storage,
+        executor: Executor,
+        mempool: Mempool,
+        notifier: Notifier,
+        inbox: Inbox,
+        observer: NodeObserver,
+    ) -> None:
+        self.storage = storage
+        self.executor = executor
+        self.mempool = mempool
+        self.notifier = notifier
+        self.inbox = inbox
+        self.observer = observer
+        self._head: ChainHead = storage.head()
+        self._state = StoreState(storage.get_state_for_execution, storage.iter_state)
+        self._commits: asyncio.Queue[Commit] = asyncio.Queue(COMMIT_QUEUE_MAX)
+        self._apply_lock = asyncio.Lock()  # the commit loop and a catch-up never apply at once
+
+    @property
+    def head(self) -> ChainHead:
+        return self._head
+
+    def app_hash_at(self, height: int) -> bytes:
+        head = self._head
+        return head.app_hash if height == head.height else self.storage.app_hash_at(height)
+
+    # --- blocks the engine committed --------------------------------------------------------
+
+    async def enqueue(self, commit: Commit) -> None:
+        """Waits while the queue is full: the engine loop slows to the pace of execution."""
+        await self._commits.put(commit)
+
+    async def run(self) -> None:
+        while True:
+            commit = await self._commits.get()
+            async with self._apply_lock:
+                if not is_next_commit(commit.height, self._head.height):
+                    continue
+                block = types_pb2.Block()
+                try:
+                    block.ParseFromString(commit.block)
+                except DecodeError:
+                    raise FatalError(f"committed block {commit.height} does not parse") from None
+                committed = await asyncio.to_thread(
+                    self._execute_and_store, block, commit.block_hash, commit.certificate
+                )
+                self._after_commit(committed)
+
+    # --- blocks fetched from a peer ---------------------------------------------------------
+
+    async def apply_fetched(
+        self,
+        peer: str,
+        run: list[types_pb2.CommittedBlock],
+        accept: Callable[[types_pb2.CommittedBlock], bool],
+    ) -> bool:
+        """Apply the blocks of `run` that extend our chain, each checked by `accept` first;
+        False (and nothing applied) when `accept` refuses one."""
+        async with self._apply_lock:  # the commit loop may be applying these heights
+            run = [b for b in run if b.block.header.height > self._head.height]
+            if not run or run[0].block.header.height != self._head.height + 1:
+                return True
+            if not all(accept(block) for block in run):
+                return False
+            applied = await asyncio.to_thread(self._execute_and_store_run, peer, run)
+            for committed in applied:
+                self._after_commit(committed)
+        return True
+
+    def _execute_and_store_run(
+        self, peer: str, run: list[types_pb2.CommittedBlock]
+    ) -> list[types_pb2.CommittedBlock]:
+        """Worker thread: only the last block of the run is synced to disk (a node 1,000
+        blocks behind spent most of its catch-up on an fsync per block)."""
+        applied = []
+        for i, fetched in enumerate(run):
+            committed = self._execute_and_store(
+                fetched.block, fetched.block_hash, fetched.certificate, sync=i == len(run) - 1
+            )
+            if committed.app_hash != fetched.app_hash:
+                raise FatalError(
+                    f"block {self._head.height} from {peer}: app hash differs from ours"
+                )
+            applied.append(committed)
+            self.observer.block_synced(self._head.height)
+        return applied
+
+    # --- both -------------------------------------------------------------------------------
+
+    def _execute_and_store(
+        self, block: types_pb2.Block, block_hash: bytes, certificate: bytes, *, sync: bool = True
+    ) -> types_pb2.CommittedBlock:
+        header = block.header
+        head = self._head
+        if block_hash_of(header) != block_hash:
+            raise FatalError(f"block {header.height}: hash does not match its header")
+        if header.parent_hash != head.block_hash or header.height != head.height + 1:
+            raise FatalError(f"block {header.height} does not extend our chain head")
+        checked_height = app_hash_height(header.height)
+        ours = self.app_hash_at(checked_height)
+        if header.prev_app_hash != ours:
+            raise FatalError(
+                f"block {header.height} carries app hash {header.prev_app_hash.hex()[:16]} for "
+                f"height {checked_height}; ours is {ours.hex()[:16]}: this node's state "
+                "diverged from the proposer's. Stopping for safety."
+            )
+        if header.time_ms <= head.time_ms:
+            raise FatalError(f"block {header.height}: time does not move forward")
+        outcome = self.executor.execute(block, self._state, head.app_hash, self.storage.has_tx)
+        committed = types_pb2.CommittedBlock(
+            block=block,
+            block_hash=block_hash,
+            receipts=outcome.receipts,
+            end_block_events=outcome.end_block_events,
+            app_hash=outcome.app_hash,
+            certificate=certificate,
+        )
+        self.observer.block_executed(header.height)
+        started = time.monotonic()
+        self.storage.commit_block(committed, outcome.writes, outcome.indexed, sync=sync)
+        took_ms = (time.monotonic() - started) * 1000
+        if took_ms >= STALL_WARN_MS:
+            log.warning("writing block %d (%d txs) took %.0f ms", header.height,
+                        len(block.txs), took_ms)
+        self.observer.block_written(header.height)
+        self._head = ChainHead(header.height, outcome.app_hash, block_hash, header.time_ms)
+        return committed
+
+    def _after_commit(self, committed: types_pb2.CommittedBlock) -> None:
+        self.mempool.remove_committed(r.tx_id for r in committed.receipts)
+        self.notifier.publish(committed)
+        self.inbox.wake()  # the proposer may fill the next height now

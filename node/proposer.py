@@ -1,0 +1,207 @@
+"""The proposer: builds a block when the engine offers a slot, and hands pending txs onward when
+this node does not propose.
+
+`Proposer.offer` is called by the engine loop after every batch with the engine's status. It
+proposes when the engine offers a slot (`next_height`, `next_parent_hash`) and enough txs are
+pending to fill a block, or `interval_ms` has passed with some pending, or
+`empty_block_interval_ms` (0: never) has passed since the head block's time. Blocks are
+pipelined: the header carries the app hash of height next_height - APP_HASH_LAG, so that block
+must be executed here, while the parent may still be executing; then the parent's time is known
+only if we proposed it, hence `_proposed_times`. One proposal per (round, height): a new round
+may re-propose an abandoned height.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Protocol
+
+from consensus.engine import BlockProposal, EngineStatus
+from node.chain import app_hash_height, block_hash_of, txs_hash
+from node.genesis import Genesis
+from node.mempool import Mempool
+from node.ports import Forwarder
+from node.storage import ChainHead
+from proto import types_pb2
+
+log = logging.getLogger(__name__)
+
+HANDOFF_TXS_MAX = 2_000
+HANDOFF_RETRY_MS = 500
+PROPOSED_TIMES_MAX = 64
+
+
+class ChainReader(Protocol):
+    """The executed chain as the proposer needs it (the committer implements it)."""
+
+    @property
+    def head(self) -> ChainHead: ...
+
+    def app_hash_at(self, height: int) -> bytes: ...
+
+
+class PendingHandOff(Protocol):
+    def maybe_hand_off(self, leader: str | None) -> None: ...
+
+
+class NoHandOff:
+    """A node without peers never has anyone to hand txs to."""
+
+    def maybe_hand_off(self, leader: str | None) -> None:
+        pass
+
+
+class HandOff:
+    """Pending txs on a node that does not propose (a deposed leader or primary, or txs
+    admitted while there was none) go to whoever proposes now, or they would never commit.
+    One hand-off at a time, at most one every HANDOFF_RETRY_MS; a failed one puts back the txs
+    that did not commit meanwhile."""
+
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        mempool: Mempool,
+        has_tx: Callable[[bytes], bool],
+        monotonic_ms: Callable[[], int],
+    ) -> None:
+        self.forwarder = forwarder
+        self.mempool = mempool
+        self.has_tx = has_tx
+        self.monotonic_ms = monotonic_ms
+        self._task: asyncio.Task[None] | None = None
+        self._last_ms = 0
+
+    def maybe_hand_off(self, leader: str | None) -> None:
+        if leader is None or not self.mempool.pending_count:
+            return
+        if self._task is not None and not self._task.done():
+            return
+        now = self.monotonic_ms()
+        if now - self._last_ms < HANDOFF_RETRY_MS:
+            return
+        self._last_ms = now
+        drained = self.mempool.drain_pending(HANDOFF_TXS_MAX)
+        self._task = asyncio.create_task(self._hand_off(leader, drained))
+
+    async def _hand_off(self, leader: str, txs: list[tuple[bytes, types_pb2.SignedTx]]) -> None:
+        try:
+            await self.forwarder.forward(leader, [tx for _, tx in txs])
+            log.info("handed %d pending txs to %s", len(txs), leader)
+        except Exception as exc:  # the leader refused or is unreachable: keep them, retry later
+            log.info("hand-off of %d txs to %s failed: %s", len(txs), leader, exc)
+            remaining = [(tx_id, tx) for tx_id, tx in txs if not self.has_tx(tx_id)]
+            try:
+                self.mempool.add_batch(remaining)
+            except Exception:  # full: the client's wait times out and it resubmits
+                log.warning("dropped %d pending txs that could not be handed off", len(remaining))
+
+
+class Proposer:
+    def __init__(
+        self,
+        node_id: str,
+        genesis: Genesis,
+        mempool: Mempool,
+        chain: ChainReader,
+        hand_off: PendingHandOff,
+        *,
+        empty_block_interval_ms: int,
+        wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.node_id = node_id
+        self.genesis = genesis
+        self.mempool = mempool
+        self.chain = chain
+        self.hand_off = hand_off
+        self.empty_block_interval_ms = empty_block_interval_ms
+        self.wall_clock_ms = wall_clock_ms
+        self._last_proposal_ms = 0
+        self._proposed: tuple[int, int] = (-1, 0)  # (round, height) of our last proposal
+        # Header times of our recent proposals by block hash (a parent not executed yet).
+        self._proposed_times: OrderedDict[bytes, int] = OrderedDict()
+        self._was_proposer = False
+
+    def offer(self, status: EngineStatus) -> BlockProposal | None:
+        """The block to propose now, if any (taken from the mempool, recorded as proposed)."""
+        self._follow_leadership(status.leader)
+        slot = self._slot(status)
+        if slot is None:
+            return None
+        next_height, parent_time_ms = slot
+        now = self.wall_clock_ms()
+        if not self._due(now):
+            return None
+        assert status.next_parent_hash is not None  # _slot checked it
+        limits = self.genesis.block
+        taken = self.mempool.take(limits.txs_max, limits.bytes_max)
+        header = types_pb2.BlockHeader(
+            chain_id=self.genesis.chain_id,
+            height=next_height,
+            time_ms=max(now, parent_time_ms + 1),
+            parent_hash=status.next_parent_hash,
+            prev_app_hash=self.chain.app_hash_at(app_hash_height(next_height)),
+            txs_hash=txs_hash(tx_id for tx_id, _ in taken),
+            proposer=self.node_id,
+            round=status.round,
+        )
+        block = types_pb2.Block(header=header, txs=[tx for _, tx in taken])
+        proposal = BlockProposal(
+            height=header.height,
+            parent_hash=header.parent_hash,
+            block_hash=block_hash_of(header),
+            payload=block.SerializeToString(),
+        )
+        self._last_proposal_ms = now
+        self._proposed = (status.round, header.height)
+        self._proposed_times[proposal.block_hash] = header.time_ms
+        while len(self._proposed_times) > PROPOSED_TIMES_MAX:
+            self._proposed_times.popitem(last=False)
+        log.debug("propose height=%d txs=%d", header.height, len(taken))
+        return proposal
+
+    def _follow_leadership(self, leader: str | None) -> None:
+        # The proposer role, not a free slot right now (PBFT offers one slot at a time).
+        is_proposer = leader == self.node_id
+        if self._was_proposer and not is_proposer:
+            moved = self.mempool.requeue_in_flight()
+            if moved:
+                log.info("no longer proposer; %d txs back to pending", moved)
+            # What we proposed may never commit (a new PBFT view drops an unprepared block):
+            # if this node proposes again, it must be able to fill the same height.
+            self._proposed = (-1, 0)
+        self._was_proposer = is_proposer
+        if not is_proposer:
+            self.hand_off.maybe_hand_off(leader)
+
+    def _slot(self, status: EngineStatus) -> tuple[int, int] | None:
+        """(height, parent's time) of the slot we may fill now, if any."""
+        if status.next_height is None or status.next_parent_hash is None:
+            return None
+        head = self.chain.head
+        next_height = status.next_height
+        if (
+            app_hash_height(next_height) > head.height
+            or next_height <= head.height
+            or self._proposed == (status.round, next_height)
+        ):
+            return None
+        if next_height == head.height + 1:
+            parent_time_ms: int | None = head.time_ms
+        else:
+            parent_time_ms = self._proposed_times.get(status.next_parent_hash)
+        if parent_time_ms is None:
+            return None
+        return next_height, parent_time_ms
+
+    def _due(self, now: int) -> bool:
+        """Whether enough is pending, or enough time has passed, to propose a block now."""
+        limits = self.genesis.block
+        pending = self.mempool.pending_count
+        due = now - self._last_proposal_ms >= limits.interval_ms
+        if pending >= limits.txs_max or (pending and due):
+            return True
+        return 0 < self.empty_block_interval_ms <= now - self.chain.head.time_ms

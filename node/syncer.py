@@ -1,0 +1,113 @@
+"""Catch-up: fetch committed blocks from a peer and apply them, when the engine asks (RequestSync).
+
+Fetching runs ahead in its own task (up to SYNC_AHEAD_BLOCKS_MAX blocks) while runs of
+already-fetched blocks are applied by the committer, up to SYNC_APPLY_BLOCKS_MAX per
+worker-thread call. When the engine can check commit certificates (PBFT's
+`verify_certificate`), every fetched block must carry a valid one: the peer serving it need not
+be trusted (then its header must also match the txs it carries). Whatever happens, the engine
+is told where the chain ended up (`Inbox.synced`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from node.chain import block_hash_of, txs_hash
+from node.client.identity import tx_id_of
+from node.committer import Committer, FatalError
+from node.inbox import Inbox
+from node.ports import PeerTransport
+from proto import types_pb2
+
+log = logging.getLogger(__name__)
+
+SYNC_AHEAD_BLOCKS_MAX = 512
+SYNC_APPLY_BLOCKS_MAX = 64
+
+# (height, block hash, certificate) -> whether the certificate commits that block
+CertificateCheck = Callable[[int, bytes, bytes], bool]
+
+
+def certified(fetched: types_pb2.CommittedBlock, verify: CertificateCheck) -> bool:
+    header = fetched.block.header
+    if fetched.block_hash != block_hash_of(header):
+        return False
+    if header.txs_hash != txs_hash(tx_id_of(tx.body) for tx in fetched.block.txs):
+        return False
+    return verify(header.height, fetched.block_hash, fetched.certificate)
+
+
+class Syncer:
+    def __init__(
+        self,
+        transport: PeerTransport,
+        committer: Committer,
+        inbox: Inbox,
+        verify_certificate: CertificateCheck | None,
+    ) -> None:
+        self.transport = transport
+        self.committer = committer
+        self.inbox = inbox
+        self.verify_certificate = verify_certificate
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, peer: str, from_height: int) -> None:
+        """Start a catch-up from `peer`, unless one is running."""
+        if self._task is not None and not self._task.done():
+            return
+        self._task = asyncio.create_task(self._sync(peer, max(from_height, 1)))
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _sync(self, peer: str, from_height: int) -> None:
+        log.info("syncing from %s at height %d", peer, from_height)
+        fetched: asyncio.Queue[types_pb2.CommittedBlock | None] = asyncio.Queue(
+            SYNC_AHEAD_BLOCKS_MAX
+        )
+        fetcher = asyncio.create_task(self._fetch_into(peer, fetched), name=f"fetch-{peer}")
+        try:
+            finished = False
+            while not finished:
+                run: list[types_pb2.CommittedBlock] = []
+                item = await fetched.get()
+                while item is not None:
+                    run.append(item)
+                    if len(run) >= SYNC_APPLY_BLOCKS_MAX or fetched.empty():
+                        break
+                    item = fetched.get_nowait()
+                finished = item is None
+                if run and not await self.committer.apply_fetched(
+                    peer, run, lambda block: self._accept(peer, block)
+                ):
+                    break
+        except FatalError:
+            raise
+        except Exception as exc:  # a block that failed to apply: try again on the next request
+            log.warning("sync from %s stopped: %s", peer, exc)
+        finally:
+            fetcher.cancel()
+            await asyncio.gather(fetcher, return_exceptions=True)
+        head = self.committer.head
+        self.inbox.synced(head.height, head.block_hash)
+
+    async def _fetch_into(
+        self, peer: str, fetched: asyncio.Queue[types_pb2.CommittedBlock | None]
+    ) -> None:
+        try:
+            async for block in self.transport.fetch_blocks(peer, self.committer.head.height + 1):
+                await fetched.put(block)
+        except Exception as exc:  # a peer that fails mid-sync: the engine asks again later
+            log.warning("sync from %s stopped: %s", peer, exc)
+        finally:
+            await fetched.put(None)
+
+    def _accept(self, peer: str, block: types_pb2.CommittedBlock) -> bool:
+        verify = self.verify_certificate
+        if verify is None or certified(block, verify):
+            return True
+        log.warning("block %d from %s: bad certificate", block.block.header.height, peer)
+        return False
