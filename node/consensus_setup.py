@@ -15,7 +15,7 @@ from node.admission import VerifiedCache
 from node.client.identity import Account
 from node.config import ConfigError, NodeConfig
 from node.genesis import Genesis
-from node.pbft_blocks import BlockChecker, inspect_block, signer, verifier
+from node.pbft_blocks import BlockChecker, signer, verifier
 from node.storage import Storage
 from node.verify_pool import VerifyPool
 
@@ -94,7 +94,7 @@ def _build_pbft(
         [v.node_id for v in genesis.validators],
         storage.consensus_records(),
         validate=checker.validate,
-        inspect=inspect_block,
+        inspect=checker.inspect,
         sign=signer(account),
         verify=verifier(genesis),
         config=pbft_config,

@@ -11,7 +11,9 @@ The PBFT engine cannot read blocks or keys. This module gives it:
   engine asks again on its next tick), within the block limits,
   and every tx signature valid (ids admission already verified are skipped; the rest are
   checked in the node's signature worker processes, node/verify_pool.py, or on a small thread
-  pool when there are none, as in tests);
+  pool when there are none, as in tests). It never waits: while the signatures are being
+  checked the answer is "not yet" too, and the verdict is there on a later call;
+- `BlockChecker.inspect`: `inspect_block` remembered per payload, for the engine's retries;
 - `signer`/`verifier`: Ed25519 over the engine's statements with the node key and the
   genesis validator keys.
 """
@@ -22,7 +24,9 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
@@ -41,6 +45,16 @@ CLOCK_DRIFT_MS_MAX = 60_000
 REJECTED_BLOCKS_MAX = 1_024
 VALIDATED_TIMES_MAX = 64
 VERIFY_CHUNK_MIN = 64
+# Parsed blocks kept, by payload object: the engine's next-height proposal and a few more
+# (its retries on every tick, the pre-prepares of the next heights). Bounded in payload bytes
+# too, since a parsed block costs about its size again.
+PARSED_BLOCKS_MAX = 8
+PARSED_BYTES_MAX = 64 * 1024 * 1024
+# Signature verdicts (or the check under way) by block hash.
+SIGNATURE_VERDICTS_MAX = 64
+
+# The txs whose signatures one block still needs checked: (tx id, body, signature).
+Unchecked = list[tuple[bytes, bytes, bytes]]
 
 
 def _parse(payload: bytes) -> types_pb2.Block | None:
@@ -53,17 +67,40 @@ def _parse(payload: bytes) -> types_pb2.Block | None:
 
 
 def inspect_block(payload: bytes) -> BlockIdentity | None:
-    block = _parse(payload)
-    if block is None:
-        return None
-    header = block.header
-    if header.txs_hash != txs_hash(tx_id_of(tx.body) for tx in block.txs):
-        return None
-    return BlockIdentity(header.height, block_hash_of(header), header.parent_hash)
+    parsed = _Parsed.of(payload)
+    return parsed.identity if parsed is not None and parsed.txs_match else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """What the checks need of one payload, computed once."""
+
+    payload: bytes
+    block: types_pb2.Block
+    identity: BlockIdentity
+    tx_ids: tuple[bytes, ...]
+    txs_match: bool  # the header's txs_hash covers the txs carried
+
+    @staticmethod
+    def of(payload: bytes) -> _Parsed | None:
+        block = _parse(payload)
+        if block is None:
+            return None
+        header = block.header
+        tx_ids = tuple(tx_id_of(tx.body) for tx in block.txs)
+        identity = BlockIdentity(header.height, block_hash_of(header), header.parent_hash)
+        return _Parsed(payload, block, identity, tx_ids, header.txs_hash == txs_hash(tx_ids))
 
 
 class BlockChecker:
-    """A backup's validation of proposed blocks; see the module docstring."""
+    """A backup's validation of proposed blocks; see the module docstring.
+
+    Called on the node's event loop (the engine runs there), so nothing here waits for
+    signature checks: the first call for a block starts them on a thread (which hands them to
+    the worker processes) and answers "not now"; the engine asks again on its next tick and
+    gets the verdict once it is in. Parsed blocks and signature verdicts are remembered, so a
+    retry costs dictionary lookups, not a parse and a hash of the whole block.
+    """
 
     def __init__(
         self,
@@ -82,10 +119,50 @@ class BlockChecker:
         self._threads = pool.workers if pool is not None else threads
         self._processes = pool
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pbft-verify")
+        # One block's signature checks at a time, off the event loop; it waits on the worker
+        # processes (or `_pool`), so it must not be a thread of `_pool` itself.
+        self._checks = ThreadPoolExecutor(1, thread_name_prefix="pbft-check")
         self._rejected: OrderedDict[bytes, None] = OrderedDict()
         # Header times of blocks this backup accepted: a proposal's parent may be committed
         # but not yet executed here, and its time must still be before the proposal's.
         self._times: OrderedDict[bytes, int] = OrderedDict()
+        # Keyed by the payload object's id (the entry holds the object, so the id stays its
+        # own): the engine passes the same bytes object on every retry, and hashing a 4 MB
+        # key costs milliseconds where an id costs nothing.
+        self._parsed: OrderedDict[int, _Parsed | None] = OrderedDict()
+        self._parsed_payloads: dict[int, bytes] = {}
+        self._parsed_bytes = 0
+        self._signatures: OrderedDict[bytes, bool | Future[list[bytes] | None]] = OrderedDict()
+
+    def close(self) -> None:
+        self._checks.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def inspect(self, payload: bytes) -> BlockIdentity | None:
+        """`inspect_block`, remembered (the engine asks on every retry)."""
+        parsed = self._lookup(payload)
+        return parsed.identity if parsed is not None and parsed.txs_match else None
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Block until the signature checks started so far are done (for tests and tools)."""
+        running = [f for f in self._signatures.values() if isinstance(f, Future)]
+        futures.wait(running, timeout_s)
+
+    def _lookup(self, payload: bytes) -> _Parsed | None:
+        key = id(payload)
+        if self._parsed_payloads.get(key) is payload:
+            self._parsed.move_to_end(key)
+            return self._parsed[key]
+        parsed = _Parsed.of(payload)
+        self._parsed_payloads[key] = payload
+        self._parsed[key] = parsed
+        self._parsed_bytes += len(payload)
+        while len(self._parsed) > 1 and (
+            len(self._parsed) > PARSED_BLOCKS_MAX or self._parsed_bytes > PARSED_BYTES_MAX
+        ):
+            old, _ = self._parsed.popitem(last=False)
+            self._parsed_bytes -= len(self._parsed_payloads.pop(old))
+        return parsed
 
     def _reject(self, block_hash: bytes, why: str) -> bool:
         log.warning("refusing proposed block %s: %s", block_hash.hex()[:16], why)
@@ -95,11 +172,13 @@ class BlockChecker:
         return False
 
     def validate(self, height: int, parent_hash: bytes, payload: bytes) -> bool:
-        block = _parse(payload)
-        if block is None:
+        """True: valid now. False: invalid (remembered, and said once) or not yet: signatures
+        still being checked, or the parent not executed here (the engine asks again)."""
+        parsed = self._lookup(payload)
+        if parsed is None:
             return False
-        header = block.header
-        block_hash = block_hash_of(header)
+        header = parsed.block.header
+        block_hash = parsed.identity.block_hash
         if block_hash in self._rejected:
             return False
         limits = self.genesis.block
@@ -107,13 +186,15 @@ class BlockChecker:
             return self._reject(block_hash, "wrong height or parent")
         if header.chain_id != self.genesis.chain_id:
             return self._reject(block_hash, f"chain {header.chain_id!r}")
-        if len(block.txs) > limits.txs_max or len(payload) > limits.bytes_max + 4096:
+        if len(parsed.tx_ids) > limits.txs_max or len(payload) > limits.bytes_max + 4096:
             return self._reject(block_hash, "over the block limits")
-        if header.txs_hash != txs_hash(tx_id_of(tx.body) for tx in block.txs):
+        if not parsed.txs_match:
             return self._reject(block_hash, "txs_hash does not match the txs")
-        # Signatures first: checked ids are remembered, so this work overlaps the parent's
-        # execution instead of following it.
-        if not self._signatures_valid(block):
+        # Signatures first: they are checked while the parent executes, not after it.
+        signed = self._signatures_valid(parsed)
+        if signed is None:
+            return False  # still being checked
+        if not signed:
             return self._reject(block_hash, "a tx signature is invalid")
         head = self.storage.head()
         checked_height = app_hash_height(height)
@@ -140,35 +221,54 @@ class BlockChecker:
             self._times.popitem(last=False)
         return True
 
-    def _signatures_valid(self, block: types_pb2.Block) -> bool:
-        todo: list[tuple[bytes, tuple[bytes, bytes, bytes]]] = []
-        for tx in block.txs:
-            tx_id = tx_id_of(tx.body)
-            if tx_id in self.verified:
-                continue
+    def _signatures_valid(self, parsed: _Parsed) -> bool | None:
+        """Every tx signature valid? None while the check runs (started on the first call)."""
+        block_hash = parsed.identity.block_hash
+        held = self._signatures.get(block_hash)
+        if held is None:
+            todo = [
+                (tx_id, tx.body, tx.signature)
+                for tx_id, tx in zip(parsed.tx_ids, parsed.block.txs, strict=True)
+                if tx_id not in self.verified  # admission checked it here already
+            ]
+            held = self._checks.submit(self._check, todo) if todo else True
+            self._signatures[block_hash] = held
+            while len(self._signatures) > SIGNATURE_VERDICTS_MAX:
+                self._signatures.popitem(last=False)
+        if isinstance(held, bool):
+            return held
+        if not held.done():
+            return None
+        checked = held.result()
+        if checked is None:
+            del self._signatures[block_hash]  # remembered as rejected instead
+            return False
+        for tx_id in checked:  # here, on the loop: the cache is not shared with the thread
+            self.verified.add(tx_id)
+        self._signatures[block_hash] = True
+        return True
+
+    def _check(self, todo: Unchecked) -> list[bytes] | None:
+        """On the check thread: the ids of `todo`, all signatures valid, or None."""
+        items: list[tuple[bytes, tuple[bytes, bytes, bytes]]] = []
+        for tx_id, raw, signature in todo:
             body = types_pb2.TxBody()
             try:
-                body.ParseFromString(tx.body)
+                body.ParseFromString(raw)
             except DecodeError:
-                return False
+                return None
             if is_weak_public_key(body.sender):
-                return False
-            todo.append((tx_id, (body.sender, tx.signature, tx.body)))
-        if not todo:
-            return True
-        chunk = max(VERIFY_CHUNK_MIN, -(-len(todo) // self._threads))
-        groups = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
-        chunks = [[item for _, item in g] for g in groups]
+                return None
+            items.append((tx_id, (body.sender, signature, raw)))
+        chunk = max(VERIFY_CHUNK_MIN, -(-len(items) // self._threads))
+        chunks = [[item for _, item in items[i : i + chunk]] for i in range(0, len(items), chunk)]
         if self._processes is not None:
             results: Iterable[list[bool]] = self._processes.verify(chunks)
         else:
             results = self._pool.map(verify_chunk, chunks)
-        for group, oks in zip(groups, results, strict=True):
-            for (tx_id, _), ok in zip(group, oks, strict=True):
-                if not ok:
-                    return False
-                self.verified.add(tx_id)
-        return True
+        if not all(ok for oks in results for ok in oks):
+            return None
+        return [tx_id for tx_id, _ in items]
 
 
 def signer(account: Account) -> Sign:
