@@ -22,7 +22,7 @@ from typing import Protocol
 
 from consensus.engine import BlockProposal, EngineStatus
 from node.chain import app_hash_height, block_hash_of, txs_hash
-from node.genesis import Genesis
+from node.genesis import BlockLimits
 from node.mempool import Mempool
 from node.ports import Forwarder
 from node.storage import ChainHead
@@ -104,7 +104,8 @@ class Proposer:
     def __init__(
         self,
         node_id: str,
-        genesis: Genesis,
+        chain_id: str,
+        limits: BlockLimits,
         mempool: Mempool,
         chain: ChainReader,
         hand_off: PendingHandOff,
@@ -113,7 +114,8 @@ class Proposer:
         wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.node_id = node_id
-        self.genesis = genesis
+        self.chain_id = chain_id
+        self.limits = limits
         self.mempool = mempool
         self.chain = chain
         self.hand_off = hand_off
@@ -136,10 +138,9 @@ class Proposer:
         if not self._due(now):
             return None
         assert status.next_parent_hash is not None  # _slot checked it
-        limits = self.genesis.block
-        taken = self.mempool.take(limits.txs_max, limits.bytes_max)
+        taken = self.mempool.take(self.limits.txs_max, self.limits.bytes_max)
         header = types_pb2.BlockHeader(
-            chain_id=self.genesis.chain_id,
+            chain_id=self.chain_id,
             height=next_height,
             time_ms=max(now, parent_time_ms + 1),
             parent_hash=status.next_parent_hash,
@@ -199,7 +200,7 @@ class Proposer:
 
     def _due(self, now: int) -> bool:
         """Whether enough is pending, or enough time has passed, to propose a block now."""
-        limits = self.genesis.block
+        limits = self.limits
         pending = self.mempool.pending_count
         due = now - self._last_proposal_ms >= limits.interval_ms
         if pending >= limits.txs_max or (pending and due):

@@ -153,7 +153,8 @@ class Node:
         self.forwarder = sender
         proposer = Proposer(
             config.node_id,
-            genesis,
+            genesis.chain_id,
+            genesis.block,
             mempool,
             committer,
             hand_off,
