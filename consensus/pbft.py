@@ -384,7 +384,9 @@ class PbftEngine:
             slot.pending = None
             return
         if not self._validate(slot.height, self._last_hash, payload):
-            return  # may become valid (e.g. the parent is not executed yet): retried on tick
+            # Not now: it may become valid (the parent is not executed yet, or its signatures are
+            # still being checked off the node's event loop), so it is asked again on tick.
+            return
         slot.pending = None
         self._accept(slot, block_hash, out)
         self._deliver_decided(out)

@@ -200,3 +200,40 @@ def test_restarted_replica_syncs_on_f_plus_one_votes_above_its_window_without_a_
     actions = engine.tick(10 * PbftConfig().view_change_timeout_ms)
     assert not [a for a in actions if isinstance(a, Broadcast) and isinstance(a.msg, ViewChange)]
     assert engine.status.round == 0
+
+
+def test_a_proposal_whose_validation_is_not_done_yet_is_prepared_on_a_later_tick() -> None:
+    """The node's validator answers "not yet" while a block's signatures are being checked off
+    its event loop: the backup asks again on each tick and prepares once the answer is yes."""
+    verdicts: list[bool] = []
+    asked: list[int] = []
+
+    def validate(height: int, parent_hash: bytes, payload: bytes) -> bool:
+        asked.append(height)
+        return bool(verdicts) and verdicts[-1]
+
+    backup = PbftEngine(
+        "n1",
+        NODES,
+        {},
+        validate=validate,
+        inspect=inspect_sim_block,
+        sign=lambda statement: sim_sign("n1", statement),
+        verify=sim_verify,
+    )
+    backup.start(0)
+    payload, block_hash = _block()
+
+    def prepares(actions: list) -> list:
+        return [a for a in actions if isinstance(a, Broadcast) and isinstance(a.msg, Prepare)]
+
+    assert not prepares(backup.receive("n0", PrePrepare(0, 1, block_hash, payload)))
+    before_tick = len(asked)
+    assert not prepares(backup.tick(10))
+    assert len(asked) == before_tick + 1 and set(asked) == {1}
+    verdicts.append(True)
+    [prepare] = prepares(backup.tick(20))
+    assert prepare.msg.block_hash == block_hash
+    prepared_after = len(asked)
+    backup.tick(30)
+    assert len(asked) == prepared_after  # prepared: not asked again
