@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 
 from consensus.engine import Commit
 from node.chain import app_hash_height, block_hash_of
+from node.effects import FatalError, is_next_commit
 from node.executor import Executor
 from node.inbox import STALL_WARN_MS, Inbox
 from node.mempool import Mempool
@@ -30,20 +31,6 @@ from proto import types_pb2
 log = logging.getLogger(__name__)
 
 COMMIT_QUEUE_MAX = 1_024
-
-
-class FatalError(Exception):
-    """The node must stop: continuing could corrupt or fork the ledger."""
-
-
-def is_next_commit(height: int, head_height: int) -> bool:
-    """Whether a committed height is the one to apply next; False if it is applied already
-    (before a restart, or by a catch-up). A gap means the engine and the store disagree."""
-    if height <= head_height:
-        return False
-    if height != head_height + 1:
-        raise FatalError(f"commit of height {height} while the chain is at {head_height}")
-    return True
 
 
 class Committer:

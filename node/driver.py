@@ -15,8 +15,9 @@ import time
 from collections.abc import Iterable
 from typing import Protocol
 
-from consensus.engine import Action, Broadcast, Commit, Engine, Persist, RequestSync, Send
+from consensus.engine import Action, Broadcast, Commit, Engine, RequestSync, Send
 from node.committer import Committer
+from node.effects import BatchEffects
 from node.inbox import STALL_WARN_MS, Inbox, Message, Synced
 from node.notifier import Notifier
 from node.ports import NodeObserver, PeerTransport
@@ -28,11 +29,6 @@ log = logging.getLogger(__name__)
 
 class ConsensusStore(Protocol):
     def put_consensus(self, records: Iterable[tuple[str, bytes | None]]) -> None: ...
-
-
-def persisted_records(actions: list[Action]) -> list[tuple[str, bytes | None]]:
-    """Every record the actions of one batch persist, in order: written before any send."""
-    return [record for a in actions if isinstance(a, Persist) for record in a.records]
 
 
 class Driver:
@@ -95,7 +91,8 @@ class Driver:
             await self._carry_out(actions)
 
     async def _carry_out(self, actions: list[Action]) -> None:
-        records = persisted_records(actions)
+        effects = BatchEffects.of(actions)
+        records = effects.records
         if records:
             started = time.monotonic()
             await asyncio.to_thread(self.store.put_consensus, records)
@@ -103,8 +100,8 @@ class Driver:
             if took_ms >= STALL_WARN_MS:
                 log.warning("persisting %d consensus records took %.0f ms", len(records), took_ms)
             self.observer.consensus_persisted()
-        for action in actions:
-            match action:
+        for step in effects.steps:
+            match step:
                 case Send(to, msg):
                     if self.transport is not None:
                         self.transport.send(to, msg)
@@ -112,9 +109,7 @@ class Driver:
                     if self.transport is not None:
                         self.transport.broadcast(msg)
                 case Commit():
-                    await self.committer.enqueue(action)
+                    await self.committer.enqueue(step)
                 case RequestSync(from_node, from_height):
                     if self.syncer is not None:
                         self.syncer.start(from_node, from_height)
-                case Persist():
-                    pass

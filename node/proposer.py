@@ -4,11 +4,9 @@ this node does not propose.
 `Proposer.offer` is called by the engine loop after every batch with the engine's status. It
 proposes when the engine offers a slot (`next_height`, `next_parent_hash`) and enough txs are
 pending to fill a block, or `interval_ms` has passed with some pending, or
-`empty_block_interval_ms` (0: never) has passed since the head block's time. Blocks are
-pipelined: the header carries the app hash of height next_height - APP_HASH_LAG, so that block
-must be executed here, while the parent may still be executing; then the parent's time is known
-only if we proposed it, hence `_proposed_times`. One proposal per (round, height): a new round
-may re-propose an abandoned height.
+`empty_block_interval_ms` (0: never) has passed since the head block's time, and
+`ProposalSlots` (node/effects.py) allows the slot: pipelining no deeper than APP_HASH_LAG, a
+parent whose time is known, one proposal per (round, height).
 """
 
 from __future__ import annotations
@@ -16,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
 from consensus.engine import BlockProposal, EngineStatus
 from node.chain import app_hash_height, block_hash_of, txs_hash
+from node.effects import ProposalSlots
 from node.genesis import BlockLimits
 from node.mempool import Mempool
 from node.ports import Forwarder
@@ -32,7 +30,6 @@ log = logging.getLogger(__name__)
 
 HANDOFF_TXS_MAX = 2_000
 HANDOFF_RETRY_MS = 500
-PROPOSED_TIMES_MAX = 64
 
 
 class ChainReader(Protocol):
@@ -121,30 +118,32 @@ class Proposer:
         self.hand_off = hand_off
         self.empty_block_interval_ms = empty_block_interval_ms
         self.wall_clock_ms = wall_clock_ms
+        self._slots = ProposalSlots(node_id)
         self._last_proposal_ms = 0
-        self._proposed: tuple[int, int] = (-1, 0)  # (round, height) of our last proposal
-        # Header times of our recent proposals by block hash (a parent not executed yet).
-        self._proposed_times: OrderedDict[bytes, int] = OrderedDict()
-        self._was_proposer = False
 
     def offer(self, status: EngineStatus) -> BlockProposal | None:
         """The block to propose now, if any (taken from the mempool, recorded as proposed)."""
-        self._follow_leadership(status.leader)
-        slot = self._slot(status)
+        if self._slots.follow_leader(status.leader):
+            moved = self.mempool.requeue_in_flight()
+            if moved:
+                log.info("no longer proposer; %d txs back to pending", moved)
+        if status.leader != self.node_id:
+            self.hand_off.maybe_hand_off(status.leader)
+        head = self.chain.head
+        slot = self._slots.free_slot(status, head.height, head.time_ms)
         if slot is None:
             return None
-        next_height, parent_time_ms = slot
+        height, parent_hash, parent_time_ms = slot
         now = self.wall_clock_ms()
         if not self._due(now):
             return None
-        assert status.next_parent_hash is not None  # _slot checked it
         taken = self.mempool.take(self.limits.txs_max, self.limits.bytes_max)
         header = types_pb2.BlockHeader(
             chain_id=self.chain_id,
-            height=next_height,
+            height=height,
             time_ms=max(now, parent_time_ms + 1),
-            parent_hash=status.next_parent_hash,
-            prev_app_hash=self.chain.app_hash_at(app_hash_height(next_height)),
+            parent_hash=parent_hash,
+            prev_app_hash=self.chain.app_hash_at(app_hash_height(height)),
             txs_hash=txs_hash(tx_id for tx_id, _ in taken),
             proposer=self.node_id,
             round=status.round,
@@ -157,46 +156,9 @@ class Proposer:
             payload=block.SerializeToString(),
         )
         self._last_proposal_ms = now
-        self._proposed = (status.round, header.height)
-        self._proposed_times[proposal.block_hash] = header.time_ms
-        while len(self._proposed_times) > PROPOSED_TIMES_MAX:
-            self._proposed_times.popitem(last=False)
+        self._slots.proposed(status.round, height, proposal.block_hash, header.time_ms)
         log.debug("propose height=%d txs=%d", header.height, len(taken))
         return proposal
-
-    def _follow_leadership(self, leader: str | None) -> None:
-        # The proposer role, not a free slot right now (PBFT offers one slot at a time).
-        is_proposer = leader == self.node_id
-        if self._was_proposer and not is_proposer:
-            moved = self.mempool.requeue_in_flight()
-            if moved:
-                log.info("no longer proposer; %d txs back to pending", moved)
-            # What we proposed may never commit (a new PBFT view drops an unprepared block):
-            # if this node proposes again, it must be able to fill the same height.
-            self._proposed = (-1, 0)
-        self._was_proposer = is_proposer
-        if not is_proposer:
-            self.hand_off.maybe_hand_off(leader)
-
-    def _slot(self, status: EngineStatus) -> tuple[int, int] | None:
-        """(height, parent's time) of the slot we may fill now, if any."""
-        if status.next_height is None or status.next_parent_hash is None:
-            return None
-        head = self.chain.head
-        next_height = status.next_height
-        if (
-            app_hash_height(next_height) > head.height
-            or next_height <= head.height
-            or self._proposed == (status.round, next_height)
-        ):
-            return None
-        if next_height == head.height + 1:
-            parent_time_ms: int | None = head.time_ms
-        else:
-            parent_time_ms = self._proposed_times.get(status.next_parent_hash)
-        if parent_time_ms is None:
-            return None
-        return next_height, parent_time_ms
 
     def _due(self, now: int) -> bool:
         """Whether enough is pending, or enough time has passed, to propose a block now."""

@@ -1,7 +1,7 @@
 """The node process: wires storage, contracts, consensus, mempool and the gRPC services.
 
 `scfchain node --config FILE` runs `run_node`. SIGTERM or SIGINT stops it gracefully: the API
-stops taking requests, the driver finishes the block it is writing, the store is closed.
+stops taking requests, the committer finishes the block it is writing, the store is closed.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from node.admission import Admission, SignatureVerifier, membership
 from node.api import LedgerService, MalformedRequestInterceptor
 from node.chain_view import ChainView
 from node.client.identity import Account
-from node.committer import Committer, FatalError
+from node.committer import Committer
 from node.config import ConfigError, NodeConfig, load_config
 from node.consensus_setup import build_engine, signs_messages
 from node.driver import Driver
+from node.effects import FatalError
 from node.executor import Executor
 from node.genesis import Genesis, load_genesis
 from node.inbox import Inbox

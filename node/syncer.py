@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from node.chain import block_hash_of, txs_hash
 from node.client.identity import tx_id_of
-from node.committer import Committer, FatalError
+from node.committer import Committer
+from node.effects import FatalError
 from node.inbox import Inbox
 from node.ports import PeerTransport
 from proto import types_pb2

@@ -11,6 +11,12 @@ invariants below are checked after every engine call:
 - no two nodes commit different blocks at one height (and a height is never committed twice);
 - an engine's `commit_height` never goes down.
 
+The node's own rules drive each engine (node/effects.py): an engine call's actions take effect
+in the driver's order (`BatchEffects`: all records persisted first, then the rest in order, a
+crash possible between any two steps), commits must pass the driver's contiguity check
+(`is_next_commit`), and a node fills an offered slot only when the driver's proposer would
+(`ProposalSlots`: one proposal per round and height, pipelined no deeper than APP_HASH_LAG).
+
 Everything random flows from one seed, so a failure replays exactly. Byzantine behaviour plugs
 in per node: `outgoing_hooks[node]` rewrites, drops or multiplies each message that node sends
 (after `Broadcast` is expanded per recipient, so equivocation is possible), and nodes listed in
@@ -40,6 +46,7 @@ from consensus.engine import (
     RequestSync,
     Send,
 )
+from node.effects import BatchEffects, FatalError, ProposalSlots, is_next_commit
 
 LEADER_ROLES = ("leader", "primary")
 
@@ -112,6 +119,7 @@ class SimNode:
     durable: dict[str, bytes] = field(default_factory=dict)
     blocks: list[CommittedBlock] = field(default_factory=list)  # the block store
     last_commit_height: int = 0
+    slots: ProposalSlots | None = None  # in memory: a new one for every incarnation
 
     @property
     def is_up(self) -> bool:
@@ -289,28 +297,31 @@ class Simulator:
         )
         engine = self.factory(boot)
         node.engine = engine
+        node.slots = ProposalSlots(node.node_id)
         node.last_commit_height = node.height
         self._run(node, engine.start(self.now_ms))
 
     def _run(self, node: SimNode, actions: list[Action]) -> None:
-        """Carry out actions in order, as a driver would; maybe crash partway."""
+        """Carry out actions in the driver's order; maybe crash partway."""
+        effects = BatchEffects.of(actions)
+        steps: list[Action] = [Persist(effects.records)] if effects.records else []
+        steps += effects.steps
         if (
-            actions
+            steps
             and self.mid_action_crash_rate
             and self.rng.random() < self.mid_action_crash_rate
         ):
-            cut = self.rng.randrange(len(actions))
+            cut = self.rng.randrange(len(steps))
             self.stats.mid_action_crashes += 1
-            self._note(f"{node.node_id} crashes after {cut} of {len(actions)} actions")
-            actions = actions[:cut]
-            for action in actions:
-                self._carry_out(node, action)
+            self._note(f"{node.node_id} crashes after {cut} of {len(steps)} steps")
+            for step in steps[:cut]:
+                self._carry_out(node, step)
             self.crash(node.node_id)
             if self.rng.random() < 0.5:
                 self.restart(node.node_id)  # back at once: its in-flight messages still land
             return
-        for action in actions:
-            self._carry_out(node, action)
+        for step in steps:
+            self._carry_out(node, step)
             if node.engine is None:
                 return
         self._check_engine(node)
@@ -370,7 +381,11 @@ class Simulator:
         return CommittedBlock(height, block_hash, bytes.fromhex(parts[1].decode()), payload)
 
     def _store(self, node: SimNode, block: CommittedBlock) -> None:
-        if block.height != node.height + 1:
+        try:
+            applies = is_next_commit(block.height, node.height)
+        except FatalError:
+            applies = False
+        if not applies:  # a node skips a height it holds; an engine must not commit it again
             self._fail(
                 f"{node.node_id} commits height {block.height} after {node.height}: "
                 "commits must be contiguous and once per height"
@@ -407,18 +422,19 @@ class Simulator:
                 if engine is None or self.rng.random() >= self.config.propose_rate:
                     break
                 status = engine.status
-                if status.next_height is None or status.next_parent_hash is None:
+                assert node.slots is not None
+                node.slots.follow_leader(status.leader)
+                # Sim blocks carry no time: the head's counts as 0, a proposal's as now.
+                slot = node.slots.free_slot(status, node.height, 0)
+                if slot is None:
                     break
+                height, parent_hash, _ = slot
                 self._serial += 1
-                payload = block_payload(
-                    status.next_height, status.next_parent_hash, node.node_id, self._serial
-                )
+                payload = block_payload(height, parent_hash, node.node_id, self._serial)
                 proposal = BlockProposal(
-                    status.next_height,
-                    status.next_parent_hash,
-                    hashlib.sha256(payload).digest(),
-                    payload,
+                    height, parent_hash, hashlib.sha256(payload).digest(), payload
                 )
+                node.slots.proposed(status.round, height, proposal.block_hash, self.now_ms)
                 self.stats.proposals += 1
                 self._run(node, engine.propose(proposal))
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from consensus.engine import Action, Broadcast, Commit, Persist, RequestSync, Send
-from node.committer import FatalError, is_next_commit
 from node.driver import Driver
+from node.effects import FatalError, is_next_commit
 from node.inbox import INBOX_BATCH_MAX, Inbox, Message, Synced, Tick
 from node.notifier import Notifier
 from proto import types_pb2
