@@ -134,10 +134,6 @@ class BlockChecker:
         self._parsed_bytes = 0
         self._signatures: OrderedDict[bytes, bool | Future[list[bytes] | None]] = OrderedDict()
 
-    def close(self) -> None:
-        self._checks.shutdown(wait=False, cancel_futures=True)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
     def inspect(self, payload: bytes) -> BlockIdentity | None:
         """`inspect_block`, remembered (the engine asks on every retry)."""
         parsed = self._lookup(payload)
