@@ -131,6 +131,7 @@ class PbftEngine:
             node_id, self.config, self._q, sign, self, durable.view, durable.new_view
         )
 
+    # The view and whether it is active are the view changer's; the normal case only reads them.
     @property
     def _view(self) -> int:
         return self._views.view
