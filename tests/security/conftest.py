@@ -57,7 +57,7 @@ class LiveNode:
 async def _suspend_member(node: LiveNode) -> None:
     net = node.net
     admin, suspended = net.account("admin"), net.account("suspended")
-    async with node.client.ledger() as client:
+    async with node.client() as client:
         receipt = await client.call(admin, net.chain_id, "consortium", "suspend",
                                     {"account": suspended.account_id})
     assert receipt.ok, receipt
