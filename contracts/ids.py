@@ -1,8 +1,8 @@
 """Ids of the things a tx creates: derived from the tx id, so every node and client agrees.
 
-`Context.derive_id` gives a contract the id of what its tx creates; a client that builds the tx
-(e.g. the bench, whose later calls name what earlier ones created) computes the same id here
-from the tx id alone, without running the contract.
+`Context.derive_id` (which calls this) gives a contract the id of what its tx creates; a
+client that builds the tx (e.g. the bench, whose later calls name what earlier ones created)
+computes the same id here from the tx id alone, without running the contract.
 """
 
 from __future__ import annotations

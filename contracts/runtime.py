@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Protocol
 
+from contracts.ids import derive_id
+
 # Limits on what a tx may carry into a contract.
 ARGS_BYTES_MAX = 16_384
 ARGS_DEPTH_MAX = 8
@@ -392,10 +394,7 @@ class Context:
 
     def derive_id(self, *parts: str | int) -> str:
         """A deterministic id from the tx id and extra parts (e.g. child index)."""
-        import hashlib
-
-        text = ":".join([self.tx_id, *(str(p) for p in parts)])
-        return hashlib.sha256(text.encode()).hexdigest()
+        return derive_id(self.tx_id, *parts)
 
     def call(self, contract: str, method: str, args: Mapping[str, JsonValue]) -> JsonValue:
         """Call another contract's internal method as this contract (sender = 'contract:NAME')."""
