@@ -101,7 +101,10 @@ def fills_offered_slot(status: EngineStatus, block: BlockProposal) -> bool:
     )
 
 
-# Given (height, parent_hash, payload), is this proposal acceptable? (PBFT backups.)
+# Given (height, parent_hash, payload), is this proposal acceptable? (PBFT backups.) False means
+# "not now": the block is bad, or its checks (the parent's execution, signature checks running off
+# the event loop) are not finished; the engine asks again on a later tick, so a validator never
+# waits for a verdict.
 BlockValidator = Callable[[int, bytes, bytes], bool]
 
 
