@@ -62,9 +62,9 @@ class Driver:
                 group.create_task(self.inbox.run_ticker(), name="ticker")
                 group.create_task(self._engine_loop(), name="engine")
                 group.create_task(self.committer.run(), name="commit")
+                if self.syncer is not None:
+                    group.create_task(self.syncer.run(), name="sync")
         finally:
-            if self.syncer is not None:
-                self.syncer.cancel()
             self.notifier.close()  # subscribers' streams end with the node
 
     @staticmethod

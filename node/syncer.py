@@ -52,17 +52,25 @@ class Syncer:
         self.committer = committer
         self.inbox = inbox
         self.verify_certificate = verify_certificate
-        self._task: asyncio.Task[None] | None = None
+        # One catch-up at a time, run by `run` inside the driver's task group, so a FatalError
+        # in a catch-up (a fetched block whose app hash differs from ours) stops the node.
+        self._requests: asyncio.Queue[tuple[str, int]] = asyncio.Queue(1)
+        self._busy = False
 
     def start(self, peer: str, from_height: int) -> None:
-        """Start a catch-up from `peer`, unless one is running."""
-        if self._task is not None and not self._task.done():
+        """Ask for a catch-up from `peer`, unless one is running or already asked for."""
+        if self._busy or self._requests.full():
             return
-        self._task = asyncio.create_task(self._sync(peer, max(from_height, 1)))
+        self._requests.put_nowait((peer, max(from_height, 1)))
 
-    def cancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+    async def run(self) -> None:
+        while True:
+            peer, from_height = await self._requests.get()
+            self._busy = True
+            try:
+                await self._sync(peer, from_height)
+            finally:
+                self._busy = False
 
     async def _sync(self, peer: str, from_height: int) -> None:
         log.info("syncing from %s at height %d", peer, from_height)

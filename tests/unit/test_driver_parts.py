@@ -14,6 +14,8 @@ from node.driver import Driver
 from node.effects import FatalError, is_next_commit
 from node.inbox import INBOX_BATCH_MAX, Inbox, Message, Synced, Tick
 from node.notifier import Notifier
+from node.storage import ChainHead
+from node.syncer import Syncer
 from proto import types_pb2
 
 
@@ -138,3 +140,24 @@ async def test_a_slow_subscription_overflows_and_the_stream_ends_at_close() -> N
     assert notifier.subscriber_count == 2
     notifier.unsubscribe(slow)
     assert notifier.subscriber_count == 1
+
+
+class _OneBlockPeer:
+    async def fetch_blocks(self, peer: str, from_height: int) -> Any:
+        yield committed(from_height, [b"\x01" * 32])
+
+
+class _DivergedCommitter:
+    """A committer whose state differs from the block fetched: applying raises FatalError."""
+
+    head = ChainHead(0, b"", b"", 0)
+
+    async def apply_fetched(self, peer: str, run: Any, accept: Any) -> bool:
+        raise FatalError(f"block 1 from {peer}: app hash differs from ours")
+
+
+async def test_a_fatal_error_during_catch_up_ends_the_syncer_run() -> None:
+    syncer = Syncer(_OneBlockPeer(), _DivergedCommitter(), Inbox(10), None)  # type: ignore[arg-type]
+    syncer.start("node2", 1)
+    with pytest.raises(FatalError, match="app hash differs"):
+        await asyncio.wait_for(syncer.run(), 5)
