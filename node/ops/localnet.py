@@ -3,7 +3,8 @@
 `write_network` makes a directory a consortium can run from: member keys, node signing keys,
 a genesis file and one TOML config per node. `NodeProcess` starts `scfchain node` for one
 config, waits until it is healthy, and stops it by PID (SIGTERM, then SIGKILL).
-The cluster launcher (`node/ops/launcher.py`) and the tests build on these.
+`node/ops/localcluster.py` runs a whole network's processes on these; the launcher, the
+soak, the bench and the tests use that.
 """
 
 from __future__ import annotations
