@@ -17,13 +17,13 @@ import os
 import signal
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import psutil
 
 from node.client.ledger import LedgerClient, LedgerError
 from node.ops.localnet import NetworkLayout, NodeProcess, tail
 from node.ops.netfaults import LinkProxy, NetworkFaults, proxy_peer_links
+from proto import ledger_pb2
 
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
@@ -157,7 +157,8 @@ class LocalCluster:
                         return node_id
         return None
 
-    async def info(self, node_id: str, timeout_s: float = 2.0) -> Any:
+    async def info(self, node_id: str, timeout_s: float = 2.0
+                   ) -> ledger_pb2.ChainInfo | None:
         """The node's chain info, or None when it does not answer."""
         try:
             async with LedgerClient(self.addr(node_id), timeout_s=timeout_s) as client:

@@ -110,8 +110,8 @@ async def load_worker(cluster: LocalCluster, stats: SoakStats, stop: asyncio.Eve
 
 async def auditor(cluster: LocalCluster, stats: SoakStats, stop: asyncio.Event) -> None:
     while not stop.is_set():
-        infos = {n: await cluster.info(n) for n in cluster.live()}
-        infos = {n: i for n, i in infos.items() if i is not None}
+        answers = {n: await cluster.info(n) for n in cluster.live()}
+        infos = {n: i for n, i in answers.items() if i is not None}
         if len(infos) >= 2:
             height = min(i.height for i in infos.values())
             hashes = {}
