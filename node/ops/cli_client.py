@@ -145,41 +145,61 @@ def _tx(args: argparse.Namespace) -> int:
     account = cluster.account(args.as_name)
     call_args = parse_args_json(args.args, cluster)
     tx = account.build_tx(cluster.chain_id, contract, method, call_args)
-    quorum = cluster.consensus == "pbft" and not args.node
-    node_ids = {node.client_addr: node.id for node in cluster.nodes}
-
-    async def send() -> tuple[ReceiptView, list[str]]:
-        if quorum:  # one node's receipt is only as honest as that node: ask for f + 1
-            async with QuorumClient([node.client_addr for node in cluster.nodes]) as nodes:
-                confirmed = (await nodes.submit_and_confirm([tx], timeout_ms=60_000))[0]
-            return confirmed.receipt, [node_ids[a] for a in confirmed.vouchers]
-        client = await connect(cluster, args.node)
-        async with client:
-            return (await client.submit_and_wait([tx]))[0], []
-
-    async def run() -> tuple[ReceiptView, list[str]]:
-        deadline = time.monotonic() + NO_LEADER_RETRY_S
-        while True:  # UNAVAILABLE = not admitted (no leader yet), so resending is safe
-            try:
-                return await send()
-            except LedgerError as exc:
-                if exc.status != "UNAVAILABLE" or time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0.25)
-
-    receipt, confirmed_by = asyncio.run(run())
+    receipt, confirmed_by = asyncio.run(submit_tx(cluster, tx, args.node))
     if args.json:
         doc = receipt.to_json()
-        if quorum:
+        if confirmed_by is not None:
             doc["confirmed_by"] = confirmed_by
         print(json.dumps(doc))
     else:
         console = make_console()
         print_receipt(console, receipt, cluster.names())
-        if quorum:
+        if confirmed_by is not None:
             console.print(f"confirmed by {', '.join(confirmed_by)} (matching receipts from "
                           f"f + 1 = {(len(cluster.nodes) - 1) // 3 + 1} nodes are needed)")
     return 0 if receipt.ok else 1
+
+
+async def submit_tx(
+    cluster: Cluster, tx: types_pb2.SignedTx, node_id: str | None = None
+) -> tuple[ReceiptView, list[str] | None]:
+    """Submit one signed tx and wait for its receipt; (receipt, confirming node ids or None).
+
+    On PBFT (unless one node is named) the receipt counts only once f + 1 nodes return
+    matching ones, and the node ids that did are returned; elsewhere one node's word is taken.
+    While no leader is elected yet the node answers UNAVAILABLE (not admitted), so resending
+    is safe and done for up to NO_LEADER_RETRY_S.
+    """
+    quorum = cluster.consensus == "pbft" and not node_id
+    node_ids = {node.client_addr: node.id for node in cluster.nodes}
+
+    async def send() -> tuple[ReceiptView, list[str] | None]:
+        if quorum:  # one node's receipt is only as honest as that node: ask for f + 1
+            async with QuorumClient([node.client_addr for node in cluster.nodes]) as nodes:
+                confirmed = (await nodes.submit_and_confirm([tx], timeout_ms=60_000))[0]
+            return confirmed.receipt, [node_ids[a] for a in confirmed.vouchers]
+        client = await connect(cluster, node_id)
+        async with client:
+            return (await client.submit_and_wait([tx]))[0], None
+
+    deadline = time.monotonic() + NO_LEADER_RETRY_S
+    while True:
+        try:
+            return await send()
+        except LedgerError as exc:
+            if exc.status != "UNAVAILABLE" or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.25)
+
+
+async def query_view(
+    cluster: Cluster, contract: str, view: str, call_args: dict[str, Any],
+    node_id: str | None = None,
+) -> Any:
+    """A contract view's result from the named node or the first that answers."""
+    client = await connect(cluster, node_id)
+    async with client:
+        return await client.query(contract, view, call_args)
 
 
 def print_receipt(console: Console, receipt: ReceiptView, names: dict[str, str]) -> None:
@@ -201,12 +221,7 @@ def _query(args: argparse.Namespace) -> int:
     contract, view = parse_call(args.call, "view")
     call_args = parse_args_json(args.args, cluster)
 
-    async def run() -> Any:
-        client = await connect(cluster, args.node)
-        async with client:
-            return await client.query(contract, view, call_args)
-
-    result = asyncio.run(run())
+    result = asyncio.run(query_view(cluster, contract, view, call_args, args.node))
     if args.json:
         print(json.dumps(result))
     else:

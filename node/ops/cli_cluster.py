@@ -1,4 +1,4 @@
-"""`scfchain cluster up|status|down|restart|kill`: the launcher's command line.
+"""`scfchain cluster up|status|down|restart|kill|add-node`: the launcher's command line.
 
 The work is in `node.ops.launcher`; this module parses arguments, prints tables (rich) or one JSON
 document (`--json`), and follows the nodes' logs while a foreground `up` runs.
@@ -24,10 +24,12 @@ from rich.text import Text
 from node.ops.cluster_status import NodeStatus, app_hash_divergence, node_statuses
 from node.ops.launcher import (
     CONSENSUS_KINDS,
+    FOLLOW_TIMEOUT_S_DEFAULT,
     GRACE_S_DEFAULT,
     READY_TIMEOUT_S_DEFAULT,
     Cluster,
     ClusterError,
+    add_node,
     kill_node,
     load_cluster,
     node_running,
@@ -79,27 +81,42 @@ def _console(args: argparse.Namespace) -> Console:
 
 
 def status_table(cluster: Cluster, statuses: list[NodeStatus]) -> Table:
+    """Validators first, then observers (nodes that follow the chain and never vote), each
+    group in cluster.json's order, with a rule between the groups."""
     round_name = ROUND_NAMES.get(cluster.consensus, "round")
     table = Table(title=f"{cluster.chain_id} · {cluster.consensus} · {cluster.root}")
-    for column in ("node", "state", "height", "app hash", "role", round_name, "mempool", "pid",
-                   "client address"):
+    for column in ("node", "state", "set", "height", "app hash", "role", round_name, "mempool",
+                   "pid", "client address"):
         table.add_column(column, justify="right" if column in ("height", "mempool") else "left")
-    for status in statuses:
-        state = Text("up", style="green") if status.up else Text("down", style="red")
-        role = Text(status.role, style="bold") if status.role in ("leader", "primary") else (
-            Text(status.role))
-        table.add_row(
-            status.id,
-            state,
-            str(status.height) if status.up else "-",
-            status.app_hash[:12] + "…" if status.app_hash else "-",
-            role if status.up else Text("-"),
-            str(status.round) if status.up else "-",
-            str(status.mempool_size) if status.up else "-",
-            str(status.pid) if status.pid else "-",
-            status.client_addr,
-        )
+    validators = [status for status in statuses if status.validator]
+    observers = [status for status in statuses if not status.validator]
+    for group in (validators, observers):
+        if group is observers and validators and observers:
+            table.add_section()
+        for status in group:
+            table.add_row(*_status_cells(status))
     return table
+
+
+def _status_cells(status: NodeStatus) -> list[str | Text]:
+    state = Text("up", style="green") if status.up else Text("down", style="red")
+    role = Text(status.role, style="bold") if status.role in ("leader", "primary") else (
+        Text(status.role))
+    member = Text("validator", style="bold") if status.validator else Text("observer", "cyan")
+    if status.validator_epoch is not None:
+        member.append(f" · epoch {status.validator_epoch}", style="dim")
+    return [
+        status.id,
+        state,
+        member,
+        str(status.height) if status.up else "-",
+        status.app_hash[:12] + "…" if status.app_hash else "-",
+        role if status.up else Text("-"),
+        str(status.round) if status.up else "-",
+        str(status.mempool_size) if status.up else "-",
+        str(status.pid) if status.pid else "-",
+        status.client_addr,
+    ]
 
 
 def _nodes_json(statuses: list[NodeStatus]) -> list[dict[str, Any]]:
@@ -270,6 +287,63 @@ def _kill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_node(args: argparse.Namespace) -> int:
+    cluster = load_cluster(args.dir)
+    console = _console(args)
+    console.print(f"adding a node to the {cluster.consensus} cluster in {cluster.root} …")
+    node, height = asyncio.run(add_node(cluster, timeout_s=args.timeout,
+                                        follow_timeout_s=args.follow_timeout))
+    doc = add_node_json(cluster, node.id, node.pid, node.client_addr, node.peer_addr, height,
+                        observer=args.observer)
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        for line in add_node_lines(doc):
+            console.print(line)
+    return 0
+
+
+def add_node_json(
+    cluster: Cluster, node_id: str, pid: int | None, client_addr: str, peer_addr: str,
+    height: int, *, observer: bool,
+) -> dict[str, Any]:
+    """What `cluster add-node` reports; `propose` is the command that makes it a validator."""
+    proposer = committee_member_hint(cluster)
+    return {
+        "node": node_id,
+        "pid": pid,
+        "client_addr": client_addr,
+        "peer_addr": peer_addr,
+        "height": height,
+        "validator": False,
+        "observer": observer,
+        "propose": f"scfchain gov propose add-validator --node {node_id} --as {proposer} "
+                   f"--dir {cluster.root}",
+    }
+
+
+def add_node_lines(doc: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{doc['node']} runs (pid {doc['pid']}, client {doc['client_addr']}, peer "
+        f"{doc['peer_addr']}) as an observer and follows the chain at height {doc['height']}",
+    ]
+    if doc["observer"]:
+        lines.append("it stays an observer: it executes every block and serves clients, and "
+                     "never votes; to make it a validator later, a committee member proposes")
+    else:
+        lines.append("to make it a validator, a committee member proposes it (and others vote "
+                     "until the threshold is reached):")
+    lines.append(f"  {doc['propose']}")
+    return lines
+
+
+def committee_member_hint(cluster: Cluster) -> str:
+    """A member to name in the printed proposal: the sample committee's first, or the first
+    member of the cluster (the committee itself is on the chain, `gov list` shows it)."""
+    names = [account.name for account in cluster.accounts]
+    return "core" if "core" in names else names[0] if names else "NAME"
+
+
 def register(sub: Any) -> None:
     """Add `cluster` and its subcommands to the `scfchain` parser."""
     cluster = sub.add_parser("cluster", help="start, inspect and stop a local multi-node network")
@@ -319,6 +393,19 @@ def register(sub: Any) -> None:
     restart.add_argument("--timeout", type=float, default=READY_TIMEOUT_S_DEFAULT,
                          help="seconds to wait until it is healthy")
     restart.set_defaults(func=_guarded("cluster restart", _restart))
+
+    add = commands.add_parser(
+        "add-node", help="start one more node (an observer) that a committee vote can make a "
+        "validator")
+    common(add)
+    add.add_argument("--observer", action="store_true",
+                     help="meant to stay an observer (e.g. an auditor's node); every new node "
+                          "starts as one either way")
+    add.add_argument("--timeout", type=float, default=READY_TIMEOUT_S_DEFAULT,
+                     help="seconds to wait until it is healthy")
+    add.add_argument("--follow-timeout", type=float, default=FOLLOW_TIMEOUT_S_DEFAULT,
+                     help="seconds to wait until it follows the head")
+    add.set_defaults(func=_guarded("cluster add-node", _add_node))
 
     kill = commands.add_parser("kill", help="SIGKILL one node, to try a fault by hand")
     common(kill)

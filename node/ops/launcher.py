@@ -16,15 +16,20 @@ nodes, and `node.ops.cli_cluster` is the command line on top of both.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import shutil
+import time
+import tomllib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psutil
 
 from node.client.identity import Account
+from node.client.ledger import LedgerClient, LedgerError
 from node.ops.localcluster import (
     LocalCluster,
     ProcessesSurvived,
@@ -37,6 +42,8 @@ from node.ops.localnet import (
     NodeLayout,
     NodeProcess,
     port_free,
+    tail,
+    write_joining_node,
     write_network,
 )
 from node.ops.sample_consortium import SAMPLE_MEMBERS, sample_member_specs
@@ -47,6 +54,8 @@ NODES_DEFAULT = 4
 NODES_MAX = 16
 GRACE_S_DEFAULT = 10.0
 READY_TIMEOUT_S_DEFAULT = 30.0
+FOLLOW_BLOCKS_MAX = 3  # add-node: a joining node follows once it is this close to the head
+FOLLOW_TIMEOUT_S_DEFAULT = 60.0
 
 
 class ClusterError(Exception):
@@ -493,3 +502,133 @@ async def start_cluster(
             raise ClusterError(str(exc)) from None
         raise
     return list(local.procs.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# A node joining a running cluster (`cluster add-node`).
+
+# What a node's config says about itself; every other setting is the cluster's and is copied.
+_OWN_CONFIG_KEYS = frozenset({"node_id", "data_dir", "genesis", "client_addr", "peer_addr",
+                              "signing_key", "tls"})
+
+
+def next_node_id(cluster: Cluster) -> str:
+    """node<n+1> after the highest node<n> in cluster.json or on disk."""
+    numbers = [0]
+    names = [node.id for node in cluster.nodes]
+    nodes_dir = os.path.join(cluster.root, "nodes")
+    if os.path.isdir(nodes_dir):
+        names += os.listdir(nodes_dir)
+    for name in names:
+        if match := re.fullmatch(r"node(\d+)", name):
+            numbers.append(int(match.group(1)))
+    return f"node{max(numbers) + 1}"
+
+
+def genesis_validator_ids(cluster: Cluster) -> list[str]:
+    """The validators genesis names (the set before any governance change)."""
+    path = os.path.join(cluster.root, "genesis.json")
+    try:
+        with open(path) as handle:
+            doc = json.load(handle)
+        return [str(item["id"]) for item in doc["validators"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ClusterError(f"cannot read the validators of {path}: {exc}") from None
+
+
+def _shared_node_options(cluster: Cluster) -> dict[str, object]:
+    """The settings of the first node's config that are not about that node, flattened as
+    `write_network` takes them (`table.key`), so a joining node runs like the others."""
+    with open(cluster.nodes[0].config_path, "rb") as handle:
+        doc = tomllib.load(handle)
+    options: dict[str, object] = {}
+    for key, value in doc.items():
+        if key in _OWN_CONFIG_KEYS:
+            continue
+        if isinstance(value, dict):
+            options.update({f"{key}.{name}": item for name, item in value.items()})
+        else:
+            options[key] = value
+    return options
+
+
+async def add_node(
+    cluster: Cluster, *, timeout_s: float = READY_TIMEOUT_S_DEFAULT,
+    follow_timeout_s: float = FOLLOW_TIMEOUT_S_DEFAULT,
+) -> tuple[ClusterNode, int]:
+    """Write, record and start the next node of a running cluster; wait until it follows.
+
+    The node gets its own signing key and a certificate from the consortium CA, and the same
+    genesis: it is outside the validator set, so it starts as an observer, and a committee
+    vote (`gov propose add-validator`) makes it a validator. Returns (node, its height).
+    A node that does not become healthy is stopped and forgotten (its directory removed); one
+    that is healthy but still behind after follow_timeout_s is left running (it is catching
+    up) and ClusterError says so.
+    """
+    if cluster.consensus == "solo":
+        raise ClusterError("a solo chain runs exactly one node; add nodes to a raft or pbft "
+                           "cluster")
+    running = running_pids(cluster)
+    if not running:
+        raise ClusterError(f"the cluster in {cluster.root} is not running; start it with "
+                           f"`scfchain cluster up --dir {cluster.root} --detach`")
+    node_id = next_node_id(cluster)
+    try:
+        layout = write_joining_node(
+            cluster.root, node_id, genesis_path=os.path.join(cluster.root, "genesis.json"),
+            consensus=cluster.consensus, node_options=_shared_node_options(cluster),
+        )
+    except (OSError, ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ClusterError(f"cannot write {node_id}: {exc}") from None
+    node = ClusterNode(id=node_id, client_addr=layout.client_addr, peer_addr=layout.peer_addr,
+                       pid=None, data_dir=layout.data_dir, log_file=layout.log_file,
+                       config_path=layout.config_path)
+    cluster.nodes.append(node)
+    cluster.save()
+    local = LocalCluster(cluster.network())
+    try:
+        _start_node(cluster, local, node_id)
+        await local.wait_healthy([node_id], timeout_s)
+    except BaseException as exc:
+        log = tail(node.log_file)
+        _stop(cluster, 2.0, {node_id})
+        cluster.nodes.remove(node)
+        cluster.save()
+        shutil.rmtree(os.path.dirname(node.config_path), ignore_errors=True)
+        if isinstance(exc, RuntimeError | TimeoutError):
+            raise ClusterError(f"{node_id} did not start, so it was removed again: {exc}\n"
+                               f"its log ended with:\n{log}") from None
+        raise
+    others = [n for n in cluster.nodes if n.id != node_id and n.id in running]
+    height = await wait_following(node, others, follow_timeout_s)
+    return node, height
+
+
+async def wait_following(node: ClusterNode, others: list[ClusterNode], timeout_s: float) -> int:
+    """Wait until node's height reaches the others' head as it was when the wait began and is
+    within FOLLOW_BLOCKS_MAX of their head now; returns its height."""
+
+    async def height(addr: str) -> int | None:
+        try:
+            async with LedgerClient(addr, timeout_s=2.0) as client:
+                return int((await client.chain_info()).height)
+        except LedgerError:
+            return None
+
+    async def head() -> int:
+        heights = await asyncio.gather(*(height(other.client_addr) for other in others))
+        return max((h for h in heights if h is not None), default=0)
+
+    target = await head()
+    deadline = time.monotonic() + timeout_s
+    own: int | None = None
+    while time.monotonic() < deadline:
+        own = await height(node.client_addr)
+        if own is not None and own >= target and own >= await head() - FOLLOW_BLOCKS_MAX:
+            return own
+        await asyncio.sleep(0.25)
+    raise ClusterError(
+        f"{node.id} runs (pid {node.pid}) but is at height {own if own is not None else '?'} "
+        f"of {await head()} after {timeout_s:.0f}s; it is left running to catch up — see "
+        f"{node.log_file}"
+    )

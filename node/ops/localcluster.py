@@ -96,6 +96,19 @@ def stop_processes(procs: Mapping[str, psutil.Process], grace_s: float) -> dict[
     }
 
 
+def reports_validator(info: ledger_pb2.ChainInfo) -> bool | None:
+    """Whether the answering node says it is a voting validator now; None if it cannot tell.
+
+    Nodes that serve the `validator` field (issue 15) say so directly; older ones list the
+    validator set in `validators`, which names the node or not; an empty list tells nothing.
+    """
+    if "validator" in info.DESCRIPTOR.fields_by_name:
+        return bool(getattr(info, "validator"))  # noqa: B009 - a field older protos lack
+    if info.validators:
+        return info.node_id in info.validators
+    return None
+
+
 async def ask_leader(addrs: Iterable[str], timeout_s: float = 2.0) -> str | None:
     """The leader (or primary) the first node that knows one names; None if none does."""
     for addr in addrs:
@@ -215,7 +228,7 @@ class LocalCluster:
         await self.wait_healthy(timeout_s=timeout_s)
 
     async def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Wait until every node is healthy and knows a leader or primary.
+        """Wait until every node is healthy and every validator knows a leader or primary.
 
         RuntimeError if a node exits, TimeoutError if the cluster is not ready within timeout_s.
         """
@@ -230,7 +243,10 @@ class LocalCluster:
                         info = await client.chain_info(timeout_s=1.0)
                     except LedgerError:
                         info = None
-                    leaders.append(info.leader if info is not None else "")
+                    # An observer (a node outside the validator set) need not know a leader:
+                    # it follows committed blocks, and the cluster is ready without it.
+                    observer = info is not None and reports_validator(info) is False
+                    leaders.append("-" if observer else info.leader if info is not None else "")
                 if all(leaders):
                     return
                 for proc in self.procs.values():

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from node.client.identity import Account
-from node.tls import issue_node_cert, make_ca
+from node.tls import CertFiles, issue_node_cert, make_ca
 
 LOOPBACK = "127.0.0.1"
 
@@ -283,3 +283,43 @@ def tail(path: str, lines: int = 20) -> str:
             return "".join(handle.readlines()[-lines:])
     except OSError:
         return ""
+
+
+def write_joining_node(
+    root: str,
+    node_id: str,
+    *,
+    genesis_path: str,
+    consensus: str,
+    node_options: dict[str, object] | None = None,
+) -> NodeLayout:
+    """A signing key, a TLS certificate from the network's CA and a config for one node that
+    joins a running network (`scfchain cluster add-node`), on free loopback ports.
+
+    Genesis is left as it is: the node starts outside the validator set (an observer) and
+    becomes a validator only when the committee votes it in, so the CA must already exist —
+    a new CA would make a certificate no peer trusts.
+    """
+    if consensus == "solo":
+        raise ValueError("a solo network runs exactly one node; no node can join it")
+    ca = CertFiles(os.path.join(root, "ca", "ca.crt"), os.path.join(root, "ca", "ca.key"))
+    if not (os.path.isfile(ca.cert) and os.path.isfile(ca.key)):
+        raise FileNotFoundError(f"no consortium CA in {os.path.dirname(ca.cert)} (ca.crt, ca.key)")
+    node_dir = os.path.join(root, "nodes", node_id)
+    os.makedirs(node_dir)  # FileExistsError: never reuse another node's keys
+    _new_key(os.path.join(node_dir, "node_key.pem"))
+    issue_node_cert(ca, node_id, node_dir)
+    layout = NodeLayout(
+        node_id=node_id,
+        client_addr=f"{LOOPBACK}:{free_port()}",
+        peer_addr=f"{LOOPBACK}:{free_port()}",
+        config_path=os.path.join(node_dir, "config.toml"),
+        data_dir=os.path.join(node_dir, "data"),
+        log_file=os.path.join(node_dir, "node.log"),
+    )
+    options = dict(node_options or {})
+    options["tls.ca_cert"] = os.path.relpath(ca.cert, node_dir)
+    options["tls.cert"] = "tls.crt"
+    options["tls.key"] = "tls.key"
+    _write_config(layout, genesis_path, options)
+    return layout
