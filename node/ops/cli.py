@@ -109,10 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", help="run in this (new or cluster) directory, not a temporary one")
     demo.set_defaults(func=_demo)
 
-    from node.ops import cli_client, cli_cluster
+    from node.ops import cli_client, cli_cluster, cli_gov
 
     cli_cluster.register(sub)
     cli_client.register(sub)
+    cli_gov.register(sub)
 
     from bench.cli import add_parser as add_bench_parser  # `scfchain bench` lives in bench/
 

@@ -45,7 +45,7 @@ class ClientCommandError(Exception):
     """Bad input to a client command; the message says what to fix."""
 
 
-def _guarded(command: str, func: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+def guarded(command: str, func: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
@@ -367,24 +367,24 @@ def register(sub: Any) -> None:
                     help="the member who signs (a name from cluster.json)")
     tx.add_argument("--args", default="{}", help='JSON object; "@name" = that member\'s account')
     common(tx)
-    tx.set_defaults(func=_guarded("tx", _tx))
+    tx.set_defaults(func=guarded("tx", _tx))
 
     query = sub.add_parser("query", help="call a read-only contract view")
     query.add_argument("call", metavar="CONTRACT.VIEW", help="e.g. cash.balance")
     query.add_argument("--args", default="{}", help='JSON object; "@name" = that member\'s account')
     common(query)
-    query.set_defaults(func=_guarded("query", _query))
+    query.set_defaults(func=guarded("query", _query))
 
     watch = sub.add_parser("watch", help="stream committed blocks and their events")
     watch.add_argument("--from", dest="from_height", type=int, default=0,
                        help="first height (default: the next block)")
     watch.add_argument("--count", type=int, default=0, help="stop after this many blocks")
     common(watch)
-    watch.set_defaults(func=_guarded("watch", _watch))
+    watch.set_defaults(func=guarded("watch", _watch))
 
     voucher = sub.add_parser("voucher", help="voucher views for people")
     voucher_sub = voucher.add_subparsers(dest="voucher_command", required=True)
     tree = voucher_sub.add_parser("tree", help="the lineage tree of a root voucher")
     tree.add_argument("root_id", metavar="ROOT_ID", help="the root voucher's id (64 hex)")
     common(tree)
-    tree.set_defaults(func=_guarded("voucher tree", _voucher_tree))
+    tree.set_defaults(func=guarded("voucher tree", _voucher_tree))
