@@ -299,7 +299,7 @@ def _add_node(args: argparse.Namespace) -> int:
         print(json.dumps(doc))
     else:
         for line in add_node_lines(doc):
-            console.print(line)
+            console.print(line, soft_wrap=True)  # the command to copy stays on one line
     return 0
 
 

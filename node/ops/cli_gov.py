@@ -188,7 +188,7 @@ def _report(args: argparse.Namespace, cluster: Cluster, doc: dict[str, Any], wha
     else:
         console = make_console()
         for line in outcome_lines(doc, what, cluster):
-            console.print(line)
+            console.print(line, soft_wrap=True)  # commands to copy stay on one line
     if doc["status"] == "FAILED":
         print(f"scfchain gov: {what} FAILED: {doc['error_code']}: {doc['message']}",
               file=sys.stderr)
