@@ -1,9 +1,11 @@
 """The consortium contract: members, their roles, and suspension; seeded by genesis.
 
 Keys: `consortium/m/<account>` -> {name, roles, suspended}; `consortium/n/<name>` -> account.
-Only an admin changes membership. A suspended member can send no tx (the runtime checks every
-call) but is still paid what it is owed; an admin cannot suspend or demote the last active
-admin.
+Membership changes only by a committee vote: `register`, `set_roles`, `suspend` and `reinstate`
+are internal methods that only the governance contract reaches (no tx calls them directly,
+whatever its sender's roles). A suspended member can send no tx (the runtime checks every call)
+but is still paid what it is owed. The last active admin cannot be suspended or demoted: other
+contracts (e.g. `prepayment.configure`) still need an admin.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from contracts.runtime import (
     StateView,
     encode,
     member_key,
-    require_role,
 )
 
 consortium = Contract("consortium")
 MEMBERS_PAGE_MAX = 500
+GOVERNANCE_CALLER = "contract:governance"
 
 
-def _roles(args: Args) -> list[str]:
+def parse_roles(args: Args) -> list[str]:
+    """The `roles` argument: a non-empty list of known roles, sorted and without repeats."""
     raw = args.raw().get("roles")
     if not isinstance(raw, list) or not raw or len(raw) > len(ROLES):
         raise ContractError("INVALID_ARGS", f"roles must be a list drawn from {', '.join(ROLES)}")
@@ -55,12 +58,19 @@ def _active_admins(ctx: Context) -> int:
     )
 
 
-@consortium.method
+def _require_governance(ctx: Context) -> None:
+    # Internal methods are reachable from any contract through Context.call; membership is
+    # the committee's decision, so only the governance contract may change it.
+    if ctx.sender != GOVERNANCE_CALLER:
+        raise ContractError("NOT_AUTHORIZED", "membership changes only by a governance proposal")
+
+
+@consortium.internal_method
 def register(ctx: Context, args: Args) -> JsonValue:
-    require_role(ctx, ctx.sender, "admin")
+    _require_governance(ctx)
     account = args.account("account")
     name = args.text("name", chars_max=64, ascii_only=True)
-    roles = _roles(args)
+    roles = parse_roles(args)
     if ctx.get(f"m/{account}") is not None:
         raise ContractError("MEMBER_EXISTS", f"account {account[:16]}… is already a member")
     if ctx.get(f"n/{name}") is not None:
@@ -71,11 +81,11 @@ def register(ctx: Context, args: Args) -> JsonValue:
     return {"account": account}
 
 
-@consortium.method
+@consortium.internal_method
 def set_roles(ctx: Context, args: Args) -> JsonValue:
-    require_role(ctx, ctx.sender, "admin")
+    _require_governance(ctx)
     account = args.account("account")
-    roles = _roles(args)
+    roles = parse_roles(args)
     member = _member(ctx, account)
     if "admin" in member["roles"] and "admin" not in roles and _active_admins(ctx) <= 1:
         raise ContractError("LAST_ADMIN", "the last active admin cannot lose the admin role")
@@ -86,7 +96,7 @@ def set_roles(ctx: Context, args: Args) -> JsonValue:
 
 
 def _set_suspended(ctx: Context, args: Args, suspended: bool) -> JsonValue:
-    require_role(ctx, ctx.sender, "admin")
+    _require_governance(ctx)
     account = args.account("account")
     member = _member(ctx, account)
     if member["suspended"] == suspended:
@@ -100,12 +110,12 @@ def _set_suspended(ctx: Context, args: Args, suspended: bool) -> JsonValue:
     return None
 
 
-@consortium.method
+@consortium.internal_method
 def suspend(ctx: Context, args: Args) -> JsonValue:
     return _set_suspended(ctx, args, True)
 
 
-@consortium.method
+@consortium.internal_method
 def reinstate(ctx: Context, args: Args) -> JsonValue:
     return _set_suspended(ctx, args, False)
 

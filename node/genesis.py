@@ -1,7 +1,15 @@
-"""The genesis file: chain id, consensus, validators, members, starting balances, block limits.
+"""The genesis file: chain id, consensus, validators, members, starting balances, block limits,
+the governance committee and the consortium CA.
 
 It is JSON (written by the launcher, read by every node). Its canonical hash is the chain's
 identity: a data directory made for another genesis is refused at start-up.
+
+Governance (contracts/governance.py) is seeded from it: `committee: {members: [{name, weight}],
+threshold?, proposal_ttl_blocks?}` (member names; threshold defaults to more than half the total
+weight; without a committee, every `admin` member with weight 1, so older geneses keep working),
+`ca_cert_pem` (the consortium CA's certificate, against which a new validator's certificate is
+checked; optional, and absent on solo chains), each validator's optional `tls_cert_pem`, the
+consensus kind and the chain params (block txs and bytes max, `empty_block_interval_ms`).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from typing import Any
 from consensus.codec import MESSAGE_BYTES_MAX
 from contracts.cash import seed_balances
 from contracts.consortium import seed_members
+from contracts.governance import PROPOSAL_TTL_BLOCKS_DEFAULT, seed_governance
 from contracts.runtime import ROLES, ContractError
 from node.config import ConfigError
 from node.state import MemoryState, Overlay
@@ -22,6 +31,7 @@ from node.state import MemoryState, Overlay
 BLOCK_BYTES_LIMIT = MESSAGE_BYTES_MAX // 2
 
 CONSENSUS_KINDS = ("solo", "raft", "pbft")
+EMPTY_BLOCK_INTERVAL_MS_DEFAULT = 1_000  # what node/server.py uses when genesis names none
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +39,7 @@ class Validator:
     node_id: str
     public_key: bytes  # Ed25519, signs consensus messages
     peer_addr: str
+    tls_cert_pem: str = ""  # the node's peer TLS certificate, when genesis gives it
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +67,10 @@ class Genesis:
     balances: tuple[tuple[str, int], ...]
     block: BlockLimits
     genesis_id: bytes
+    committee: tuple[tuple[str, int], ...] = ()  # (member name, weight)
+    committee_threshold: int | None = None  # None: more than half the total weight
+    proposal_ttl_blocks: int = PROPOSAL_TTL_BLOCKS_DEFAULT
+    ca_cert_pem: str = ""
 
     def validator(self, node_id: str) -> Validator:
         for validator in self.validators:
@@ -71,6 +86,31 @@ class Genesis:
         try:
             seed_members(overlay, [(m.account, m.name, list(m.roles)) for m in self.members])
             seed_balances(overlay, list(self.balances))
+            accounts = {m.name: m.account for m in self.members}
+            seed_governance(
+                overlay,
+                consensus=self.consensus,
+                committee=[(accounts[name], weight) for name, weight in self.committee],
+                threshold=self.committee_threshold,
+                validators=[
+                    {
+                        "node_id": v.node_id,
+                        "public_key": v.public_key.hex(),
+                        "tls_cert_pem": v.tls_cert_pem,
+                        "peer_addr": v.peer_addr,
+                    }
+                    for v in self.validators
+                ],
+                params={
+                    "block_txs_max": self.block.txs_max,
+                    "block_bytes_max": self.block.bytes_max,
+                    "empty_block_interval_ms": self.consensus_params.get(
+                        "empty_block_interval_ms", EMPTY_BLOCK_INTERVAL_MS_DEFAULT
+                    ),
+                },
+                ca_cert_pem=self.ca_cert_pem,
+                proposal_ttl_blocks=self.proposal_ttl_blocks,
+            )
         except ContractError as exc:
             raise ConfigError(f"genesis: {exc.message}") from exc
         return overlay.writes, app_hash_after(bytes(32), overlay.writes)
@@ -111,6 +151,7 @@ def parse_genesis(raw: bytes) -> Genesis:
                 node_id=_need(item, "id", str),
                 public_key=bytes.fromhex(_need(item, "public_key", str)),
                 peer_addr=_need(item, "peer_addr", str),
+                tls_cert_pem=_optional(item, "tls_cert_pem", str, ""),
             )
         )
     if not validators:
@@ -130,8 +171,8 @@ def parse_genesis(raw: bytes) -> Genesis:
         if not all(role in ROLES for role in roles):
             raise ConfigError(f"genesis: member {item.get('name')} has an unknown role")
         members.append(Member(_need(item, "name", str), _need(item, "account", str), roles))
-    if not any("admin" in m.roles for m in members):
-        raise ConfigError("genesis: the consortium needs at least one admin")
+    committee, threshold, ttl = _committee(doc, members)
+    ca_cert_pem = _optional(doc, "ca_cert_pem", str, "")
     balances = tuple(
         (_need(item, "account", str), _need(item, "amount", int))
         for item in doc.get("balances", [])
@@ -164,7 +205,42 @@ def parse_genesis(raw: bytes) -> Genesis:
         balances=balances,
         block=block,
         genesis_id=hashlib.sha256(canonical).digest(),
+        committee=committee,
+        committee_threshold=threshold,
+        proposal_ttl_blocks=ttl,
+        ca_cert_pem=ca_cert_pem,
     )
+
+
+def _optional(doc: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    return _need(doc, key, kind) if key in doc else default
+
+
+def _committee(
+    doc: dict[str, Any], members: list[Member]
+) -> tuple[tuple[tuple[str, int], ...], int | None, int]:
+    """The committee as (name, weight) pairs, its threshold (None: the default) and the
+    proposals' time to live; without a `committee`, every admin member with weight 1."""
+    names = {m.name for m in members}
+    if "committee" not in doc:
+        admins = tuple((m.name, 1) for m in members if "admin" in m.roles)
+        if not admins:
+            raise ConfigError("genesis: no committee, and no admin member to form one")
+        return admins, None, PROPOSAL_TTL_BLOCKS_DEFAULT
+    committee_doc = _need(doc, "committee", dict)
+    pairs = []
+    for item in _need(committee_doc, "members", list):
+        if not isinstance(item, dict):
+            raise ConfigError("genesis: committee members are {name, weight} objects")
+        name, weight = _need(item, "name", str), _need(item, "weight", int)
+        if name not in names:
+            raise ConfigError(f"genesis: committee member {name!r} is not a member")
+        pairs.append((name, weight))
+    if not pairs:
+        raise ConfigError("genesis: the committee needs at least one member")
+    threshold = _optional(committee_doc, "threshold", int, None)
+    ttl = _optional(committee_doc, "proposal_ttl_blocks", int, PROPOSAL_TTL_BLOCKS_DEFAULT)
+    return tuple(pairs), threshold, ttl
 
 
 def load_genesis(path: str) -> Genesis:

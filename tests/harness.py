@@ -3,6 +3,14 @@
 `LocalChain` seeds a consortium, then turns each `run(...)` into a signed tx in a block of its
 own (or `run_block` for several), executes it through `node.executor.Executor` exactly as a node
 would, and applies the writes. Time is block time, advanced explicitly.
+
+Governance is seeded as genesis seeds it: a committee (by default every `admin` member, weight 1;
+with no admin, the first member by name), a consensus kind (default solo, one validator) and the
+chain params. `govern(action, **params)` passes a proposal in one block: the proposal and just
+enough committee votes to reach the threshold. The consortium's membership changes are no
+longer tx methods; `run(who, "consortium.register" | "set_roles" | "suspend" | "reinstate", ...)`
+still works in tests written before governance, as `who` proposing the matching action and
+the committee voting it through (`LEGACY_ADMIN_CALLS`).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from typing import Any
 from contracts import default_runtime
 from contracts.cash import seed_balances
 from contracts.consortium import seed_members
+from contracts.governance import proposal_id_of, seed_governance
 from contracts.runtime import Runtime, decode
 from node.chain import app_hash_after, block_hash_of, txs_hash
 from node.client.identity import Account, tx_id_of
@@ -23,6 +32,15 @@ from proto import types_pb2
 
 CHAIN_ID = "test-chain"
 DAY_MS = 86_400_000
+DEFAULT_PARAMS = {"block_txs_max": 2000, "block_bytes_max": 4_000_000,
+                  "empty_block_interval_ms": 1000}
+# The single-admin consortium methods of old, and the governance action each is now.
+LEGACY_ADMIN_CALLS = {
+    "consortium.register": "register_member",
+    "consortium.set_roles": "set_roles",
+    "consortium.suspend": "suspend_member",
+    "consortium.reinstate": "reinstate_member",
+}
 
 
 @dataclass
@@ -48,6 +66,13 @@ class LocalChain:
     balances: dict[str, int] = field(default_factory=dict)  # name -> starting cash
     time_ms: int = 1_700_000_000_000
     runtime: Runtime = field(default_factory=default_runtime)
+    committee: dict[str, int] | None = None  # name -> weight; None: the admins, weight 1
+    threshold: int | None = None  # None: more than half the committee's weight
+    consensus: str = "solo"
+    validators: list[dict[str, str]] | None = None  # None: one validator, "node1"
+    params: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PARAMS))
+    ca_cert_pem: str = ""
+    proposal_ttl_blocks: int = 1000
 
     def __post_init__(self) -> None:
         self.accounts = {name: Account.from_seed(name.encode()) for name in self.members}
@@ -58,6 +83,24 @@ class LocalChain:
             [(self.accounts[n].account_id, n, list(r)) for n, r in sorted(self.members.items())],
         )
         seed_balances(genesis, [(self.id(n), a) for n, a in sorted(self.balances.items())])
+        if self.committee is None:
+            admins = [n for n, roles in sorted(self.members.items()) if "admin" in roles]
+            self.committee = {n: 1 for n in admins or sorted(self.members)[:1]}
+        if self.validators is None:
+            node_key = Account.from_seed(b"node1").public_key.hex()
+            self.validators = [
+                {"node_id": "node1", "public_key": node_key, "peer_addr": "127.0.0.1:7001"}
+            ]
+        seed_governance(
+            genesis,
+            consensus=self.consensus,
+            committee=[(self.id(n), w) for n, w in sorted(self.committee.items())],
+            threshold=self.threshold,
+            validators=self.validators,
+            params=self.params,
+            ca_cert_pem=self.ca_cert_pem,
+            proposal_ttl_blocks=self.proposal_ttl_blocks,
+        )
         self.state.apply(genesis.writes)
         self.app_hash = app_hash_after(bytes(32), genesis.writes)
         self.height = 0
@@ -81,7 +124,36 @@ class LocalChain:
         return self.accounts[who].build_tx(CHAIN_ID, contract, method, args, nonce=self._nonce)
 
     def run(self, who: str, call: str, **args: Any) -> Receipt:
+        if call in LEGACY_ADMIN_CALLS:
+            return self.govern(LEGACY_ADMIN_CALLS[call], proposer=who, **args)
         return self.run_block([self.tx(who, call, **args)])[0]
+
+    def committee_names(self) -> list[tuple[str, int]]:
+        """The committee now, as (name, weight) in name order (names this chain knows)."""
+        names = {account.account_id: name for name, account in self.accounts.items()}
+        members = self.query("governance.committee")["members"]
+        return sorted((names[m["account"]], int(m["weight"])) for m in members)
+
+    def govern(self, action: str, *, proposer: str | None = None, **params: Any) -> Receipt:
+        """Pass a proposal in one block: `proposer` (default: the first committee member by
+        name) proposes, then other committee members, in name order, vote yes until the
+        threshold is reached. Returns the first failed receipt, else the deciding one."""
+        committee = self.committee_names()
+        threshold = int(self.query("governance.committee")["threshold"])
+        proposer = proposer or committee[0][0]
+        propose = self.tx(proposer, "governance.propose", action=action, params=params)
+        proposal_id = proposal_id_of(tx_id_of(propose.body).hex())
+        txs, weight = [propose], dict(committee).get(proposer, 0)
+        for name, member_weight in committee:
+            if weight >= threshold:
+                break
+            if name != proposer:
+                txs.append(self.tx(name, "governance.vote", proposal_id=proposal_id,
+                                   approve=True))
+                weight += member_weight
+        receipts = self.run_block(txs)
+        failed = [r for r in receipts if not r.ok]
+        return failed[0] if failed else receipts[-1]
 
     def advance(self, ms: int) -> list[tuple[str, dict[str, Any]]]:
         """Let time pass and commit an empty block; returns its block-end events."""

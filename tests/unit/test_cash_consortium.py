@@ -63,27 +63,38 @@ def test_stranger_and_suspended_member_can_do_nothing() -> None:
     chain.add_account("mallory")
     receipt = chain.run("mallory", "cash.transfer", to=chain.id("bob"), amount=1)
     assert receipt.code == "UNKNOWN_MEMBER"
-    assert chain.run("admin", "consortium.suspend", account=chain.id("alice")).ok
+    assert chain.govern("suspend_member", account=chain.id("alice")).ok
     receipt = chain.run("alice", "cash.transfer", to=chain.id("bob"), amount=1)
     assert receipt.code == "MEMBER_SUSPENDED"
-    assert chain.run("admin", "consortium.reinstate", account=chain.id("alice")).ok
+    assert chain.govern("reinstate_member", account=chain.id("alice")).ok
     assert chain.run("alice", "cash.transfer", to=chain.id("bob"), amount=1).ok
 
 
-def test_admin_registers_members_and_cannot_remove_last_admin() -> None:
+def test_the_committee_registers_members_and_cannot_remove_last_admin() -> None:
+    chain = make_chain()  # no committee in genesis: the admin alone is the committee
+    carol = chain.add_account("carol")
+    assert chain.govern("register_member", proposer="alice", account=carol, name="carol",
+                        roles=["supplier"]).code == "NOT_COMMITTEE_MEMBER"
+    receipt = chain.govern("register_member", account=carol, name="carol", roles=["supplier"])
+    assert receipt.ok and receipt.event("MemberRegistered")["name"] == "carol"
+    assert chain.govern("register_member", account=carol, name="carol2",
+                        roles=["supplier"]).code == "MEMBER_EXISTS"
+    assert chain.govern("suspend_member", account=chain.id("admin")).code == "LAST_ADMIN"
+    assert chain.govern("set_roles", account=carol, roles=["pirate"]).code == "INVALID_ARGS"
+    assert chain.query("consortium.member", account=carol)["roles"] == ["supplier"]
+
+
+def test_membership_methods_are_not_tx_methods_any_more() -> None:
+    """register, set_roles, suspend and reinstate are internal: even an admin's tx cannot
+    reach them (the committee decides), and another contract's call is refused too."""
     chain = make_chain()
     carol = chain.add_account("carol")
-    assert chain.run("alice", "consortium.register", account=carol, name="carol",
-                     roles=["supplier"]).code == "NOT_AUTHORIZED"
-    receipt = chain.run("admin", "consortium.register", account=carol, name="carol",
-                        roles=["supplier"])
-    assert receipt.ok and receipt.event("MemberRegistered")["name"] == "carol"
-    assert chain.run("admin", "consortium.register", account=carol, name="carol2",
-                     roles=["supplier"]).code == "MEMBER_EXISTS"
-    assert chain.run("admin", "consortium.suspend", account=chain.id("admin")).code == "LAST_ADMIN"
-    assert chain.run("admin", "consortium.set_roles", account=carol,
-                     roles=["pirate"]).code == "INVALID_ARGS"
-    assert chain.query("consortium.member", account=carol)["roles"] == ["supplier"]
+    tx = chain.tx("admin", "consortium.register", account=carol, name="carol",
+                  roles=["supplier"])
+    assert chain.run_block([tx])[0].code == "UNKNOWN_METHOD"
+    for method in ("suspend", "reinstate"):
+        tx = chain.tx("admin", f"consortium.{method}", account=chain.id("alice"))
+        assert chain.run_block([tx])[0].code == "UNKNOWN_METHOD"
 
 
 def test_unknown_contract_method_and_bad_json_fail_with_stable_codes() -> None:

@@ -20,7 +20,7 @@ WR = "warehouse_receipt"
 
 def suspend(chain: LocalChain, *names: str) -> None:
     for name in names:
-        ok(chain.run("admin", "consortium.suspend", account=chain.id(name)))
+        ok(chain.govern("suspend_member", account=chain.id(name)))
 
 
 def total_cash(chain: LocalChain, names: list[str]) -> int:
@@ -145,7 +145,7 @@ def test_loan_disbursement_and_order_payment_reach_suspended_supplier_and_financ
     ok(chain.run("bank", f"{OF}.approve_loan", order_id=order_id))  # pays the suspended supplier
     disbursed_ms = chain.time_ms
     assert chain.balance("supplier") == 700_000
-    ok(chain.run("admin", "consortium.reinstate", account=chain.id("supplier")))
+    ok(chain.govern("reinstate_member", account=chain.id("supplier")))
     ok(chain.run("supplier", f"{OF}.record_delivery", order_id=order_id,
                  delivery_hash=doc("delivery")))
     ok(chain.run("core", f"{OF}.accept_delivery", order_id=order_id))
@@ -216,7 +216,7 @@ def test_prepayment_pays_and_serves_suspended_parties_through_to_the_buy_back() 
     held = lodged.result["receipt_id"]
     assert chain.query(f"{WR}.receipt", receipt_id=held)["state"] == "PLEDGED"
 
-    ok(chain.run("admin", "consortium.reinstate", account=chain.id("dealer")))
+    ok(chain.govern("reinstate_member", account=chain.id("dealer")))
     chain.advance(approved_ms + 30 * DAY_MS - 1_000 - chain.time_ms)
     repaid = ok(chain.run("dealer", f"{PP}.repay", deal_id=deal_id, principal=2_800_000))
     assert repaid.result == {"interest": interest(2_800_000, 720, 30), "released": 400}
@@ -248,7 +248,7 @@ def test_lodging_goods_still_needs_parties_with_their_roles() -> None:
     chain = make_chain(dealer=8_000_000, bank=10_000_000, core=5_000_000)
     deal_id = _financed_deal(chain)
     ok(chain.run("bank", f"{PP}.approve", deal_id=deal_id))
-    ok(chain.run("admin", "consortium.set_roles", account=chain.id("dealer"), roles=["auditor"]))
+    ok(chain.govern("set_roles", account=chain.id("dealer"), roles=["auditor"]))
     fails(chain, "wh", f"{PP}.lodge_goods", "NOT_AUTHORIZED", deal_id=deal_id, grade="A",
           location="yard", inspection_hash=doc("insp-roles"))
 
@@ -285,7 +285,7 @@ def test_pledge_loan_is_paid_out_to_and_repaid_to_suspended_parties() -> None:
     ok(chain.run("bank", f"{WR}.approve_pledge", receipt_id=receipt_id))  # pays the dealer
     approved_ms = chain.time_ms
     assert chain.balance("dealer") == 600_000
-    ok(chain.run("admin", "consortium.reinstate", account=chain.id("dealer")))
+    ok(chain.govern("reinstate_member", account=chain.id("dealer")))
     suspend(chain, "bank")
     chain.advance(approved_ms + 10 * DAY_MS - 1_000 - chain.time_ms)
     repaid = ok(chain.run("dealer", f"{WR}.repay_pledge", receipt_id=receipt_id))
@@ -360,7 +360,7 @@ def test_new_prepayment_deal_with_a_suspended_core_or_financier_is_refused() -> 
               financier=chain.id("bank"), warehouse=chain.id("wh"), commodity="coil",
               quantity=1, unit="t", price=10, margin=5, rate_bps=0,
               due_ms=chain.time_ms + DAY_MS)
-        ok(chain.run("admin", "consortium.reinstate", account=chain.id(name)))
+        ok(chain.govern("reinstate_member", account=chain.id(name)))
 
 
 def test_financier_forecloses_on_a_suspended_borrower() -> None:
