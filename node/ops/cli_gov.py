@@ -59,10 +59,23 @@ def parse_roles(text: str) -> list[str]:
     return roles
 
 
-def parse_proposal_id(text: str) -> int | str:
-    """Proposal ids as the contract returns them: a short decimal number is an integer id,
-    anything else (a hex id) is passed as the string it is."""
-    return int(text) if text.isdigit() and len(text) < 19 else text
+async def resolve_proposal_id(cluster: Cluster, text: str, via: str | None = None) -> str:
+    """A proposal id (64 hex, as `propose` printed it) or a unique prefix of one, as git takes
+    commit ids: a prefix is looked up among the proposals the chain lists."""
+    text = text.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{1,64}", text):
+        raise ClientCommandError(f"PROPOSAL_ID must be hex (as `gov propose` prints it); got "
+                                 f"{text!r}")
+    if len(text) == 64:
+        return text
+    rows = as_list(await query_view(cluster, CONTRACT, "proposals", {}, via), "proposals")
+    found = sorted({str(row.get("proposal_id")) for row in rows
+                    if str(row.get("proposal_id", "")).startswith(text)})
+    if len(found) != 1:
+        what = "no proposal" if not found else f"{len(found)} proposals"
+        raise ClientCommandError(f"{what} start with {text!r}; `scfchain gov list --dir "
+                                 f"{cluster.root}` shows them")
+    return found[0]
 
 
 def validator_params(cluster: Cluster, node_id: str) -> dict[str, Any]:
@@ -222,7 +235,7 @@ def record_member(cluster: Cluster, name: str, role: str, account_id: str) -> No
 
 def _vote(args: argparse.Namespace) -> int:
     cluster = load_cluster(args.dir)
-    proposal_id = parse_proposal_id(args.proposal_id)
+    proposal_id = asyncio.run(resolve_proposal_id(cluster, args.proposal_id, args.via))
     approve = not args.no
     receipt, confirmed_by = _send(cluster, args, "vote",
                                   {"proposal_id": proposal_id, "approve": approve})
@@ -287,7 +300,7 @@ def proposals_table(proposals: list[dict[str, Any]], names: dict[str, str]) -> T
         proposer = str(proposal.get("proposer", ""))
         height = proposal.get("created_height", proposal.get("height", ""))
         table.add_row(
-            str(proposal.get("proposal_id", proposal.get("id", "?"))),
+            str(proposal.get("proposal_id", "?"))[:16],  # a prefix is enough for `gov vote`
             str(proposal.get("action", "?")),
             summarize_params(proposal.get("params", {}), names),
             names.get(proposer, proposer[:12] + "…" if proposer else "-"),
@@ -302,7 +315,7 @@ def proposals_table(proposals: list[dict[str, Any]], names: dict[str, str]) -> T
 def committee_line(committee: Any, names: dict[str, str]) -> str:
     """'committee: core 1, bank 1, factor 1 · threshold 2' from the committee view."""
     members = as_list(committee, "members")
-    shown = ", ".join(f"{names.get(str(m.get('account')), str(m.get('account'))[:12])} "
+    shown = ", ".join(f"{m.get('name') or names.get(str(m.get('account')), '?')} "
                       f"{m.get('weight')}" for m in members)
     threshold = committee.get("threshold") if isinstance(committee, dict) else None
     return f"committee: {shown or '?'}" + (f" · threshold {threshold}" if threshold else "")
@@ -390,7 +403,8 @@ def register(sub: Any) -> None:
         parser.set_defaults(func=guarded("gov propose", _propose))
 
     vote = commands.add_parser("vote", help="vote on an open proposal (yes unless --no)")
-    vote.add_argument("proposal_id", metavar="PROPOSAL_ID")
+    vote.add_argument("proposal_id", metavar="PROPOSAL_ID",
+                      help="as `gov propose` printed it, or a unique prefix")
     vote.add_argument("--no", action="store_true", help="vote no")
     common(vote, signer=True)
     vote.set_defaults(func=guarded("gov vote", _vote))

@@ -26,6 +26,7 @@ from node.tls import issue_node_cert, make_ca
 from proto import types_pb2
 
 MEMBERS = ("core", "bank", "factor", "tier1a")
+PID = "7a" * 32  # a proposal id as the contract derives one
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ class FakeChain:
 
     def __init__(self) -> None:
         self.txs: list[types_pb2.SignedTx] = []
-        self.result: Any = {"proposal_id": 7, "status": "open"}
+        self.result: Any = {"proposal_id": PID, "status": "open"}
         self.failure: tuple[str, str] | None = None
         self.views: dict[str, Any] = {}
         self.view_calls: list[tuple[str, str, dict[str, Any]]] = []
@@ -108,7 +109,7 @@ def test_propose_register_signs_a_governance_propose_and_prints_id_and_status(
                          "financier", "--as", "core", "--dir", net, "--json")
     assert code == 0, err
     doc = json.loads(out)
-    assert (doc["proposal_id"], doc["status"], doc["action"]) == (7, "open", "register_member")
+    assert (doc["proposal_id"], doc["status"], doc["action"]) == (PID, "open", "register_member")
     body, args = chain.body()
     assert (body.contract, body.method) == ("governance", "propose")
     assert body.sender.hex() == account_of(net, "core")
@@ -232,12 +233,12 @@ def test_readable_output_names_status_and_the_vote_command(
     code, out, _ = run(capsys, "gov", "propose", "suspend", "--member", "tier1a", "--as",
                        "core", "--dir", net)
     assert code == 0
-    assert "proposal 7 is open" in out
-    assert f"scfchain gov vote 7 --as NAME --dir {net}" in out
-    chain.failure = ("PROPOSAL_DECIDED", "proposal 7 is executed")
+    assert f"proposal {PID} is open" in out
+    assert f"scfchain gov vote {PID} --as NAME --dir {net}" in out
+    chain.failure = ("PROPOSAL_DECIDED", "proposal 7a7a is executed")
     code, out, _ = run(capsys, "gov", "propose", "suspend", "--member", "tier1a", "--as",
                        "core", "--dir", net)
-    assert code == 1 and "FAILED PROPOSAL_DECIDED: proposal 7 is executed" in out
+    assert code == 1 and "FAILED PROPOSAL_DECIDED: proposal 7a7a is executed" in out
 
 
 # --- vote ----------------------------------------------------------------------------------
@@ -246,30 +247,39 @@ def test_readable_output_names_status_and_the_vote_command(
 def test_vote_sends_approve_and_prints_the_new_status(
     net: str, chain: FakeChain, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    chain.result = {"proposal_id": 7, "status": "executed"}
-    code, out, err = run(capsys, "gov", "vote", "7", "--as", "bank", "--dir", net, "--json")
+    chain.result = {"proposal_id": PID, "status": "executed"}
+    code, out, err = run(capsys, "gov", "vote", PID, "--as", "bank", "--dir", net, "--json")
     assert code == 0, err
     doc = json.loads(out)
-    assert (doc["proposal_id"], doc["status"], doc["approve"]) == (7, "executed", True)
+    assert (doc["proposal_id"], doc["status"], doc["approve"]) == (PID, "executed", True)
     body, args = chain.body()
-    assert (body.method, args) == ("vote", {"proposal_id": 7, "approve": True})
+    assert (body.method, args) == ("vote", {"proposal_id": PID, "approve": True})
     assert body.sender.hex() == account_of(net, "bank")
 
-    hex_id = "9f" * 32
-    chain.result = {"proposal_id": hex_id, "status": "open"}
-    assert run(capsys, "gov", "vote", hex_id, "--no", "--as", "factor", "--dir", net)[0] == 0
-    assert chain.body()[1] == {"proposal_id": hex_id, "approve": False}
+    chain.result = {"proposal_id": PID, "status": "open"}
+    assert run(capsys, "gov", "vote", PID.upper(), "--no", "--as", "factor", "--dir", net)[0] == 0
+    assert chain.body()[1] == {"proposal_id": PID, "approve": False}
 
-    chain.failure = ("ALREADY_VOTED", "bank has voted on proposal 7")
-    code, out, err = run(capsys, "gov", "vote", "7", "--as", "bank", "--dir", net, "--json")
+    chain.failure = ("ALREADY_VOTED", "the caller already voted on 7a7a")
+    code, out, err = run(capsys, "gov", "vote", PID, "--as", "bank", "--dir", net, "--json")
     assert code == 1 and json.loads(out)["error_code"] == "ALREADY_VOTED"
-    assert "ALREADY_VOTED: bank has voted on proposal 7" in err
+    assert "ALREADY_VOTED: the caller already voted on 7a7a" in err
 
 
-def test_proposal_ids_keep_their_type() -> None:
-    assert cli_gov.parse_proposal_id("12") == 12
-    assert cli_gov.parse_proposal_id("0a1b") == "0a1b"
-    assert cli_gov.parse_proposal_id("1" * 64) == "1" * 64
+def test_a_unique_prefix_of_a_proposal_id_is_enough(
+    net: str, chain: FakeChain, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = "7b" + "00" * 31
+    chain.views["proposals"] = [{"proposal_id": PID}, {"proposal_id": other}]
+    assert run(capsys, "gov", "vote", "7a7a", "--as", "bank", "--dir", net)[0] == 0
+    assert chain.body()[1]["proposal_id"] == PID
+    code, _, err = run(capsys, "gov", "vote", "7", "--as", "bank", "--dir", net)
+    assert code == 1 and "2 proposals start with '7'" in err
+    code, _, err = run(capsys, "gov", "vote", "99", "--as", "bank", "--dir", net)
+    assert code == 1 and "no proposal start" in err
+    code, _, err = run(capsys, "gov", "vote", "xyz", "--as", "bank", "--dir", net)
+    assert code == 1 and "must be hex" in err
+    assert len(chain.txs) == 1
 
 
 # --- list ----------------------------------------------------------------------------------
@@ -280,16 +290,18 @@ def test_list_prints_the_view_as_json_and_a_table_with_names(
 ) -> None:
     core, bank, tier1a = (account_of(net, name) for name in ("core", "bank", "tier1a"))
     chain.views["proposals"] = [
-        {"proposal_id": 1, "action": "suspend_member", "params": {"account": tier1a},
-         "proposer": core, "votes": {core: True, bank: False}, "status": "open",
-         "created_height": 4},
-        {"proposal_id": 2, "action": "add_validator",
+        {"proposal_id": PID, "action": "suspend_member", "params": {"account": tier1a},
+         "proposer": core, "votes": [{"account": core, "approve": True, "weight": 1},
+                                     {"account": bank, "approve": False, "weight": 1}],
+         "yes_weight": 1, "no_weight": 1, "status": "open", "created_height": 4},
+        {"proposal_id": "8c" * 32, "action": "add_validator",
          "params": {"node_id": "node5", "public_key": "aa" * 32, "tls_cert_pem": "-----BEGIN",
                     "peer_addr": "127.0.0.1:7010"},
          "proposer": bank, "votes": [{"account": bank, "approve": True}], "status": "executed"},
     ]
-    chain.views["committee"] = {"members": [{"account": core, "weight": 1},
-                                            {"account": bank, "weight": 1}], "threshold": 2}
+    chain.views["committee"] = {"members": [{"account": core, "weight": 1, "name": "core"},
+                                            {"account": bank, "weight": 1, "name": None}],
+                                "threshold": 2, "total_weight": 2}
     code, out, err = run(capsys, "gov", "list", "--dir", net, "--json")
     assert code == 0, err
     assert json.loads(out) == chain.views["proposals"]
@@ -297,6 +309,8 @@ def test_list_prints_the_view_as_json_and_a_table_with_names(
     assert code == 0, err
     assert chain.view_calls[-2] == ("governance", "proposals", {"status": "open"})
     assert "suspend_member" in out and "account=tier1a" in out and "add_validator" in out
+    assert PID[:16] in out and PID not in out  # a prefix, which `gov vote` takes
+    assert "core (1)" in out and "bank (1)" in out
     assert "BEGIN" not in out and "aa" * 32 not in out  # no certificates or keys in the table
     assert "committee: core 1, bank 1 · threshold 2" in out
 
