@@ -26,7 +26,14 @@ the new-view. The view, its timer and the view changes collected belong to a `Vi
 
 State transfer: evidence that the cluster is ahead (a commit certificate or stable checkpoint
 above our height, or f + 1 replicas voting above it) held for `sync_delay_ms` makes a
-`RequestSync`; `verify_certificate` lets the driver check fetched blocks' certificates.
+`RequestSync` (`consensus.pbft_sync`); `verify_certificate` lets the driver check fetched
+blocks' certificates.
+
+Validator sets (`consensus.pbft_membership`): every rule above is per height. The set that
+orders height h (its members, f, quorum, the primary of a view) is the one in effect at h;
+`reconfigure` adds a set for heights from its effective height on. A replica votes, proposes
+and checkpoints at h only as a member of h's set, and counts only votes signed by members of
+it; outside every set still in play it follows the chain like an observer.
 """
 
 from __future__ import annotations
@@ -44,7 +51,6 @@ from consensus.engine import (
     Commit,
     EngineStatus,
     NodeId,
-    RequestSync,
     fills_offered_slot,
 )
 from consensus.pbft_config import BlockInspector, PbftConfig, Sign, Verify
@@ -52,7 +58,6 @@ from consensus.pbft_log import (
     GENESIS_CHECKPOINT,
     CheckpointVotes,
     NewViewPlan,
-    Quorum,
     Record,
     Slot,
     add_vote,
@@ -62,6 +67,7 @@ from consensus.pbft_log import (
     slot_key,
     stable_record,
 )
+from consensus.pbft_membership import Membership, resettle
 from consensus.pbft_messages import (
     PBFT_MESSAGE_TYPES,
     Checkpoint,
@@ -79,12 +85,14 @@ from consensus.pbft_messages import (
     is_well_formed,
     prepare_statement,
 )
+from consensus.pbft_sync import CatchUp
 from consensus.pbft_view_change import ViewChanger
 
 logger = logging.getLogger(__name__)
 
 PRIMARY = "primary"
 BACKUP = "backup"
+OBSERVER = "observer"  # not a validator of the next height
 
 
 class PbftEngine:
@@ -104,15 +112,18 @@ class PbftEngine:
         commit_height: int = 0,
         last_block_hash: bytes = bytes(32),
     ) -> None:
-        assert node_id in validators, f"{node_id} is not a validator"
+        # `validators` is the set the chain started with (heights from 1); later sets come back
+        # from this engine's records or from `reconfigure`. This node need not be in it: a
+        # replica added later runs from the start as an observer of the heights before its own.
         assert len(set(validators)) == len(validators), "validators must be distinct"
         assert commit_height >= 0
         self.node_id = node_id
         self.config = config or PbftConfig()
         self._validate = validate
+        self._inspect = inspect
         self._sign = sign
-        self._q = Quorum(validators, verify, inspect)
-        self._peers = tuple(v for v in validators if v != node_id)
+        self._sets = Membership(validators, restored, verify, inspect)
+        self._construction_height = commit_height
         durable = restore(restored)
         self._stable = durable.stable
         self._commit_height = commit_height
@@ -120,15 +131,12 @@ class PbftEngine:
         self._slots = {h: Slot.restored(r) for h, r in durable.slots.items()}
         assert all(self._in_window(h) for h in self._slots), "restored slots outside the window"
         self._checkpoints = CheckpointVotes()
-        self._ahead: dict[NodeId, int] = {}  # the highest height each peer voted at
+        self._catch_up = CatchUp(node_id, self.config)
         self._now_ms = 0
         self._retransmit_ms = 0
-        self._lag_since_ms: int | None = None
-        self._sync_requested_ms: int | None = None
-        self._sync_turn = 0
         self._own_checkpoint: Checkpoint | None = None
         self._views = ViewChanger(
-            node_id, self.config, self._q, sign, self, durable.view, durable.new_view
+            node_id, self.config, self._sets, sign, self, durable.view, durable.new_view
         )
 
     # The view and whether it is active are the view changer's; the normal case only reads them.
@@ -169,10 +177,13 @@ class PbftEngine:
         return out
 
     def receive(self, sender: NodeId, msg: Any) -> list[Action]:
-        if sender not in self._peers or not isinstance(msg, PBFT_MESSAGE_TYPES):
+        # Which set a message must come from depends on its height (checked where it is
+        # handled); a sender in no set at all is dropped here.
+        known = sender != self.node_id and self._sets.known(sender)
+        if not known or not isinstance(msg, PBFT_MESSAGE_TYPES):
             logger.debug("node=%s drops %s from %s", self.node_id, type(msg).__name__, sender)
             return []
-        if not is_well_formed(msg, self._q.n, self.config.watermark_window_blocks):
+        if not is_well_formed(msg, self._sets.votes_max, self.config.watermark_window_blocks):
             logger.debug("node=%s drops malformed %s from %s", self.node_id, msg, sender)
             return []
         out: list[Action] = []
@@ -199,7 +210,7 @@ class PbftEngine:
         if not fills_offered_slot(self.status, block):
             logger.debug("node=%s refuses proposal at height %d", self.node_id, block.height)
             return []
-        identity = self._q.identity(block.payload)
+        identity = self._inspect(block.payload)
         assert identity is not None and identity.block_hash == block.block_hash, (
             "the driver proposed a block whose identity does not match"
         )
@@ -217,8 +228,7 @@ class PbftEngine:
             logger.info("node=%s synced to height %d", self.node_id, height)
             self._commit_height = height
             self._last_hash = block_hash
-            self._lag_since_ms = None
-            self._sync_requested_ms = None
+            self._catch_up.synced()
             self._progress()
             self._maybe_checkpoint(out)
         self._deliver_decided(out)
@@ -226,15 +236,53 @@ class PbftEngine:
         self._maybe_sync(out)
         return out
 
+    def reconfigure(self, effective_height: int, validators: tuple[NodeId, ...]) -> list[Action]:
+        """From height `effective_height` on, `validators` are the voting validators.
+
+        Repeating a known change does nothing (the node repeats the stored set at start-up);
+        one at or below the commit height we were built at was in effect before this run. One
+        below the commit height reached since is learned late: the node must tell a change
+        before the heights it governs commit (it has `VALIDATOR_CHANGE_DELAY_BLOCKS` of room),
+        so this is logged, and undelivered decisions are re-derived under the right set."""
+        if not self._sets.add(effective_height, validators):
+            return []
+        out: list[Action] = []
+        persist(out, [self._sets.record()])
+        logger.info(
+            "node=%s validators from height %d: %s (n=%d, quorum %d)",
+            self.node_id,
+            effective_height,
+            ",".join(validators),
+            len(validators),
+            self._sets.at(effective_height).size,
+        )
+        undone = resettle(self._slots, self._sets, effective_height)
+        if self._construction_height < effective_height <= self._commit_height:
+            logger.error(
+                "node=%s learned of the set from height %d at commit height %d; heights whose "
+                "certificate the new set does not carry: %s",
+                self.node_id,
+                effective_height,
+                self._commit_height,
+                [h for h in undone if h <= self._commit_height],
+            )
+        self._deliver_decided(out)
+        self._maybe_sync(out)
+        return out
+
     @property
     def status(self) -> EngineStatus:
-        primary = self._q.primary(self._view)
+        current = self._sets.at(self._commit_height + 1)
+        primary = current.primary(self._view)
         is_primary = self._active and primary == self.node_id
         next_height: int | None = None
         if is_primary and self._may_propose():
             next_height = self._commit_height + 1
+        role = PRIMARY if is_primary else BACKUP
+        if self.node_id not in current.members:
+            role = OBSERVER
         return EngineStatus(
-            role=PRIMARY if is_primary else BACKUP,
+            role=role,
             round=self._view,
             leader=primary if self._active else None,
             commit_height=self._commit_height,
@@ -246,12 +294,15 @@ class PbftEngine:
                 "stable_checkpoint": self._stable.height,
                 "high_watermark": self._high_watermark,
                 "slots": len(self._slots),
+                "epoch": self._sets.epoch_index(self._commit_height + 1),
+                "validators": current.n,
             },
         )
 
     def verify_certificate(self, height: int, block_hash: bytes, certificate: bytes) -> bool:
         """Is `certificate` a commit certificate for (`height`, `block_hash`) signed by 2f + 1
-        validators? (For the driver, on blocks fetched by sync from a peer it need not trust.)"""
+        validators of the set in effect at `height`? (For the driver, on blocks fetched by sync
+        from a peer it need not trust.)"""
         try:
             cert = MESSAGES.decode(certificate, CommitCertificate)
         except CodecError:
@@ -259,7 +310,7 @@ class PbftEngine:
         return (
             cert.height == height
             and cert.block_hash == block_hash
-            and self._q.commit_certificate_ok(cert)
+            and self._sets.at(height).commit_certificate_ok(cert)
         )
 
     # --- the replica as its view changer sees it (`pbft_view_change.Replica`) ----------------
@@ -332,16 +383,21 @@ class PbftEngine:
 
     def _note_ahead(self, sender: NodeId, height: int) -> None:
         """An honest replica votes at `height` only once it committed `height - 1`."""
-        if height > self._ahead.get(sender, 0):
-            self._ahead[sender] = height
+        self._catch_up.note_ahead(sender, height)
+
+    def _votes_at(self, height: int) -> bool:
+        """Whether this replica is a validator of `height` (votes, proposes, checkpoints)."""
+        return self.node_id in self._sets.at(height).members
 
     def _on_pre_prepare(self, sender: NodeId, msg: PrePrepare, out: list[Action]) -> None:
-        if sender != self._q.primary(msg.view) or not self._in_window(msg.height):
+        if sender != self._sets.at(msg.height).primary(msg.view) or not self._in_window(
+            msg.height
+        ):
             return
         self._note_ahead(sender, msg.height)
         slot = self._slot(msg.height)
         if msg.block_hash not in slot.payloads:
-            identity = self._q.identity(msg.payload)
+            identity = self._inspect(msg.payload)
             if identity is None or identity.block_hash != msg.block_hash:
                 logger.info("node=%s: %s pre-prepared a mislabelled block", self.node_id, sender)
                 return
@@ -375,12 +431,15 @@ class PbftEngine:
         slot = self._slots.get(self._commit_height + 1)
         if slot is None or slot.pending is None or not self._active:
             return
+        if not self._votes_at(slot.height):
+            slot.pending = None  # an observer of this height: it only counts others' votes
+            return
         view, block_hash = slot.pending
         if view != self._view:
             slot.pending = None
             return
         payload = slot.payloads.get(block_hash)
-        identity = self._q.identity(payload) if payload is not None else None
+        identity = self._inspect(payload) if payload is not None else None
         if payload is None or identity is None or identity.parent_hash != self._last_hash:
             slot.pending = None
             return
@@ -400,7 +459,10 @@ class PbftEngine:
         announce: PrePrepare | None = None,
     ) -> None:
         """Prepare `block_hash` at this slot in the current view, persisted before the vote
-        (and before the primary's `announce`ment, so a restart never proposes twice)."""
+        (and before the primary's `announce`ment, so a restart never proposes twice). Not at a
+        height whose set this replica is not in (removed, or not added yet)."""
+        if not self._votes_at(slot.height):
+            return
         assert (
             slot.accepted is None
             or slot.accepted[0] < self._view
@@ -424,7 +486,7 @@ class PbftEngine:
         """A signed vote above our high watermark: we cannot use it, but f + 1 of them prove
         the cluster is ahead, so a restarted replica fetches blocks at once instead of waiting
         for the next stable checkpoint (up to a checkpoint interval of blocks away)."""
-        if self._q.signed_by(sender, statement, signature):
+        if self._sets.at(height).signed_by(sender, statement, signature):
             self._note_ahead(sender, height)
 
     def _on_prepare(self, sender: NodeId, msg: Prepare, out: list[Action]) -> None:
@@ -435,7 +497,7 @@ class PbftEngine:
         if not self._in_window(msg.height) or msg.view < self._view:
             return
         statement = prepare_statement(msg.view, msg.height, msg.block_hash)
-        if not self._q.signed_by(sender, statement, msg.signature):
+        if not self._sets.at(msg.height).signed_by(sender, statement, msg.signature):
             return
         self._note_ahead(sender, msg.height)
         slot = self._slot(msg.height)
@@ -452,7 +514,8 @@ class PbftEngine:
             return
         votes = slot.prepares.get(slot.accepted, {})
         payload = slot.payloads.get(slot.accepted[1])
-        if len(votes) < self._q.size or payload is None:
+        quorum = self._sets.at(slot.height)
+        if len(votes) < quorum.size or payload is None:
             return
         view, block_hash = slot.accepted
         slot.prepared = PreparedProof(view, slot.height, block_hash, payload, as_votes(votes))
@@ -461,7 +524,7 @@ class PbftEngine:
         signature = self._sign(commit_statement(view, slot.height, block_hash))
         out.append(Broadcast(CommitVote(view, slot.height, block_hash, signature)))
         add_vote(slot.commits, (view, block_hash), self.node_id, signature)
-        slot.check_decided(self._q.size)
+        slot.check_decided(quorum.size)
 
     def _on_commit(self, sender: NodeId, msg: CommitVote, out: list[Action]) -> None:
         if msg.height > self._high_watermark:
@@ -471,12 +534,13 @@ class PbftEngine:
         if not self._in_window(msg.height) or msg.height <= self._commit_height:
             return
         statement = commit_statement(msg.view, msg.height, msg.block_hash)
-        if not self._q.signed_by(sender, statement, msg.signature):
+        quorum = self._sets.at(msg.height)
+        if not quorum.signed_by(sender, statement, msg.signature):
             return
         self._note_ahead(sender, msg.height)
         slot = self._slot(msg.height)
         add_vote(slot.commits, (msg.view, msg.block_hash), sender, msg.signature)
-        slot.check_decided(self._q.size)
+        slot.check_decided(quorum.size)
 
     def _deliver_decided(self, out: list[Action]) -> None:
         """Emit `Commit` for each decided height in order while the block is at hand."""
@@ -489,7 +553,7 @@ class PbftEngine:
             payload = slot.payloads.get(block_hash)
             if payload is None:
                 break  # decided elsewhere, block not seen here: state transfer fetches it
-            identity = self._q.identity(payload)
+            identity = self._inspect(payload)
             assert identity is not None and identity.parent_hash == self._last_hash, (
                 f"decided block {height} does not extend this replica's chain"
             )
@@ -499,7 +563,7 @@ class PbftEngine:
             self._commit_height = height
             self._last_hash = block_hash
             slot.pending = None
-            self._lag_since_ms = None
+            self._catch_up.progressed()
             self._progress()
             self._maybe_checkpoint(out)
         self._retry_pending(out)
@@ -508,6 +572,8 @@ class PbftEngine:
         """At a checkpoint height, announce it (and keep resending it until it is stable)."""
         height, block_hash = self._commit_height, self._last_hash
         if height % self.config.checkpoint_interval_blocks or height <= self._stable.height:
+            return
+        if not self._votes_at(height):
             return
         checkpoint = Checkpoint(
             height, block_hash, self._sign(checkpoint_statement(height, block_hash))
@@ -525,7 +591,7 @@ class PbftEngine:
         if msg.height <= self._stable.height:
             return
         statement = checkpoint_statement(msg.height, msg.block_hash)
-        if not self._q.signed_by(sender, statement, msg.signature):
+        if not self._sets.at(msg.height).signed_by(sender, statement, msg.signature):
             return
         self._note_ahead(sender, msg.height + 1)
         self._add_checkpoint(sender, msg.height, msg.block_hash, msg.signature, out)
@@ -533,8 +599,11 @@ class PbftEngine:
     def _add_checkpoint(
         self, sender: NodeId, height: int, block_hash: bytes, signature: bytes, out: list[Action]
     ) -> None:
+        quorum = self._sets.at(height)
         signers = self._checkpoints.add(sender, height, block_hash, signature)
-        if len(signers) >= self._q.size:
+        # Only members of the set of `height` (the set may have changed since one was held).
+        signers = {node: sig for node, sig in signers.items() if node in quorum.members}
+        if len(signers) >= quorum.size:
             self.adopt_stable(CheckpointProof(height, block_hash, as_votes(signers)), out)
 
     def adopt_stable(self, proof: CheckpointProof, out: list[Action]) -> None:
@@ -570,7 +639,7 @@ class PbftEngine:
             return
         view, block_hash = slot.accepted
         payload = slot.payloads.get(block_hash)
-        if self._q.primary(view) == self.node_id and payload is not None:
+        if self._sets.at(slot.height).primary(view) == self.node_id and payload is not None:
             out.append(Broadcast(PrePrepare(view, slot.height, block_hash, payload)))
         mine = slot.prepares.get(slot.accepted, {}).get(self.node_id)
         if mine is not None:
@@ -581,52 +650,30 @@ class PbftEngine:
 
     def _lag_target(self) -> int:
         """The highest height known decided by the cluster (0 if none above ours)."""
-        target = self._stable.height
+        known = self._stable.height
         for height, slot in self._slots.items():
             if slot.decided is not None:
-                target = max(target, height)
-        ahead = sorted(self._ahead.values(), reverse=True)
-        if len(ahead) >= self._q.f + 1:
-            target = max(target, ahead[self._q.f] - 1)
-        return target
+                known = max(known, height)
+        # f + 1 votes above us: f of the set ordering our next height (whose liars vote there).
+        return self._catch_up.target(known, self._sets.at(self._commit_height + 1).f)
 
     def _maybe_sync(self, out: list[Action]) -> None:
-        target = self._lag_target()
         next_slot = self._slots.get(self._commit_height + 1)
         deliverable = (
             next_slot is not None
             and next_slot.decided is not None
             and next_slot.decided.block_hash in next_slot.payloads
         )
-        if target <= self._commit_height or deliverable:
-            self._lag_since_ms = None
-            return
-        if self._lag_since_ms is None:
-            self._lag_since_ms = self._now_ms
-        if self._now_ms - self._lag_since_ms < self.config.sync_delay_ms:
-            return
-        requested = self._sync_requested_ms
-        if requested is not None and self._now_ms - requested < self.config.sync_retry_ms:
-            return
-        sources = sorted(
-            (node for node, height in self._ahead.items() if height > self._commit_height + 1),
-            key=lambda node: -self._ahead[node],
+        peers = [
+            node
+            for node in self._sets.at(self._commit_height + 1).validators
+            if node != self.node_id
+        ]
+        request = self._catch_up.request(
+            self._now_ms, self._commit_height, self._lag_target(), deliverable, peers
         )
-        if not sources:
-            sources = list(self._peers)
-        if not sources:
-            return
-        source = sources[self._sync_turn % len(sources)]
-        self._sync_turn += 1
-        self._sync_requested_ms = self._now_ms
-        logger.info(
-            "node=%s requests sync from %s at height %d (cluster at >= %d)",
-            self.node_id,
-            source,
-            self._commit_height + 1,
-            target,
-        )
-        out.append(RequestSync(source, self._commit_height + 1))
+        if request is not None:
+            out.append(request)
 
 
 __all__ = ["GENESIS_CHECKPOINT", "PbftEngine"]

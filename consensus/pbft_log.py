@@ -29,7 +29,6 @@ from consensus.pbft_messages import (
     checkpoint_statement,
     commit_statement,
     prepare_statement,
-    view_change_statement,
 )
 
 Record = tuple[str, bytes | None]
@@ -183,7 +182,8 @@ def as_votes(signatures: Mapping[NodeId, bytes]) -> tuple[Vote, ...]:
 
 
 class Quorum:
-    """The validator set, its quorum size, and checks of certificates signed by others."""
+    """One validator set, its quorum size, and checks of certificates signed by others (checks
+    that span sets, view changes and new-views, are `consensus.pbft_membership.Membership`'s)."""
 
     def __init__(
         self, validators: Sequence[NodeId], verify: Verify, inspect: BlockInspector
@@ -236,36 +236,6 @@ class Quorum:
 
     def identity(self, payload: bytes) -> BlockIdentity | None:
         return self._inspect(payload)
-
-    def view_change_ok(self, msg: ViewChange, window_blocks: int) -> bool:
-        """Signed by its node; a valid stable checkpoint; prepared certificates of earlier
-        views, one per height, all above the checkpoint and inside the watermark window."""
-        if msg.node not in self.members:
-            return False
-        if not self._verify(msg.node, view_change_statement(msg), msg.signature):
-            return False
-        if not self.checkpoint_ok(msg.checkpoint):
-            return False
-        low = msg.checkpoint.height
-        heights: set[int] = set()
-        for proof in msg.prepared:
-            if proof.view >= msg.view or proof.height in heights:
-                return False
-            if not low < proof.height <= low + window_blocks:
-                return False
-            if not self.prepared_ok(proof):
-                return False
-            heights.add(proof.height)
-        return True
-
-    def new_view_ok(self, msg: NewView, window_blocks: int) -> bool:
-        nodes = {vc.node for vc in msg.view_changes}
-        if len(nodes) != len(msg.view_changes) or len(nodes) < self.size:
-            return False
-        return all(
-            vc.view == msg.view and self.view_change_ok(vc, window_blocks)
-            for vc in msg.view_changes
-        )
 
 
 @dataclass(frozen=True, slots=True)

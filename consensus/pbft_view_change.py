@@ -22,13 +22,13 @@ from consensus.engine import Action, Broadcast, NodeId, Send
 from consensus.pbft_config import PbftConfig, Sign
 from consensus.pbft_log import (
     NewViewPlan,
-    Quorum,
     ViewRecord,
     new_view_record,
     persist,
     select_new_view,
     view_record,
 )
+from consensus.pbft_membership import Membership
 from consensus.pbft_messages import (
     CheckpointProof,
     NewView,
@@ -80,7 +80,7 @@ class ViewChanger:
         self,
         node_id: NodeId,
         config: PbftConfig,
-        quorum: Quorum,
+        membership: Membership,
         sign: Sign,
         replica: Replica,
         restored_view: ViewRecord,
@@ -88,7 +88,7 @@ class ViewChanger:
     ) -> None:
         self._node_id = node_id
         self._config = config
-        self._q = quorum
+        self._sets = membership
         self._sign = sign
         self._replica = replica
         self._view = restored_view.view
@@ -135,6 +135,8 @@ class ViewChanger:
         """In a view change, resend this replica's view change."""
         if self._active:
             return
+        if not self._may_vote():
+            return
         held = self._held.get(self._view, {}).get(self._node_id)
         out.append(Broadcast(held if held is not None else self._own_view_change()))
 
@@ -147,7 +149,7 @@ class ViewChanger:
         if asked is not None and self._now_ms - asked < self._config.retransmit_interval_ms:
             return
         self._asked_new_view_ms = {view: self._now_ms}
-        out.append(Send(self._q.primary(view), NewViewRequest(view)))
+        out.append(Send(self._primary(view), NewViewRequest(view)))
 
     # --- messages ----------------------------------------------------------------------------
 
@@ -161,7 +163,7 @@ class ViewChanger:
             return
         if self._held.get(msg.view, {}).get(sender) == msg:
             return  # a retransmission of one we hold
-        if not self._q.view_change_ok(msg, self._config.watermark_window_blocks):
+        if not self._sets.view_change_ok(msg, self._config.watermark_window_blocks):
             logger.info("node=%s drops an invalid view change from %s", self._node_id, sender)
             return
         for view in [v for v in self._held if v < self._view]:
@@ -172,12 +174,18 @@ class ViewChanger:
         self._held.setdefault(msg.view, {})[sender] = msg
         # A verified stable checkpoint we may be behind.
         self._replica.adopt_stable(msg.checkpoint, out)
-        # f + 1 replicas want a higher view: at least one is honest, so join the lowest of them.
+        # f + 1 replicas of the set ordering our next height want a higher view: at least one
+        # is honest, so join the lowest of them (members of other sets are not counted: their
+        # liars are not bounded by this set's f).
+        current = self._sets.at(self._replica.commit_height + 1)
         higher = sorted(
-            vc.view for held in self._held.values() for vc in held.values() if vc.view > self._view
+            vc.view
+            for held in self._held.values()
+            for vc in held.values()
+            if vc.view > self._view and vc.node in current.members
         )
-        if len(higher) >= self._q.f + 1:
-            self._start_view_change(higher[-(self._q.f + 1)], out)
+        if len(higher) >= current.f + 1 and self._may_vote():
+            self._start_view_change(higher[-(current.f + 1)], out)
         self._maybe_send_new_view(out)
 
     def on_new_view(self, sender: NodeId, msg: NewView, out: list[Action]) -> None:
@@ -186,19 +194,33 @@ class ViewChanger:
         # than an equivocating primary: at most one block per height gathers 2f + 1 prepares.)
         if msg.view < self._view or (msg.view == self._view and self._active):
             return
-        if not self._q.new_view_ok(msg, self._config.watermark_window_blocks):
+        if not self._sets.new_view_ok(msg, self._config.watermark_window_blocks):
             logger.info("node=%s drops an invalid new-view from %s", self._node_id, sender)
             return
         persist(out, [new_view_record(msg)])
         self._install_new_view(msg, out)
 
     def on_new_view_request(self, sender: NodeId, msg: NewViewRequest, out: list[Action]) -> None:
+        # Whoever holds the asked view's new-view answers: it is self-certifying, and after a
+        # change of the set the asker may think another replica is that view's primary.
         held = self._new_view
-        is_primary = self._q.primary(msg.view) == self._node_id
-        if held is not None and held.view == msg.view and is_primary:
+        if held is not None and held.view == msg.view:
             out.append(Send(sender, held))
 
     # --- leaving and entering views ----------------------------------------------------------
+
+    def _primary(self, view: int) -> NodeId:
+        """The primary of `view` for the next height to order here: the rotation follows the
+        set of the height, so across a change of the set it may be another replica."""
+        return self._sets.at(self._replica.commit_height + 1).primary(view)
+
+    def _may_vote(self) -> bool:
+        """A validator of some height above our stable checkpoint (which a view change may
+        re-propose): a removed replica until its checkpoint passes its last height, an added
+        one from the moment it knows of the change."""
+        low = self._replica.stable_checkpoint.height + 1
+        return any(self._node_id in q.members for q in self._sets.from_height(low))
+
 
     def _timeout_ms(self) -> int:
         timeout = self._config.view_change_timeout_ms << min(
@@ -211,6 +233,11 @@ class ViewChanger:
         changes for this view (the new primary had its chance) or, lacking them, to the lowest
         higher view someone is in: replicas whose views drifted apart (partitions, restarts,
         a liar feeding only some) must meet rather than climb side by side for ever."""
+        if not self._may_vote():
+            # Not a validator of any height this view change could decide (removed, or not yet
+            # added): follow the views others enter, never start one.
+            self.restart_timer()
+            return
         if self._active and self._replica.catching_up():
             # The cluster commits without us: this replica is catching up (restarted, or cut
             # off for a while), which says nothing about the primary. A view change here made
@@ -220,7 +247,7 @@ class ViewChanger:
         if self._active:
             self._start_view_change(self._view + 1, out)
             return
-        if len(self._held.get(self._view, {})) >= self._q.size:
+        if self._sets.view_changes_suffice(self._held.get(self._view, {}).values()):
             self._start_view_change(self._view + 1, out)
             return
         higher = [
@@ -265,21 +292,22 @@ class ViewChanger:
         )
 
     def _send_view_change(self, out: list[Action]) -> None:
+        if not self._may_vote():
+            return
         msg = self._own_view_change()
         self._held.setdefault(self._view, {})[self._node_id] = msg
         out.append(Broadcast(msg))
         self._maybe_send_new_view(out)
 
     def _maybe_send_new_view(self, out: list[Action]) -> None:
-        if self._active or self._q.primary(self._view) != self._node_id:
+        if self._active or self._primary(self._view) != self._node_id:
             return
         held = self._held.get(self._view, {})
-        if len(held) < self._q.size:
+        if self._node_id not in held or not self._sets.view_changes_suffice(held.values()):
             return
-        chosen = tuple(held[node] for node in sorted(held)[: self._q.size])
-        if self._node_id not in {vc.node for vc in chosen}:
-            chosen = (held[self._node_id], *chosen[: self._q.size - 1])
-        msg = NewView(self._view, chosen)
+        # All of them: around a change of the set a new-view needs a quorum of each set that
+        # orders a height above its checkpoint, and more view changes only add information.
+        msg = NewView(self._view, tuple(held[node] for node in sorted(held)))
         persist(out, [new_view_record(msg)])
         out.append(Broadcast(msg))
         self._install_new_view(msg, out)
@@ -290,7 +318,7 @@ class ViewChanger:
             "node=%s enters view %d (primary %s) re-proposing %d blocks above %d",
             self._node_id,
             msg.view,
-            self._q.primary(msg.view),
+            self._primary(msg.view),
             len(plan.reproposals),
             plan.checkpoint.height,
         )
