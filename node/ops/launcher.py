@@ -536,7 +536,7 @@ def genesis_validator_ids(cluster: Cluster) -> list[str]:
         raise ClusterError(f"cannot read the validators of {path}: {exc}") from None
 
 
-def _shared_node_options(cluster: Cluster) -> dict[str, object]:
+def shared_node_options(cluster: Cluster) -> dict[str, object]:
     """The settings of the first node's config that are not about that node, flattened as
     `write_network` takes them (`table.key`), so a joining node runs like the others."""
     with open(cluster.nodes[0].config_path, "rb") as handle:
@@ -576,7 +576,7 @@ async def add_node(
     try:
         layout = write_joining_node(
             cluster.root, node_id, genesis_path=os.path.join(cluster.root, "genesis.json"),
-            consensus=cluster.consensus, node_options=_shared_node_options(cluster),
+            consensus=cluster.consensus, node_options=shared_node_options(cluster),
         )
     except (OSError, ValueError, tomllib.TOMLDecodeError) as exc:
         raise ClusterError(f"cannot write {node_id}: {exc}") from None
