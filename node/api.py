@@ -5,8 +5,8 @@ contract errors in queries map to INVALID_ARGUMENT (INVALID_ARGS), NOT_FOUND (UN
 named contract, view, member, voucher, receipt, order or deal does not exist) or
 FAILED_PRECONDITION (any other code), with details "CODE: message".
 Queries read a LevelDB snapshot of one committed height, never the execution cache.
-A follower admits (parses and verifies) a batch itself, then forwards it to the leader, so a
-client may talk to any node.
+A follower (or an observer, which forwards to the proposer of its head block) checks a batch
+itself (parse and signatures), then forwards it to the leader, so a client may talk to any node.
 """
 
 from __future__ import annotations
@@ -243,7 +243,9 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
             round=status.round,
             leader=status.leader or "",
             mempool_size=self.chain.mempool_size,
-            validators=self.validators,
+            validators=self.chain.validators() or self.validators,
+            validator=self.chain.is_validator,
+            validator_epoch=self.chain.validator_epoch,
         )
 
     async def Subscribe(

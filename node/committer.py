@@ -10,15 +10,17 @@ does the head move, the mempool forget its txs, and the notifier answer clients.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from google.protobuf.message import DecodeError
 
 from consensus.engine import Commit
 from node.chain import app_hash_height, block_hash_of
 from node.effects import FatalError, is_next_commit
+from node.epochs import Epochs
 from node.executor import Executor
 from node.inbox import STALL_WARN_MS, Inbox
 from node.mempool import Mempool
@@ -42,6 +44,7 @@ class Committer:
         notifier: Notifier,
         inbox: Inbox,
         observer: NodeObserver,
+        epochs: Epochs | None = None,
     ) -> None:
         self.storage = storage
         self.executor = executor
@@ -49,6 +52,7 @@ class Committer:
         self.notifier = notifier
         self.inbox = inbox
         self.observer = observer
+        self.epochs = epochs  # told of every stored block: the validator set may have changed
         self._head: ChainHead = storage.head()
         self._state = StoreState(storage.get_state_for_execution, storage.iter_state)
         self._commits: asyncio.Queue[Commit] = asyncio.Queue(COMMIT_QUEUE_MAX)
@@ -84,6 +88,12 @@ class Committer:
                 )
                 self._after_commit(committed)
 
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """While held, no block is being applied (to stop the engine's parts between blocks)."""
+        async with self._apply_lock:
+            yield
+
     # --- blocks fetched from a peer ---------------------------------------------------------
 
     async def apply_fetched(
@@ -92,26 +102,35 @@ class Committer:
         run: list[types_pb2.CommittedBlock],
         accept: Callable[[types_pb2.CommittedBlock], bool],
     ) -> bool:
-        """Apply the blocks of `run` that extend our chain, each checked by `accept` first;
-        False (and nothing applied) when `accept` refuses one."""
+        """Apply the blocks of `run` that extend our chain, each checked by `accept` just before
+        it is applied; False when `accept` refuses one (the blocks before it stay applied)."""
         async with self._apply_lock:  # the commit loop may be applying these heights
             run = [b for b in run if b.block.header.height > self._head.height]
             if not run or run[0].block.header.height != self._head.height + 1:
                 return True
-            if not all(accept(block) for block in run):
-                return False
-            applied = await asyncio.to_thread(self._execute_and_store_run, peer, run)
+            applied, complete = await asyncio.to_thread(
+                self._execute_and_store_run, peer, run, accept
+            )
             for committed in applied:
                 self._after_commit(committed)
-        return True
+        return complete
 
     def _execute_and_store_run(
-        self, peer: str, run: list[types_pb2.CommittedBlock]
-    ) -> list[types_pb2.CommittedBlock]:
+        self,
+        peer: str,
+        run: list[types_pb2.CommittedBlock],
+        accept: Callable[[types_pb2.CommittedBlock], bool],
+    ) -> tuple[list[types_pb2.CommittedBlock], bool]:
         """Worker thread: only the last block of the run is synced to disk (a node 1,000
-        blocks behind spent most of its catch-up on an fsync per block)."""
-        applied = []
+        blocks behind spent most of its catch-up on an fsync per block). Each block is checked
+        here, after the one before it is stored: a certificate is checked against the
+        validator set in effect at its height, which the block before may have changed."""
+        applied: list[types_pb2.CommittedBlock] = []
         for i, fetched in enumerate(run):
+            if not accept(fetched):
+                # Blocks applied unsynced before it may be lost to a crash (a suffix, never half
+                # a block) and are then fetched again, as after any catch-up.
+                return applied, False
             committed = self._execute_and_store(
                 fetched.block, fetched.block_hash, fetched.certificate, sync=i == len(run) - 1
             )
@@ -121,7 +140,7 @@ class Committer:
                 )
             applied.append(committed)
             self.observer.block_synced(self._head.height)
-        return applied
+        return applied, True
 
     # --- both -------------------------------------------------------------------------------
 
@@ -162,9 +181,13 @@ class Committer:
                         len(block.txs), took_ms)
         self.observer.block_written(header.height)
         self._head = ChainHead(header.height, outcome.app_hash, block_hash, header.time_ms)
+        if self.epochs is not None:
+            self.epochs.block_stored(header.height)
         return committed
 
     def _after_commit(self, committed: types_pb2.CommittedBlock) -> None:
+        if self.epochs is not None:
+            self.epochs.block_committed(committed.block.header.height)
         self.mempool.remove_committed(r.tx_id for r in committed.receipts)
         self.notifier.publish(committed)
         self.inbox.wake()  # the proposer may fill the next height now

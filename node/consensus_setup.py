@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import random
 
+from consensus.codec import MESSAGES, CodecError
 from consensus.engine import Engine
 from consensus.pbft import PbftEngine
 from consensus.pbft_config import PbftConfig, PbftConfigError
+from consensus.pbft_messages import CommitCertificate, commit_statement
 from consensus.raft import RaftEngine
 from consensus.raft_config import RaftConfig, RaftConfigError
 from consensus.solo import SoloEngine
@@ -15,8 +17,10 @@ from node.admission import VerifiedCache
 from node.client.identity import Account
 from node.config import ConfigError, NodeConfig
 from node.genesis import Genesis
-from node.pbft_blocks import BlockChecker, signer, verifier
+from node.pbft_blocks import BlockChecker, signer
 from node.storage import Storage
+from node.syncer import CertificateCheck
+from node.validator_set import ValidatorSets
 from node.verify_pool import VerifyPool
 
 # Consensus params the node itself reads (not the engine).
@@ -36,15 +40,49 @@ def signs_messages(genesis: Genesis) -> bool:
     return genesis.consensus == "pbft"
 
 
+def certificate_check(genesis: Genesis, sets: ValidatorSets) -> CertificateCheck | None:
+    """How an observer checks a fetched block's commit certificate without an engine: under
+    PBFT, 2f + 1 distinct validators of the set in effect at the block's height (n of that
+    set) signed its commit. None for engines without certificates (crash faults only)."""
+    if genesis.consensus != "pbft":
+        return None
+
+    def check(height: int, block_hash: bytes, certificate: bytes) -> bool:
+        try:
+            cert = MESSAGES.decode(certificate, CommitCertificate)
+        except CodecError:
+            return False
+        if cert.height != height or cert.block_hash != block_hash:
+            return False
+        members = set(sets.ids_at(height))
+        statement = commit_statement(cert.view, cert.height, cert.block_hash)
+        signers: set[str] = set()
+        for vote in cert.votes:
+            if vote.node not in members or vote.node in signers:
+                return False
+            if not sets.verify(vote.node, statement, vote.signature):
+                return False
+            signers.add(vote.node)
+        f = (len(members) - 1) // 3
+        return len(signers) >= 2 * f + 1
+
+    return check
+
+
 def build_engine(
     config: NodeConfig,
     genesis: Genesis,
     storage: Storage,
     verified: VerifiedCache | None = None,
     verify_pool: VerifyPool | None = None,
+    sets: ValidatorSets | None = None,
 ) -> Engine:
     """`verified`: tx ids whose signatures admission already checked (PBFT backups skip them);
-    `verify_pool`: worker processes for the signatures a PBFT backup must still check."""
+    `verify_pool`: worker processes for the signatures a PBFT backup must still check; `sets`:
+    the validator keys the chain's state names (a validator added later signs with one that
+    genesis does not know). Engines start from the genesis set; the node then hands them the
+    stored set with `reconfigure`."""
+    sets = sets or ValidatorSets(genesis, storage.get_state)
     head = storage.head()
     validators = [v.node_id for v in genesis.validators]
     if genesis.consensus == "solo":
@@ -65,7 +103,7 @@ def build_engine(
             last_block_hash=head.block_hash,
         )
     if genesis.consensus == "pbft":
-        return _build_pbft(config, genesis, storage, verified, verify_pool)
+        return _build_pbft(config, genesis, storage, verified, verify_pool, sets)
     raise ConfigError(f"consensus {genesis.consensus!r} is not available in this build")
 
 
@@ -75,6 +113,7 @@ def _build_pbft(
     storage: Storage,
     verified: VerifiedCache | None,
     verify_pool: VerifyPool | None,
+    sets: ValidatorSets,
 ) -> PbftEngine:
     fields = {f.name for f in dataclasses.fields(PbftConfig)}
     try:
@@ -85,8 +124,8 @@ def _build_pbft(
         account = Account.load(config.signing_key)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load signing_key {config.signing_key}: {exc}") from exc
-    if account.public_key != genesis.validator(config.node_id).public_key:
-        raise ConfigError("signing_key does not match this node's key in genesis")
+    if account.public_key != sets.public_key(config.node_id):
+        raise ConfigError("signing_key does not match this node's key in the validator set")
     head = storage.head()
     checker = BlockChecker(genesis, storage, verified, pool=verify_pool)
     return PbftEngine(
@@ -96,7 +135,7 @@ def _build_pbft(
         validate=checker.validate,
         inspect=checker.inspect,
         sign=signer(account),
-        verify=verifier(genesis),
+        verify=sets.verify,
         config=pbft_config,
         commit_height=head.height,
         last_block_hash=head.block_hash,

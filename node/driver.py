@@ -18,7 +18,7 @@ from typing import Protocol
 from consensus.engine import Action, Broadcast, Commit, Engine, RequestSync, Send
 from node.committer import Committer
 from node.effects import BatchEffects
-from node.inbox import STALL_WARN_MS, Inbox, Message, Synced
+from node.inbox import STALL_WARN_MS, Inbox, Message, Reconfigure, Synced
 from node.notifier import Notifier
 from node.ports import NodeObserver, PeerTransport
 from node.proposer import Proposer
@@ -81,6 +81,8 @@ class Driver:
                     actions += engine.receive(item.sender, item.msg)
                 elif isinstance(item, Synced):
                     actions += engine.synced(item.height, item.block_hash)
+                elif isinstance(item, Reconfigure):
+                    actions += self._reconfigure(item)
             if self.inbox.take_tick_due():
                 # After the messages: after a long persist, the messages that queued meanwhile
                 # (a leader's heartbeats, votes) count before any timer fires.
@@ -89,6 +91,17 @@ class Driver:
             if proposal is not None:
                 actions += engine.propose(proposal)
             await self._carry_out(actions)
+
+    def _reconfigure(self, item: Reconfigure) -> list[Action]:
+        # getattr only until every engine has `reconfigure` (the consensus package is adding
+        # it to the Engine protocol); an engine without it keeps its genesis validators.
+        reconfigure = getattr(self.engine, "reconfigure", None)
+        if reconfigure is None:
+            log.warning("this engine cannot change validators; the set from height %d (%s) "
+                        "is ignored", item.effective_height, ",".join(item.validators))
+            return []
+        actions: list[Action] = reconfigure(item.effective_height, item.validators)
+        return actions
 
     async def _carry_out(self, actions: list[Action]) -> None:
         effects = BatchEffects.of(actions)

@@ -38,7 +38,16 @@ class Synced:
     block_hash: bytes
 
 
-InboxItem = Tick | Message | Synced
+@dataclass(frozen=True, slots=True)
+class Reconfigure:
+    """The validator set changed (or, at start-up, is as stored): `validators` vote from
+    `effective_height` on."""
+
+    effective_height: int
+    validators: tuple[str, ...]
+
+
+InboxItem = Tick | Message | Synced | Reconfigure
 
 
 class Inbox:
@@ -58,6 +67,11 @@ class Inbox:
     def synced(self, height: int, block_hash: bytes) -> None:
         """A catch-up ended with the chain at `height`."""
         self._queue.put_nowait(Synced(height, block_hash))
+
+    def reconfigure(self, effective_height: int, validators: tuple[str, ...]) -> None:
+        """Queued like a message, so the engine hears of the change between two batches, in
+        epoch order, from the task that owns it."""
+        self._queue.put_nowait(Reconfigure(effective_height, validators))
 
     def wake(self) -> None:
         """Make the engine loop run soon (e.g. to propose on a new head), if it is idle."""

@@ -31,6 +31,14 @@ class PeerTransport(Forwarder, Protocol):
         ...
 
 
+class Roster(Protocol):
+    """Who votes now, and every validator's key (node/epochs.py, node/validator_set.py)."""
+
+    def voters(self) -> frozenset[str]: ...
+
+    def public_key(self, node_id: str) -> bytes | None: ...
+
+
 class NodeObserver(Protocol):
     """Moments in the life of a node, called from the thread that reaches them."""
 

@@ -2,6 +2,12 @@
 
 `scfchain node --config FILE` runs `run_node`. SIGTERM or SIGINT stops it gracefully: the API
 stops taking requests, the committer finishes the block it is writing, the store is closed.
+
+A node votes while its id is in the validator set in effect (genesis, then the governance
+contract's state: node/validator_set.py); otherwise it is an observer that follows the chain
+from validators (node/follower.py) and serves clients. It switches at the height a change takes
+effect: an observer voted in builds its engine from the store's head, as after a restart; a
+validator voted out stops its engine between two blocks and follows.
 """
 
 from __future__ import annotations
@@ -18,17 +24,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from consensus.engine import Engine, EngineStatus
 from contracts import default_runtime
 from node.admission import Admission, SignatureVerifier, membership
 from node.api import LedgerService, MalformedRequestInterceptor
-from node.chain_view import ChainView
+from node.chain_view import ChainView, Role
 from node.client.identity import Account
 from node.committer import Committer
 from node.config import ConfigError, NodeConfig, load_config
-from node.consensus_setup import build_engine, signs_messages
+from node.consensus_setup import build_engine, certificate_check, signs_messages
 from node.driver import Driver
 from node.effects import FatalError
+from node.epochs import Epochs
 from node.executor import Executor
+from node.follower import Follower
 from node.genesis import Genesis, load_genesis
 from node.inbox import Inbox
 from node.mempool import Mempool
@@ -38,6 +47,7 @@ from node.proposer import HandOff, NoHandOff, PendingHandOff, Proposer
 from node.storage import Storage, StorageError
 from node.syncer import Syncer
 from node.transport import PeerTransportGrpc
+from node.validator_set import ValidatorSets, ValidatorSetState
 from node.verify_pool import VerifyPool
 from proto import ledger_pb2, ledger_pb2_grpc
 
@@ -93,7 +103,8 @@ TransportWrapper = Callable[[PeerTransportGrpc], PeerTransport]
 
 class Node:
     """Builds every part of a node, each given its collaborators at construction: the inbox
-    before the transport that delivers into it, the transport before the parts that send."""
+    before the transport that delivers into it, the transport before the parts that send.
+    The engine and the driver are built when the node votes (at start, or when voted in)."""
 
     def __init__(
         self,
@@ -104,9 +115,13 @@ class Node:
     ) -> None:
         self.config = config
         self.genesis = genesis = load_genesis(config.genesis)
-        genesis.validator(config.node_id)  # refuses a node that is not a validator
         self.storage = storage = open_chain(config, genesis)
-        observer = observer or NullObserver()
+        self.sets = ValidatorSets(genesis, storage.get_state)
+        self.epochs = epochs = Epochs(config.node_id, self.sets, storage.head().height)
+        voting = epochs.is_voter_next()
+        if not voting and genesis.consensus == "solo":
+            raise ConfigError(f"node {config.node_id!r} is not the validator of this solo chain")
+        self.observer = observer or NullObserver()
         limits = config.limits
         self.contracts = default_runtime()
         self.mempool = mempool = Mempool(limits.mempool_txs_max, limits.mempool_bytes_max)
@@ -115,21 +130,23 @@ class Node:
             limits.verified_cache_max,
             processes=VerifyPool(limits.verify_processes),
         )
-        engine = build_engine(
-            config, genesis, storage, self.verifier.cache, self.verifier.processes
-        )
-        inbox = Inbox(config.tick_ms)
+        self.inbox = inbox = Inbox(config.tick_ms)
         self.notifier = Notifier()
-        committer = Committer(
+        self.committer = committer = Committer(
             storage,
             Executor(self.contracts, genesis.chain_id),
             mempool,
             self.notifier,
             inbox,
-            observer,
+            self.observer,
+            epochs,
         )
+        # A validator's engine is built now, so a bad key or genesis stops the start-up.
+        self._engine = self._build_engine() if voting else None
+        self.role = Role(_NoStatus(), validator=False)
         self.chain = ChainView(
-            config.node_id, genesis.chain_id, storage, mempool, engine, committer
+            config.node_id, genesis.chain_id, storage, mempool, self.role, committer,
+            epochs=epochs,
         )
         self.admission = Admission(
             genesis.chain_id,
@@ -140,44 +157,70 @@ class Node:
             membership(storage.get_state),
         )
         self.transport: PeerTransportGrpc | None = None
-        sender: PeerTransport | None = None
+        self.sender: PeerTransport | None = None
+        self.follower: Follower | None = None
+        if len(genesis.validators) > 1 or (
+            genesis.consensus != "solo" and (config.tls is not None or not voting)
+        ):
+            self.transport = self._build_transport()
+            self.sender = wrap_transport(self.transport) if wrap_transport else self.transport
+            self.follower = Follower(
+                config.node_id,
+                Syncer(self.sender, committer, inbox, certificate_check(genesis, self.sets)),
+                committer,
+                epochs,
+                storage.get_block,
+            )
+            epochs.add_listener(self._peers_changed)
+        epochs.add_listener(self._engine_changed)
+        self._role_changed = asyncio.Event()
+        epochs.add_listener(lambda *_: self._role_changed.set())
+        self.forwarder = self.sender
+        self.health = health.aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+
+    def _build_engine(self) -> Engine:
+        return build_engine(
+            self.config, self.genesis, self.storage, self.verifier.cache,
+            self.verifier.processes, self.sets,
+        )
+
+    def _build_driver(self, engine: Engine) -> Driver:
+        config, genesis, sender = self.config, self.genesis, self.sender
         syncer: Syncer | None = None
         hand_off: PendingHandOff = NoHandOff()
-        if len(genesis.validators) > 1:
-            self.transport = self._build_transport(inbox)
-            sender = wrap_transport(self.transport) if wrap_transport else self.transport
+        if sender is not None:
             # A Byzantine-tolerant engine can check a fetched block's commit certificate.
             syncer = Syncer(
-                sender, committer, inbox, getattr(engine, "verify_certificate", None)
+                sender, self.committer, self.inbox, getattr(engine, "verify_certificate", None)
             )
-            hand_off = HandOff(sender, mempool, storage.has_tx, _monotonic_ms)
-        self.forwarder = sender
+            hand_off = HandOff(sender, self.mempool, self.storage.has_tx, _monotonic_ms)
         proposer = Proposer(
             config.node_id,
             genesis.chain_id,
             genesis.block,
-            mempool,
-            committer,
+            self.mempool,
+            self.committer,
             hand_off,
             empty_block_interval_ms=genesis.consensus_params.get(
                 "empty_block_interval_ms", 1_000
             ),
         )
-        self.driver = Driver(
-            engine, inbox, proposer, committer, storage, sender, syncer, self.notifier, observer
+        return Driver(
+            engine, self.inbox, proposer, self.committer, self.storage, sender, syncer,
+            self.notifier, self.observer,
         )
-        self.health = health.aio.HealthServicer()
-        self.server: grpc.aio.Server | None = None
 
-    def _build_transport(self, inbox: Inbox) -> PeerTransportGrpc:
+    def _build_transport(self) -> PeerTransportGrpc:
         if self.config.tls is None:
             raise ConfigError("a multi-node network needs a [tls] table (ca_cert, cert, key)")
         try:
             signer = Account.load(self.config.signing_key)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load signing_key {self.config.signing_key}: {exc}") from exc
-        if signer.public_key != self.genesis.validator(self.config.node_id).public_key:
-            raise ConfigError("signing_key does not match this node's key in genesis")
+        known = self.sets.public_key(self.config.node_id)
+        if known is not None and signer.public_key != known:
+            raise ConfigError("signing_key does not match this node's key in the validator set")
         return PeerTransportGrpc(
             self.config.node_id,
             self.genesis,
@@ -185,10 +228,73 @@ class Node:
             self.storage,
             signer,
             sign_messages=signs_messages(self.genesis),
-            deliver=inbox.deliver,
+            deliver=self._deliver,
             admission=self.admission,
             is_leader=self.chain.is_leader,
+            roster=self.epochs,
         )
+
+    def _deliver(self, sender: str, msg: object) -> bool:
+        """Peer messages reach the engine only while this node votes: an observer has none."""
+        return self.role.validator and self.inbox.deliver(sender, msg)
+
+    # --- validator set changes (Epochs listeners, on the event loop) ------------------------
+
+    def _peers_changed(self, state: ValidatorSetState, height: int, new_epoch: bool) -> None:
+        # Until a change takes effect both sides vote on some height: keep links to both.
+        side = state.validators if height + 1 >= state.effective_height else state.known()
+        assert self.transport is not None
+        self.transport.set_peers({v.node_id: v.peer_addr for v in side})
+
+    def _engine_changed(self, state: ValidatorSetState, height: int, new_epoch: bool) -> None:
+        if new_epoch and self.role.validator:
+            self.inbox.reconfigure(state.effective_height, state.ids)
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def _run_consensus(self) -> None:
+        """Vote while in the set in effect, follow while not; switch when that changes."""
+        while True:
+            if self.epochs.is_voter_next():
+                engine = self._engine or self._build_engine()
+                self._engine = None  # a later term as validator starts from the store again
+                await self._vote(engine)
+            else:
+                assert self.follower is not None
+                self.role.use(self.follower, validator=False)
+                await self.follower.run(until=self.epochs.is_voter_next)
+                log.info("in the validator set from height %d: starting the engine",
+                         self.committer.head.height + 1)
+
+    async def _vote(self, engine: Engine) -> None:
+        """Run the driver until this node is no longer in the set in effect."""
+        driver = self._build_driver(engine)
+        self.role.use(engine, validator=True)
+        state = self.sets.state
+        if state.epoch > 0:  # the stored set, as at every start (engines accept a repeat)
+            self.inbox.reconfigure(state.effective_height, state.ids)
+        task = asyncio.create_task(driver.run(), name="driver")
+        try:
+            while True:
+                self._role_changed.clear()
+                waiter = asyncio.create_task(self._role_changed.wait())
+                done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if task in done:
+                    task.result()  # re-raises why the driver stopped
+                    return
+                if not self.epochs.is_voter_next():
+                    break
+            log.info("out of the validator set from height %d: stopping the engine",
+                     self.committer.head.height + 1)
+            self.role.use(_NoStatus(), validator=False)
+            async with self.committer.paused():  # never between a block's execution and write
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def start_api(self) -> None:
         limits = self.config.limits
@@ -234,16 +340,20 @@ class Node:
             self.config.client_addr,
             self.chain.head.height,
         )
+        if not self.epochs.is_voter_next():
+            log.info("%s is not a validator at height %d: observer",
+                     self.config.node_id, self.chain.head.height + 1)
 
     async def run(self) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        self.epochs.announce()  # the stored set: peer links, and who this node is
         if self.transport is not None:
             await self.transport.start(self.config.peer_addr)
         await self.start_api()
-        driver_task = asyncio.create_task(self.driver.run(), name="driver")
+        driver_task = asyncio.create_task(self._run_consensus(), name="consensus")
         stop_task = asyncio.create_task(stop.wait(), name="stop")
         try:
             done, _ = await asyncio.wait(
@@ -304,6 +414,14 @@ def run_node(
             log.critical("FATAL: %s", error)
         return 3
     return 0
+
+
+class _NoStatus:
+    """The status while no engine runs and the follower has not taken over (a moment)."""
+
+    @property
+    def status(self) -> EngineStatus:
+        return EngineStatus(role="observer", round=0, leader=None, commit_height=0)
 
 
 def _fatal_errors(exc: BaseException) -> list[BaseException]:

@@ -68,16 +68,24 @@ class Syncer:
             peer, from_height = await self._requests.get()
             self._busy = True
             try:
-                await self._sync(peer, from_height)
+                log.info("syncing from %s at height %d", peer, from_height)
+                await self.catch_up(peer)
             finally:
                 self._busy = False
+            head = self.committer.head
+            self.inbox.synced(head.height, head.block_hash)
 
-    async def _sync(self, peer: str, from_height: int) -> None:
-        log.info("syncing from %s at height %d", peer, from_height)
+    async def catch_up(self, peer: str) -> bool:
+        """Fetch and apply blocks above our head from `peer` until it has no more; whether
+        the peer answered and every block it sent was accepted (an observer's follower calls
+        this directly, with no engine to tell)."""
         fetched: asyncio.Queue[types_pb2.CommittedBlock | None] = asyncio.Queue(
             SYNC_AHEAD_BLOCKS_MAX
         )
-        fetcher = asyncio.create_task(self._fetch_into(peer, fetched), name=f"fetch-{peer}")
+        answered = [True]
+        fetcher = asyncio.create_task(
+            self._fetch_into(peer, fetched, answered), name=f"fetch-{peer}"
+        )
         try:
             finished = False
             while not finished:
@@ -92,25 +100,29 @@ class Syncer:
                 if run and not await self.committer.apply_fetched(
                     peer, run, lambda block: self._accept(peer, block)
                 ):
-                    break
+                    return False
         except FatalError:
             raise
         except Exception as exc:  # a block that failed to apply: try again on the next request
             log.warning("sync from %s stopped: %s", peer, exc)
+            return False
         finally:
             fetcher.cancel()
             await asyncio.gather(fetcher, return_exceptions=True)
-        head = self.committer.head
-        self.inbox.synced(head.height, head.block_hash)
+        return answered[0]
 
     async def _fetch_into(
-        self, peer: str, fetched: asyncio.Queue[types_pb2.CommittedBlock | None]
+        self,
+        peer: str,
+        fetched: asyncio.Queue[types_pb2.CommittedBlock | None],
+        answered: list[bool],
     ) -> None:
         try:
             async for block in self.transport.fetch_blocks(peer, self.committer.head.height + 1):
                 await fetched.put(block)
         except Exception as exc:  # a peer that fails mid-sync: the engine asks again later
-            log.warning("sync from %s stopped: %s", peer, exc)
+            log.debug("fetching blocks from %s stopped: %s", peer, exc)
+            answered[0] = False
         finally:
             await fetched.put(None)
 

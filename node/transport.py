@@ -1,8 +1,12 @@
 """The peer transport: consensus messages, tx forwarding and block sync over gRPC with mutual TLS.
 
-Every validator serves the `Peer` service on its peer address and keeps one channel to every
-other validator. Both ends present certificates from the consortium CA; a caller whose
-certificate does not name a validator (or names another node than it claims) is refused.
+Every node serves the `Peer` service on its peer address and keeps one channel to every
+validator but itself: the set the chain's state names (`set_peers`, called when it changes), so
+an added validator is dialed and a removed one dropped. Both ends present certificates from the
+consortium CA, which name the node (CN and DNS SAN). Consensus messages are taken only from
+validators whose votes count now (`Roster.voters`); any node the CA certified (an observer too)
+may fetch blocks and forward txs, and a forwarding node that is not such a validator has every
+signature checked again.
 Outbound messages are queued per peer (bounded by count and bytes) on two lanes, control and
 bulk (messages carrying blocks), each sent in batches by its own task, so one slow or dead peer
 never blocks the engine and heartbeats never wait behind blocks; a lost batch is the engine's
@@ -29,6 +33,7 @@ from node.admission import Admission, AdmissionError
 from node.client.identity import Account, verify_signature
 from node.config import TlsFiles
 from node.genesis import Genesis
+from node.ports import Roster
 from node.storage import Storage
 from node.tls import read
 from proto import peer_pb2, peer_pb2_grpc, types_pb2
@@ -142,6 +147,7 @@ class _PeerLink:
         self.stub = peer_pb2_grpc.PeerStub(self.channel)
         self.control = Lane("control", PEER_QUEUE_MESSAGES_MAX, CONTROL_QUEUE_BYTES_MAX)
         self.bulk = Lane("bulk", PEER_QUEUE_MESSAGES_MAX, PEER_QUEUE_BYTES_MAX)
+        self.tasks: list[asyncio.Task[None]] = []
 
     def lane_for(self, msg: Any, envelope: peer_pb2.PeerEnvelope) -> Lane:
         if isinstance(msg, BULK_MESSAGE_TYPES) or len(envelope.payload) > (
@@ -186,6 +192,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         caller = self._caller(context)
         if caller is None or caller != request.from_node or not self.transport.is_peer(caller):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a validator of this chain")
+        assert caller is not None
         accepted = await self.transport.accept(request)
         return peer_pb2.PeerAck(accepted=accepted)
 
@@ -193,10 +200,11 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         self, request: peer_pb2.ForwardRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> peer_pb2.ForwardResponse:
         caller = self._caller(context)
-        if caller is None or not self.transport.is_peer(caller):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a validator of this chain")
+        if caller is None:  # mutual TLS let it in, so the CA certified it: a validator or not
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "no node name in certificate")
+        assert caller is not None
         try:
-            admitted = await self.transport.admit_forwarded(list(request.txs))
+            admitted = await self.transport.admit_forwarded(list(request.txs), caller)
         except AdmissionError as exc:
             await context.abort(getattr(grpc.StatusCode, exc.status), exc.message)
         return peer_pb2.ForwardResponse(admitted=admitted)
@@ -204,9 +212,9 @@ class PeerService(peer_pb2_grpc.PeerServicer):
     async def FetchBlocks(
         self, request: peer_pb2.FetchBlocksRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
-        caller = self._caller(context)
-        if caller is None or not self.transport.is_peer(caller):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a validator of this chain")
+        # Observers (certified by the consortium CA, not validators) follow the chain this way.
+        if self._caller(context) is None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "no node name in certificate")
         storage = self.transport.storage
         count = min(request.max_blocks or FETCH_BLOCKS_MAX, FETCH_BLOCKS_MAX)
         height = max(request.from_height, 1)
@@ -240,6 +248,7 @@ class PeerTransportGrpc:
         deliver: Deliver,
         admission: Admission,
         is_leader: Callable[[], bool],
+        roster: Roster,
     ) -> None:
         self.node_id = node_id
         self.genesis = genesis
@@ -249,7 +258,7 @@ class PeerTransportGrpc:
         self.deliver = deliver
         self.admission = admission
         self.is_leader = is_leader
-        self._keys = {v.node_id: v.public_key for v in genesis.validators}
+        self.roster = roster
         self._ca = read(tls.ca_cert)
         self._cert = read(tls.cert)
         self._key = read(tls.key)
@@ -257,17 +266,38 @@ class PeerTransportGrpc:
             v.node_id: v.peer_addr for v in genesis.validators if v.node_id != node_id
         }
         self._links: dict[str, _PeerLink] = {}
+        self._creds: grpc.ChannelCredentials | None = None
         self._verify_pool = ThreadPoolExecutor(2, thread_name_prefix="peer-verify")
         self._server: grpc.aio.Server | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
     def is_peer(self, node_id: str) -> bool:
-        return node_id in self._peer_addrs
+        """Whether `node_id`'s consensus messages go to the engine now."""
+        return node_id != self.node_id and node_id in self.roster.voters()
 
     @property
     def peer_ids(self) -> list[str]:
-        """Every other validator, in genesis order (the order `broadcast` sends in)."""
+        """Every other validator, in the order `broadcast` sends in."""
         return list(self._peer_addrs)
+
+    def set_peers(self, peers: dict[str, str]) -> None:
+        """The validators to keep links to (node id -> peer address), this node left out:
+        links to new ones are opened, links to those no longer named are closed."""
+        peers = {peer: addr for peer, addr in peers.items() if peer != self.node_id}
+        if peers == self._peer_addrs:
+            return
+        added = sorted(set(peers) - set(self._peer_addrs))
+        removed = sorted(set(self._peer_addrs) - set(peers))
+        moved = sorted(
+            p for p in peers if p in self._peer_addrs and peers[p] != self._peer_addrs[p]
+        )
+        self._peer_addrs = dict(peers)
+        if self._creds is None:  # not started: `start` opens the links
+            return
+        for peer in (*removed, *moved):
+            self._close_link(peer)
+        for peer in (*added, *moved):
+            self._open_link(peer, peers[peer])
+        log.info("peer links: added %s, dropped %s, moved %s", added, removed, moved)
 
     async def start(self, listen_addr: str) -> None:
         server = grpc.aio.server(options=_OPTIONS)
@@ -281,25 +311,34 @@ class PeerTransportGrpc:
             raise OSError(f"cannot listen for peers on {listen_addr}: {exc}") from exc
         await server.start()
         self._server = server
-        creds = grpc.ssl_channel_credentials(self._ca, self._key, self._cert)
-        self._links = {
-            peer: _PeerLink(peer, addr, creds) for peer, addr in self._peer_addrs.items()
-        }
-        for link in self._links.values():
-            for lane in (link.control, link.bulk):
-                self._tasks.append(
-                    asyncio.create_task(
-                        self._pump(link, lane), name=f"peer-{link.peer_id}-{lane.name}"
-                    )
-                )
+        self._creds = grpc.ssl_channel_credentials(self._ca, self._key, self._cert)
+        for peer, addr in self._peer_addrs.items():
+            self._open_link(peer, addr)
         log.info("peer transport on %s (mutual TLS) to %s", listen_addr, sorted(self._links))
-        for task in self._tasks:
+
+    def _open_link(self, peer: str, addr: str) -> None:
+        assert self._creds is not None
+        link = _PeerLink(peer, addr, self._creds)
+        for lane in (link.control, link.bulk):
+            task = asyncio.create_task(self._pump(link, lane), name=f"peer-{peer}-{lane.name}")
             task.add_done_callback(_log_crash)
+            link.tasks.append(task)
+        self._links[peer] = link
+
+    def _close_link(self, peer: str) -> None:
+        link = self._links.pop(peer, None)
+        if link is None:
+            return
+        for task in link.tasks:
+            task.cancel()
+        # Closing waits for calls in flight; nothing needs to wait for that.
+        asyncio.get_running_loop().create_task(link.channel.close(), name=f"close-{peer}")
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [task for link in self._links.values() for task in link.tasks]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.stop(grace=0.5)
         for link in self._links.values():
@@ -383,7 +422,9 @@ class PeerTransportGrpc:
     async def fetch_blocks(
         self, peer: str, from_height: int
     ) -> AsyncIterator[types_pb2.CommittedBlock]:
-        link = self._links[peer]
+        link = self._links.get(peer)
+        if link is None:
+            raise ConnectionError(f"{peer} is not a validator this node links to")
         height = from_height
         while True:
             got = 0
@@ -403,7 +444,9 @@ class PeerTransportGrpc:
     async def accept(self, batch: peer_pb2.PeerBatch) -> int:
         envelopes = [e for e in batch.envelopes if e.from_node == batch.from_node]
         if self.sign_messages:
-            key = self._keys[batch.from_node]
+            key = self.roster.public_key(batch.from_node)
+            if key is None:
+                return 0
             loop = asyncio.get_running_loop()
             oks = await loop.run_in_executor(
                 self._verify_pool,
@@ -428,11 +471,12 @@ class PeerTransportGrpc:
             accepted += 1
         return accepted
 
-    async def admit_forwarded(self, txs: list[types_pb2.SignedTx]) -> int:
+    async def admit_forwarded(self, txs: list[types_pb2.SignedTx], caller: str) -> int:
         if not self.is_leader():
             raise AdmissionError("UNAVAILABLE", f"{self.node_id} is not the leader now; retry")
-        # Under Raft (crash faults) the forwarding peer, authenticated by mutual TLS, verified
+        # Under Raft (crash faults) a forwarding validator, authenticated by mutual TLS, verified
         # every signature at its own admission: checking them again here would double the
-        # cluster's costliest work. A Byzantine engine (PBFT) trusts no peer's checks.
-        trusted = not self.sign_messages
+        # cluster's costliest work. A Byzantine engine (PBFT) trusts no peer's checks, and no
+        # engine trusts a node that is not a voting validator (an observer, a removed one).
+        trusted = not self.sign_messages and caller in self.roster.voters()
         return len(await self.admission.admit(txs, signatures_checked=trusted))
