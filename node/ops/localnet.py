@@ -58,6 +58,7 @@ class MemberSpec:
     name: str
     roles: tuple[str, ...]
     balance: int = 0
+    committee_weight: int = 0  # > 0: on the governance committee with this weight
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +132,8 @@ def write_network(
         validators.append(
             {"id": node_id, "public_key": signer.public_key.hex(), "peer_addr": layout.peer_addr}
         )
-    if consensus != "solo":  # peer links use mutual TLS with certificates from the CA
-        ca = make_ca(os.path.join(root, "ca"))
-        for layout in layouts:
-            issue_node_cert(ca, layout.node_id, os.path.dirname(layout.config_path))
     genesis_path = os.path.join(root, "genesis.json")
-    genesis = {
+    genesis: dict[str, object] = {
         "chain_id": chain_id,
         "genesis_time_ms": int(time.time() * 1000),
         "consensus": {"engine": consensus, "params": consensus_params or {}},
@@ -145,6 +142,19 @@ def write_network(
         "balances": balances,
         "block": block or {},
     }
+    if consensus != "solo":  # peer links use mutual TLS with certificates from the CA
+        ca = make_ca(os.path.join(root, "ca"))
+        for layout, validator in zip(layouts, validators, strict=True):
+            files = issue_node_cert(ca, layout.node_id, os.path.dirname(layout.config_path))
+            validator["tls_cert_pem"] = _read_text(files.cert)
+        # Governance checks a new validator's certificate against this CA (contracts/
+        # governance_actions.py), so genesis carries it.
+        genesis["ca_cert_pem"] = _read_text(ca.cert)
+    committee = [
+        {"name": m.name, "weight": m.committee_weight} for m in members if m.committee_weight
+    ]
+    if committee:  # otherwise genesis makes the admins the committee
+        genesis["committee"] = {"members": committee}
     with open(genesis_path, "w") as handle:
         json.dump(genesis, handle, indent=2)
     for layout in layouts:
@@ -158,6 +168,11 @@ def write_network(
     return NetworkLayout(
         root, chain_id, consensus, genesis_path, tuple(layouts), accounts
     )
+
+
+def _read_text(path: str) -> str:
+    with open(path) as handle:
+        return handle.read()
 
 
 def _new_key(path: str) -> Account:

@@ -3,7 +3,9 @@
 One admin, one core enterprise, suppliers at three tiers (two at tier 1, one each at tiers 2
 and 3), a dealer, two financiers (a bank and a factoring company), a warehouse, an exchange and
 an auditor. Starting cash sits where the story needs it: the core pays vouchers at maturity,
-the financiers discount vouchers and lend, the dealer pays a loan's interest.
+the financiers discount vouchers and lend, the dealer pays a loan's interest. The governance
+committee is the core enterprise and the two financiers, weight 1 each, so 2 of 3 votes carry
+a proposal (the admin is not on it: no single key changes the consortium).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ class SampleMember:
     role: str
     title: str  # the organisation it stands for, in the narration
     balance: int = 0  # starting cash, minor units
+    committee_weight: int = 0  # > 0: on the governance committee
 
 
 SAMPLE_MEMBERS: tuple[SampleMember, ...] = (
     SampleMember("admin", "admin", "Consortium Operator"),
-    SampleMember("core", "core_enterprise", "Apex Motors", 50_000_000_00),
+    SampleMember("core", "core_enterprise", "Apex Motors", 50_000_000_00, committee_weight=1),
     # The tiers are where the story places the suppliers; on the chain all four are suppliers
     # and a voucher's tier counts how often it was passed on.
     SampleMember("tier1a", "supplier", "Brightline Seats"),
@@ -33,8 +36,8 @@ SAMPLE_MEMBERS: tuple[SampleMember, ...] = (
     SampleMember("tier2", "supplier", "Delta Foams"),
     SampleMember("tier3", "supplier", "Evergreen Textiles"),
     SampleMember("dealer", "dealer", "Fairway Auto", 1_000_000_00),
-    SampleMember("bank", "financier", "Granite Bank", 100_000_000_00),
-    SampleMember("factor", "financier", "Harbor Factoring", 20_000_000_00),
+    SampleMember("bank", "financier", "Granite Bank", 100_000_000_00, committee_weight=1),
+    SampleMember("factor", "financier", "Harbor Factoring", 20_000_000_00, committee_weight=1),
     SampleMember("warehouse", "warehouse", "Ironside Logistics"),
     SampleMember("exchange", "exchange", "Jade Commodity Exchange"),
     SampleMember("auditor", "auditor", "Keystone Audit"),
@@ -43,7 +46,7 @@ SAMPLE_MEMBERS: tuple[SampleMember, ...] = (
 
 def sample_member_specs() -> list[MemberSpec]:
     """The sample members as `write_network` takes them."""
-    return [MemberSpec(m.name, (m.role,), m.balance) for m in SAMPLE_MEMBERS]
+    return [MemberSpec(m.name, (m.role,), m.balance, m.committee_weight) for m in SAMPLE_MEMBERS]
 
 
 def sample_member(name: str) -> SampleMember:
