@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 
-from bench.cluster import BenchError, Cluster, admin_of, load_target, start_fresh
+from bench.cluster import BenchError, Cluster, load_target, start_fresh
 from bench.load import Batch, Phase, Sender, Tracker
 from bench.report import round_figures
 from bench.signing import account_for, sign_all
@@ -27,6 +27,7 @@ from bench.workloads import (
     Plan,
     Sizes,
     Unsigned,
+    derive_id,
     iter_chunks,
     label_counts,
     make_plan,
@@ -160,24 +161,58 @@ async def _leader_addr(cluster: Cluster, timeout_s: float = 30.0) -> str:
 
 
 def _registration(cluster: Cluster, plan_members: list[Member], seed: int, salt: int,
-                  public_keys: dict[str, bytes]) -> list[list[Unsigned]]:
-    """Setup stages that make the bench members members of a target cluster, with cash."""
-    admin = admin_of(cluster)
-    keys = {**public_keys, admin: cluster.accounts[admin].public_key,
+                  public_keys: dict[str, bytes],
+                  committee: tuple[list[tuple[str, int]], int]) -> list[list[Unsigned]]:
+    """Setup stages that make the bench members members of a target cluster, with cash.
+
+    Membership is a governance vote: the first committee member proposes each registration
+    (its own vote is a yes), then other committee members vote yes, one stage each, until the
+    threshold is met; the proposal ids derive from the proposing txs' ids, so the votes are
+    built before anything is sent."""
+    voters, threshold = committee
+    keys = {**public_keys, **{name: cluster.accounts[name].public_key for name, _ in voters},
             "benchbank": account_for(seed, "benchbank").public_key}
     build = Builder(cluster.chain_id, keys, salt)
-    register = [
-        build.build(Call(admin, "consortium", "register", {
-            "account": keys[m.name].hex(), "name": f"bench-{seed}-{m.name}"[:64],
-            "roles": list(m.roles)}))
+    proposer, weight = voters[0]
+    proposals = [
+        build.build(Call(proposer, "governance", "propose", {"action": "register_member",
+            "params": {"account": keys[m.name].hex(), "name": f"bench-{seed}-{m.name}"[:64],
+                       "roles": list(m.roles)}}))
         for m in [*plan_members, Member("benchbank", ("financier",))]
     ]
+    stages = [proposals]
+    for voter, voter_weight in voters[1:]:
+        if weight >= threshold:
+            break
+        stages.append([
+            build.build(Call(voter, "governance", "vote", {
+                "proposal_id": derive_id(tx.tx_id, "proposal"), "approve": True}))
+            for tx in proposals
+        ])
+        weight += voter_weight
+    if weight < threshold:
+        raise BenchError("the target's cluster.json holds the keys of too few committee members "
+                         "to register the bench members")
     deposit = [
         build.build(Call("benchbank", "cash", "deposit", {
             "account": keys[m.name].hex(), "amount": m.balance}))
         for m in plan_members if m.balance
     ]
-    return [register, deposit]
+    return [*stages, deposit]
+
+
+async def _committee_of(cluster: Cluster) -> tuple[list[tuple[str, int]], int]:
+    """The governance committee of a target cluster, as the names cluster.json gives its
+    members (those whose keys the bench holds), and the threshold."""
+    names = {account.account_id: name for name, account in cluster.accounts.items()}
+    async with LedgerClient(cluster.nodes[0].client_addr, timeout_s=30) as client:
+        committee = await client.query("governance", "committee", {})
+    voters = [(names[m["account"]], int(m["weight"])) for m in committee["members"]
+              if m["account"] in names]
+    if not voters:
+        raise BenchError("the target's cluster.json holds no key of a governance committee "
+                         "member; the bench needs one to register its members")
+    return voters, int(committee["threshold"])
 
 
 class Round:
@@ -228,7 +263,7 @@ class Round:
             raise BenchError(f"chain id {cluster.chain_id!r}, expected {chain_id!r}")
         if not cluster.fresh:
             plan.setup = _registration(cluster, plan.members, cfg.seed, salt + 1,
-                                       public_keys) + plan.setup
+                                       public_keys, await _committee_of(cluster)) + plan.setup
         started = time.perf_counter()
         everything = [tx for stage in plan.setup for tx in stage] + plan.warmup + plan.load
         signed = sign_all(everything, cfg.seed, accounts=cluster.accounts)

@@ -470,12 +470,14 @@ def _execution_cases(node: LiveNode) -> list[tuple[str, str, str, bytes, str]]:
         ("supplier1", "cash", "transfer",
          json.dumps({"to": node.net.account("core").account_id, "amount": 10**12}).encode(),
          "INSUFFICIENT_FUNDS"),
-        # wrong role: a supplier minting cash, a core enterprise suspending a member
+        # wrong role: a supplier minting cash, a core enterprise (not on the committee, which
+        # is the admin here) proposing to suspend a member
         ("supplier1", "cash", "deposit", json.dumps({"account": s1, "amount": 10**6}).encode(),
          "NOT_AUTHORIZED"),
-        ("core", "consortium", "suspend",
-         json.dumps({"account": node.net.account("bank").account_id}).encode(),
-         "NOT_AUTHORIZED"),
+        ("core", "governance", "propose",
+         json.dumps({"action": "suspend_member",
+                     "params": {"account": node.net.account("bank").account_id}}).encode(),
+         "NOT_COMMITTEE_MEMBER"),
         # a suspended member cannot move its money
         ("suspended", "cash", "transfer", json.dumps({"to": s1, "amount": 1}).encode(),
          "MEMBER_SUSPENDED"),
