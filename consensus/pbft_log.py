@@ -192,8 +192,10 @@ class Quorum:
         self.members = frozenset(validators)
         self.n = len(validators)
         self.f = (self.n - 1) // 3
-        self.size = 2 * self.f + 1
-        # Any two quorums share f + 1 replicas, so at least one honest one.
+        # The smallest size at which any two quorums share f + 1 replicas, so at least one
+        # honest one: 2f + 1 when n = 3f + 1, but more when a change of the set leaves n
+        # between (n = 5: 4, since two sets of 3 may share only one replica, maybe a liar).
+        self.size = (self.n + self.f) // 2 + 1
         assert 2 * self.size - self.n >= self.f + 1, "quorums must intersect in an honest replica"
         self._verify = verify
         self._inspect = inspect

@@ -14,9 +14,9 @@ height.
 View changes span sets: a new view re-proposes every height above the highest stable
 checkpoint c among its view changes, and any of those heights may have committed with a
 quorum of its own set. So a new-view must hold, for every set that orders a height above c
-(`at(c + 1)` and every later set this replica knows), 2f + 1 valid view changes from members
-of that set: then each such commit quorum meets the view changes in f + 1 replicas, one of
-them honest, whose prepared certificate carries the block into the new view (the classic
+(`at(c + 1)` and every later set this replica knows), a quorum of valid view changes from
+members of that set: then each such commit quorum meets the view changes in f + 1 replicas,
+one of them honest, whose prepared certificate carries the block into the new view (the classic
 PBFT argument, once per set). A view change counts only from a member of a set ordering a
 height above its own checkpoint, so a removed replica still helps finish view changes over the
 last heights of its set, and is ignored once its checkpoint passes them.
@@ -166,7 +166,7 @@ class Membership:
         return True
 
     def view_changes_suffice(self, view_changes: Iterable[ViewChange]) -> bool:
-        """2f + 1 senders of every set that orders a height above the highest checkpoint
+        """A quorum of senders of every set that orders a height above the highest checkpoint
         among them (see the module docstring for why every such set)."""
         held = list(view_changes)
         if not held:
