@@ -186,7 +186,10 @@ def outcome_lines(doc: dict[str, Any], what: str, cluster: Cluster) -> list[Text
                            (status, f"bold {STATUS_STYLES.get(status, '')}"),
                            f" (height {doc['height']})")]
     names = cluster.names()
-    lines += [Text(f"  event: {event_line(event, names)}") for event in doc["events"]]
+    for event in doc["events"]:  # a proposal's params without the PEM and the key
+        if isinstance(event.get("params"), dict):
+            event = {**event, "params": summarize_params(event["params"], names)}
+        lines.append(Text(f"  event: {event_line(event, names)}"))
     if status == "open":
         lines.append(Text(f"  other committee members vote: scfchain gov vote "
                           f"{doc['proposal_id']} --as NAME --dir {cluster.root}", "dim"))

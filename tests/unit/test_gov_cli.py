@@ -58,6 +58,7 @@ class FakeChain:
         self.txs: list[types_pb2.SignedTx] = []
         self.result: Any = {"proposal_id": PID, "status": "open"}
         self.failure: tuple[str, str] | None = None
+        self.events: list[dict[str, Any]] = []
         self.views: dict[str, Any] = {}
         self.view_calls: list[tuple[str, str, dict[str, Any]]] = []
 
@@ -67,7 +68,8 @@ class FakeChain:
         code, message = self.failure or ("", "")
         receipt = ReceiptView(tx_id="ab" * 32, ok=self.failure is None, error_code=code,
                               message=message, height=12,
-                              result=None if self.failure else self.result, events=[])
+                              result=None if self.failure else self.result,
+                              events=self.events)
         return receipt, None
 
     async def query_view(self, cluster: Cluster, contract: str, view: str,
@@ -230,9 +232,14 @@ def test_bad_options_are_refused_before_anything_is_sent(
 def test_readable_output_names_status_and_the_vote_command(
     net: str, chain: FakeChain, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    chain.events = [{"contract": "governance", "name": "proposal_created", "proposal_id": PID,
+                     "params": {"node_id": "node5", "tls_cert_pem": "-----BEGIN",
+                                "public_key": "aa" * 32}}]
     code, out, _ = run(capsys, "gov", "propose", "suspend", "--member", "tier1a", "--as",
                        "core", "--dir", net)
     assert code == 0
+    assert "event: governance.proposal_created" in out and "params=node_id=node5" in out
+    assert "BEGIN" not in out and "aa" * 32 not in out
     assert f"proposal {PID} is open" in out
     assert f"scfchain gov vote {PID} --as NAME --dir {net}" in out
     chain.failure = ("PROPOSAL_DECIDED", "proposal 7a7a is executed")
