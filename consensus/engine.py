@@ -123,6 +123,17 @@ class Engine(Protocol):
         """The driver applied committed blocks up to `height` obtained by sync."""
         ...
 
+    def reconfigure(self, effective_height: int, validators: tuple[NodeId, ...]) -> list[Action]:
+        """From height `effective_height` on, `validators` are the voting validators.
+
+        The node calls it right after executing (and storing) the block whose execution changed
+        the set (so `effective_height` is at least 4 above that block), in epoch order, on
+        validators and observers alike, and again at start-up with the stored set: a repeated
+        identical call is a no-op, and an `effective_height` at or below the commit height means
+        "already in effect". An engine refuses a change it cannot apply safely (ValueError).
+        """
+        ...
+
     @property
     def status(self) -> EngineStatus: ...
 

@@ -5,6 +5,8 @@ batching and pipelining; commit by majority of current-term entries only (Raft F
 durable term, vote and log through `Persist` actions that precede whatever depends on them;
 log compaction behind the applied height; followers that need compacted entries fetch the
 committed blocks through the driver (`RequestSync`) and adopt the leader's snapshot marker.
+The voter set changes with block height (`reconfigure`; the rules and why they are safe are in
+consensus/raft_membership.py).
 
 Raft indices are not heights: a new leader appends a no-op entry (no block) so it can commit
 entries of earlier terms. `commit_index` is Raft's (volatile); `commit_height` is the block
@@ -37,15 +39,18 @@ from consensus.engine import (
 )
 from consensus.raft_config import RaftConfig
 from consensus.raft_log import HardState, RaftLog, Record, SnapshotMarker, hard_state_record
+from consensus.raft_membership import Membership, commit_point, is_majority
 from consensus.raft_messages import (
     RAFT_MESSAGE_TYPES,
     AppendEntries,
     AppendResponse,
+    ConfigChange,
     Entry,
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
     RequestVote,
+    TimeoutNow,
     VoteResponse,
     entry_bytes,
     is_well_formed,
@@ -58,6 +63,7 @@ FOLLOWER = "follower"
 PRE_CANDIDATE = "pre_candidate"
 CANDIDATE = "candidate"
 LEADER = "leader"
+OBSERVER = "observer"  # status only: no voter from the next height on (rule 4)
 
 
 class RandomSource(Protocol):
@@ -79,15 +85,16 @@ class RaftEngine:
         commit_height: int = 0,
         last_block_hash: bytes = bytes(32),
     ) -> None:
-        assert node_id in validators, f"{node_id} is not a validator"
-        assert len(set(validators)) == len(validators), "validators must be distinct"
+        # `validators` is the genesis set; a node added later is built with it too, and is an
+        # observer until the persisted records or `reconfigure` say otherwise.
+        assert validators and len(set(validators)) == len(validators), "distinct validators"
         assert commit_height >= 0
         self.node_id = node_id
         self.config = config or RaftConfig()
         self._rng = rng
-        self._peers: tuple[NodeId, ...] = tuple(sorted(v for v in validators if v != node_id))
-        self._quorum = len(validators) // 2 + 1
-        assert 2 * self._quorum > len(validators), "a quorum must be a majority"
+        self._members = Membership.restore(restored, validators)
+        self._election_voters: tuple[NodeId, ...] = ()
+        self._started = False
         fresh = SnapshotMarker(0, 0, commit_height, last_block_hash)
         hard, self._log, self._startup_records = RaftLog.restore(restored, fresh)
         self._term = hard.term
@@ -116,6 +123,7 @@ class RaftEngine:
 
     def start(self, now_ms: int) -> list[Action]:
         self._now_ms = now_ms
+        self._started = True
         self._reset_election_timer()
         out: list[Action] = []
         self._persist(out, self._startup_records)
@@ -148,19 +156,34 @@ class RaftEngine:
                 self._broadcast_heartbeat(out)
             if self.config.check_quorum and self._now_ms >= self._check_quorum_deadline_ms:
                 self._check_quorum(out)
+            self._maybe_hand_over(out)
+        elif self._is_out():
+            return out
         elif self._now_ms >= self._election_deadline_ms:
-            self._campaign(out, pre_vote=self.config.pre_vote)
+            if self._may_campaign():
+                self._campaign(out, pre_vote=self.config.pre_vote)
+            else:
+                self._reset_election_timer()
         self._maybe_request_sync(out)
         return out
 
     def receive(self, sender: NodeId, msg: Any) -> list[Action]:
-        if sender not in self._peers or not isinstance(msg, RAFT_MESSAGE_TYPES):
+        if not isinstance(msg, RAFT_MESSAGE_TYPES):
             logger.debug("node=%s drops %s from %s", self.node_id, type(msg).__name__, sender)
             return []
         if not is_well_formed(msg, self.config.append_entries_max):
             logger.debug("node=%s drops malformed %s from %s", self.node_id, msg, sender)
             return []
         out: list[Action] = []
+        if isinstance(msg, AppendEntries) and msg.changes and self._members.learn(msg.changes):
+            # Before anything else: the entries may be at heights these changes govern (rule
+            # 3), and a node voted in learns here that it votes (it may hear of it first here).
+            self._members_changed(out)
+        if sender == self.node_id or sender not in self._members.members_from(self._commit_height):
+            logger.debug("node=%s drops %s from non-voter %s", self.node_id, msg, sender)
+            return out
+        if self._role != LEADER and self._is_out():
+            return out
         if not self._settle_term(sender, msg, out):
             return out
         match msg:
@@ -178,6 +201,8 @@ class RaftEngine:
                 self._on_vote_response(sender, msg, out)
             case InstallSnapshot():
                 self._on_install_snapshot(sender, msg, out)
+            case TimeoutNow():
+                self._on_timeout_now(sender, out)
         self._maybe_request_sync(out)
         return out
 
@@ -190,7 +215,7 @@ class RaftEngine:
             self._term, self._log.last_index + 1, block.height, block.block_hash, block.payload
         )
         self._persist(out, self._log.append(entry))
-        for peer in self._peers:
+        for peer in list(self._progress):
             self._send_append(peer, out)
         self._maybe_advance_commit(out)
         return out
@@ -215,16 +240,50 @@ class RaftEngine:
         self._maybe_request_sync(out)
         return out
 
+    def reconfigure(self, effective_height: int, validators: tuple[NodeId, ...]) -> list[Action]:
+        """From height `effective_height` on, `validators` vote. Idempotent; ValueError for a
+        change of more than one voter (or one contradicting a known change) that is not yet
+        in effect. Called before `start`, its records go out with `start`'s actions."""
+        if len(set(validators)) != len(validators):
+            raise ValueError(f"validators must be distinct: {validators!r}")
+        change = ConfigChange(effective_height, tuple(sorted(validators)))
+        if not self._members.add(change, self._commit_height):
+            return []
+        logger.info(
+            "node=%s voters from height %d: %s (commit height %d)",
+            self.node_id,
+            effective_height,
+            ",".join(change.voters),
+            self._commit_height,
+        )
+        if not self._started:
+            self._startup_records.append(self._members.record())
+            return []
+        out: list[Action] = []
+        self._members_changed(out)
+        return out
+
+    def voters_at(self, height: int) -> tuple[NodeId, ...]:
+        """The voters in effect at `height`, as far as this engine knows."""
+        return self._members.voters_at(height)
+
     @property
     def status(self) -> EngineStatus:
         next_height: int | None = None
         next_parent: bytes | None = None
         in_flight = self._log.last_height - self._commit_height
-        if self._role == LEADER and 0 <= in_flight < self.config.proposals_in_flight_max:
+        if (
+            self._role == LEADER
+            and 0 <= in_flight < self.config.proposals_in_flight_max
+            and self.node_id in self._members.voters_at(self._log.last_height + 1)
+        ):
             next_height = self._log.last_height + 1
             next_parent = self._log.last_block_hash
+        role = CANDIDATE if self._role == PRE_CANDIDATE else self._role
+        if self._role != LEADER and self._is_out():
+            role = OBSERVER
         return EngineStatus(
-            role=CANDIDATE if self._role == PRE_CANDIDATE else self._role,
+            role=role,
             round=self._term,
             leader=self._leader,
             commit_height=self._commit_height,
@@ -247,7 +306,7 @@ class RaftEngine:
         from_leader = isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot)
         if msg.term > self._term:
             if isinstance(msg, RequestVote):
-                if self._in_lease():
+                if self._in_lease() and not msg.transfer:
                     # CheckQuorum's lease: a live leader exists, so a disruptive (pre)candidate
                     # (e.g. one rejoining after a partition) is ignored.
                     return False
@@ -307,10 +366,12 @@ class RaftEngine:
         self._votes = {}
         self._reset_election_timer()
 
-    def _campaign(self, out: list[Action], pre_vote: bool) -> None:
+    def _campaign(self, out: list[Action], pre_vote: bool, transfer: bool = False) -> None:
         self._reset_election_timer()
         self._leader = None
         self._votes = {self.node_id: True}
+        # Rule 2: the set that votes on the block this node would propose next.
+        self._election_voters = self._members.voters_at(self._log.last_height + 1)
         if pre_vote:
             self._role = PRE_CANDIDATE
             term = self._term + 1
@@ -321,10 +382,10 @@ class RaftEngine:
             self._persist(out, [self._hard_state_record()])
             term = self._term
         logger.info("node=%s %s for term %d", self.node_id, self._role, term)
-        if self._quorum == 1:
+        if is_majority(self._election_voters, self._votes.__contains__):
             self._won_votes(out)
             return
-        request = RequestVote(term, self._log.last_index, self._log.last_term, pre_vote)
+        request = RequestVote(term, self._log.last_index, self._log.last_term, pre_vote, transfer)
         out.append(Broadcast(request))
 
     def _on_vote_request(self, sender: NodeId, msg: RequestVote, out: list[Action]) -> None:
@@ -354,12 +415,14 @@ class RaftEngine:
                 return
         else:
             return
+        voters = self._election_voters
+        if sender not in voters:
+            return  # a vote from outside the set this election needs counts for nothing
         self._votes[sender] = msg.granted
-        granted = sum(1 for vote in self._votes.values() if vote)
-        if granted >= self._quorum:
+        if is_majority(voters, lambda v: self._votes.get(v) is True):
             self._won_votes(out)
-        elif len(self._votes) - granted > len(self._peers) + 1 - self._quorum:
-            self._become_follower(out, self._term, None)
+        elif not is_majority(voters, lambda v: self._votes.get(v) is not False):
+            self._become_follower(out, self._term, None)  # a majority can no longer grant
 
     def _won_votes(self, out: list[Action]) -> None:
         if self._role == PRE_CANDIDATE:
@@ -373,29 +436,94 @@ class RaftEngine:
         self._leader = self.node_id
         self._votes = {}
         last = self._log.last_index
-        self._progress = {peer: Progress(match=0, next=last + 1) for peer in self._peers}
+        self._progress = {peer: Progress(match=0, next=last + 1) for peer in self._targets()}
         logger.info("node=%s leader term=%d last_index=%d", self.node_id, self._term, last)
         noop = Entry(self._term, last + 1, self._log.last_height, self._log.last_block_hash, None)
         self._persist(out, self._log.append(noop))
         self._heartbeat_deadline_ms = self._now_ms + self.config.heartbeat_interval_ms
         self._check_quorum_deadline_ms = self._now_ms + self.config.election_timeout_min_ms
-        for peer in self._peers:
+        for peer in list(self._progress):
             self._send_append(peer, out, allow_empty=True)
         self._maybe_advance_commit(out)
 
     def _check_quorum(self, out: list[Action]) -> None:
-        active = 1 + sum(1 for pr in self._progress.values() if pr.recent_active)
+        voters = self._members.voters_at(self._log.last_height)
+        active = {peer for peer, pr in self._progress.items() if pr.recent_active}
+        active.add(self.node_id)
         for pr in self._progress.values():
             pr.recent_active = False
         self._check_quorum_deadline_ms = self._now_ms + self.config.election_timeout_min_ms
-        if active < self._quorum:
+        if not is_majority(voters, active.__contains__):
             logger.info(
-                "node=%s steps down: only %d of %d active",
+                "node=%s steps down: only %d of %d voters active",
                 self.node_id,
-                active,
-                len(self._peers) + 1,
+                len(active.intersection(voters)),
+                len(voters),
             )
             self._become_follower(out, self._term, None)
+
+    # --- membership (rules in consensus/raft_membership.py) ----------------------------------
+
+    def _targets(self) -> frozenset[NodeId]:
+        """Whom a leader replicates to: every voter from the next height on (a voter leaving at
+        E is sent entries until everything below E is committed)."""
+        return self._members.members_from(self._commit_height + 1) - {self.node_id}
+
+    def _is_out(self) -> bool:
+        return self.node_id not in self._members.members_from(self._commit_height + 1)
+
+    def _may_campaign(self) -> bool:
+        return self.node_id in self._members.voters_at(self._log.last_height + 1)
+
+    def _members_changed(self, out: list[Action]) -> None:
+        self._persist(out, [self._members.record()])
+        self._refresh_progress(out)
+        self._maybe_hand_over(out)
+
+    def _refresh_progress(self, out: list[Action]) -> None:
+        """A leader tracks a voter from the moment it hears of it (probing it as any follower,
+        which a snapshot marker and block sync bring level if need be) and forgets a voter
+        once every height it votes on is committed."""
+        if self._role != LEADER:
+            return
+        targets = self._targets()
+        for peer in [p for p in self._progress if p not in targets]:
+            del self._progress[peer]
+        for peer in sorted(targets - self._progress.keys()):
+            self._progress[peer] = Progress(match=0, next=self._log.last_index + 1)
+            self._send_append(peer, out, allow_empty=True)
+
+    def _maybe_hand_over(self, out: list[Action]) -> None:
+        """Rule 4: a leader that is no voter at its next height hands over once its log is
+        committed, to a voter holding all of it, which campaigns at once (no election timeout,
+        no pre-vote); if none holds it yet, the next acknowledgement or tick tries again."""
+        if self._role != LEADER or self._commit_index < self._log.last_index:
+            return
+        voters = self._members.voters_at(self._log.last_height + 1)
+        if self.node_id in voters:
+            return
+        ready = [
+            v
+            for v in voters
+            if v in self._progress and self._progress[v].match >= self._commit_index
+        ]
+        if not ready:
+            return
+        target = min(ready)
+        logger.info(
+            "node=%s leaves the voters at height %d: hands leadership to %s",
+            self.node_id,
+            self._log.last_height + 1,
+            target,
+        )
+        out.append(Send(target, TimeoutNow(self._term)))
+        self._become_follower(out, self._term, None)
+
+    def _on_timeout_now(self, sender: NodeId, out: list[Action]) -> None:
+        if self._role == LEADER or not self._may_campaign():
+            return
+        logger.info("node=%s takes over from %s in term %d", self.node_id, sender, self._term + 1)
+        self._campaign(out, pre_vote=False, transfer=True)
 
     def _reset_election_timer(self) -> None:
         low = self.config.election_timeout_min_ms
@@ -405,8 +533,10 @@ class RaftEngine:
     # --- replication: leader side ------------------------------------------------------------
 
     def _send_append(self, peer: NodeId, out: list[Action], allow_empty: bool = False) -> None:
-        pr = self._progress[peer]
-        if pr.is_paused(self.config.appends_in_flight_max, self.config.appends_in_flight_bytes_max):
+        pr = self._progress.get(peer)
+        if pr is None or pr.is_paused(
+            self.config.appends_in_flight_max, self.config.appends_in_flight_bytes_max
+        ):
             return
         snapshot = self._log.snapshot
         if pr.next <= snapshot.index:
@@ -423,7 +553,11 @@ class RaftEngine:
             )
         if not entries and not allow_empty:
             return
-        msg = AppendEntries(self._term, prev_index, prev_term, entries, self._commit_index)
+        prev_height = (
+            self._log.entry(prev_index).height if prev_index > snapshot.index else snapshot.height
+        )
+        changes = self._members.changes_above(prev_height)  # rule 3
+        msg = AppendEntries(self._term, prev_index, prev_term, entries, self._commit_index, changes)
         out.append(Send(peer, msg))
         pr.sent_append(
             prev_index + len(entries), len(entries), sum(entry_bytes(e) for e in entries)
@@ -434,9 +568,9 @@ class RaftEngine:
         out.append(Send(peer, InstallSnapshot(self._term, s.index, s.term, s.height, s.block_hash)))
 
     def _on_append_response(self, sender: NodeId, msg: AppendResponse, out: list[Action]) -> None:
-        if self._role != LEADER:
+        pr = self._progress.get(sender)
+        if self._role != LEADER or pr is None:
             return
-        pr = self._progress[sender]
         pr.recent_active = True
         if not msg.success:
             match_before = pr.match
@@ -467,8 +601,9 @@ class RaftEngine:
             pr.become_probe()
         if advanced and self._maybe_advance_commit(out):
             # Tell everyone the new commit index now rather than at the next heartbeat.
-            for peer in self._peers:
+            for peer in list(self._progress):
                 self._send_append(peer, out, allow_empty=True)
+            self._maybe_hand_over(out)
         for _ in range(self.config.appends_in_flight_max):
             before = len(out)
             self._send_append(sender, out)
@@ -480,9 +615,9 @@ class RaftEngine:
             out.append(Send(peer, Heartbeat(self._term, min(pr.match, self._commit_index))))
 
     def _on_heartbeat_response(self, sender: NodeId, out: list[Action]) -> None:
-        if self._role != LEADER:
+        pr = self._progress.get(sender)
+        if self._role != LEADER or pr is None:
             return
-        pr = self._progress[sender]
         pr.recent_active = True
         if pr.state is ProgressState.SNAPSHOT:
             self._send_snapshot(sender, out)
@@ -492,15 +627,24 @@ class RaftEngine:
             self._send_append(sender, out, allow_empty=True)
 
     def _maybe_advance_commit(self, out: list[Action]) -> bool:
-        matches = sorted(
-            [self._log.last_index, *(pr.match for pr in self._progress.values())], reverse=True
+        candidate = commit_point(
+            self._members,
+            self._commit_index,
+            self._log.last_index,
+            lambda index: self._log.entry(index).height,
+            self._match_of,
         )
-        candidate = matches[self._quorum - 1]
         # Figure 8: only an entry of the current term is committed by counting replicas.
         if candidate <= self._commit_index or self._log.term_at(candidate) != self._term:
             return False
         self._commit_to(candidate, out)
         return True
+
+    def _match_of(self, node: NodeId) -> int:
+        if node == self.node_id:
+            return self._log.last_index
+        pr = self._progress.get(node)
+        return pr.match if pr is not None else 0
 
     # --- replication: follower side ----------------------------------------------------------
 
@@ -578,6 +722,7 @@ class RaftEngine:
                     f"committed entry {index} disagrees with applied block {entry.height}"
                 )
             self._applied_index = index
+        self._refresh_progress(out)
         self._maybe_compact(out)
 
     def _maybe_compact(self, out: list[Action]) -> None:
@@ -589,6 +734,8 @@ class RaftEngine:
         marker = SnapshotMarker(index, entry.term, entry.height, entry.block_hash)
         logger.debug("node=%s compacts log to %d", self.node_id, index)
         self._persist(out, self._log.compact_to(marker))
+        if self._members.prune_below(marker.height):
+            self._persist(out, [self._members.record()])
 
     def _want_sync(self, height: int) -> None:
         self._sync_height = max(self._sync_height, height)
@@ -601,9 +748,10 @@ class RaftEngine:
             return
         source = self._leader
         if source is None or source == self.node_id:
-            if not self._peers:
+            peers = sorted(self._members.members_from(self._commit_height) - {self.node_id})
+            if not peers:
                 return
-            source = self._peers[self._rng.randrange(len(self._peers))]
+            source = peers[self._rng.randrange(len(peers))]
         self._sync_requested_ms = self._now_ms
         # A long sync is asked for again every sync_retry_ms while it runs; say so once.
         repeat = self._sync_logged_height == self._commit_height

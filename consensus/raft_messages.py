@@ -37,14 +37,29 @@ def entry_bytes(entry: Entry) -> int:
     return ENTRY_OVERHEAD_BYTES + (len(entry.payload) if entry.payload is not None else 0)
 
 
+@MESSAGES.register("raft.ConfigChange")
+@dataclass(frozen=True, slots=True)
+class ConfigChange:
+    """From block height `effective_height` on, `voters` (sorted, distinct) vote. A fact the
+    node derived from an executed block, so every node that knows it knows the same one."""
+
+    effective_height: int
+    voters: tuple[str, ...]
+
+
 @MESSAGES.register("raft.AppendEntries")
 @dataclass(frozen=True, slots=True)
 class AppendEntries:
+    """`changes`: the leader's known voter-set changes above the height of `prev_index`, so a
+    follower that stores an entry at height h knows the voters in effect at h even when it has
+    not executed the block that made the change (consensus/raft_membership.py)."""
+
     term: int
     prev_index: int
     prev_term: int
     entries: tuple[Entry, ...]
     leader_commit: int
+    changes: tuple[ConfigChange, ...] = ()
 
 
 @MESSAGES.register("raft.AppendResponse")
@@ -85,6 +100,9 @@ class RequestVote:
     last_index: int
     last_term: int
     pre_vote: bool
+    # Sent on a TimeoutNow: the leader handed over, so voters' CheckQuorum lease (which ignores
+    # candidates while a leader was recently heard) must not hold this election up.
+    transfer: bool = False
 
 
 @MESSAGES.register("raft.VoteResponse")
@@ -109,6 +127,15 @@ class InstallSnapshot:
     block_hash: bytes
 
 
+@MESSAGES.register("raft.TimeoutNow")
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    """A leader leaving the voter set hands over: the receiver campaigns at once, without
+    pre-vote (etcd's MsgTimeoutNow)."""
+
+    term: int
+
+
 RaftMessage = (
     AppendEntries
     | AppendResponse
@@ -117,6 +144,7 @@ RaftMessage = (
     | RequestVote
     | VoteResponse
     | InstallSnapshot
+    | TimeoutNow
 )
 
 RAFT_MESSAGE_TYPES: tuple[type[RaftMessage], ...] = (
@@ -127,14 +155,28 @@ RAFT_MESSAGE_TYPES: tuple[type[RaftMessage], ...] = (
     RequestVote,
     VoteResponse,
     InstallSnapshot,
+    TimeoutNow,
 )
 
 INDEX_MAX = 2**62
 HASH_BYTES_MAX = 64
+CHANGES_MAX = 64  # voter-set changes one append may carry
+VOTERS_MAX = 1024
+NODE_ID_BYTES_MAX = 256
 
 
 def _ok(*numbers: int) -> bool:
     return all(0 <= n < INDEX_MAX for n in numbers)
+
+
+def is_well_formed_change(change: ConfigChange) -> bool:
+    voters = change.voters
+    return (
+        _ok(change.effective_height)
+        and 0 < len(voters) <= VOTERS_MAX
+        and all(0 < len(v) <= NODE_ID_BYTES_MAX for v in voters)
+        and list(voters) == sorted(set(voters))
+    )
 
 
 def is_well_formed(msg: RaftMessage, entries_max: int) -> bool:
@@ -143,7 +185,9 @@ def is_well_formed(msg: RaftMessage, entries_max: int) -> bool:
         case AppendEntries():
             if not _ok(msg.term, msg.prev_index, msg.prev_term, msg.leader_commit):
                 return False
-            if len(msg.entries) > entries_max:
+            if len(msg.entries) > entries_max or len(msg.changes) > CHANGES_MAX:
+                return False
+            if not all(is_well_formed_change(change) for change in msg.changes):
                 return False
             expected = msg.prev_index + 1
             last_term = msg.prev_term
@@ -171,4 +215,6 @@ def is_well_formed(msg: RaftMessage, entries_max: int) -> bool:
             return _ok(msg.term, msg.index, msg.snapshot_term, msg.height) and (
                 len(msg.block_hash) <= HASH_BYTES_MAX
             )
+        case TimeoutNow():
+            return _ok(msg.term)
     return False

@@ -39,6 +39,13 @@ class SoloEngine:
             self._height, self._last_hash = height, block_hash
         return []
 
+    def reconfigure(self, effective_height: int, validators: tuple[NodeId, ...]) -> list[Action]:
+        # One validator is the whole design (it commits its own proposals alone): a second
+        # would need a real consensus engine, so the set is fixed. Restating it is harmless.
+        if tuple(validators) == (self.node_id,):
+            return []
+        raise ValueError(f"solo's validator set is fixed at [{self.node_id}]: not {validators!r}")
+
     @property
     def status(self) -> EngineStatus:
         return EngineStatus(
