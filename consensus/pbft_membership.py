@@ -24,6 +24,7 @@ last heights of its set, and is ignored once its checkpoint passes them.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -76,13 +77,17 @@ class Membership:
             # the one the node started the chain with.
             epochs = list(history.epochs)
         self._epochs: list[Epoch] = []
+        self._starts: list[int] = []  # effective heights, ascending (every message looks here)
         self._quorums: list[Quorum] = []
+        self._everyone: frozenset[NodeId] = frozenset()
         for epoch in epochs:
             self._append(epoch)
 
     def _append(self, epoch: Epoch) -> None:
         self._epochs.append(epoch)
+        self._starts.append(epoch.effective_height)
         self._quorums.append(Quorum(epoch.validators, self._verify, self._inspect))
+        self._everyone = frozenset(node for q in self._quorums for node in q.members)
 
     # --- the history -------------------------------------------------------------------------
 
@@ -91,11 +96,7 @@ class Membership:
         return tuple(self._epochs)
 
     def epoch_index(self, height: int) -> int:
-        index = 0
-        for i, epoch in enumerate(self._epochs):
-            if epoch.effective_height <= height:
-                index = i
-        return index
+        return max(0, bisect_right(self._starts, height) - 1)
 
     def at(self, height: int) -> Quorum:
         """The set that orders `height`."""
@@ -107,12 +108,12 @@ class Membership:
         return self._quorums[first:]
 
     def known(self, node: NodeId) -> bool:
-        return any(node in q.members for q in self._quorums)
+        return node in self._everyone
 
     @property
     def votes_max(self) -> int:
         """Bound on votes in a certificate and view changes in a new-view: every validator."""
-        return len({node for q in self._quorums for node in q.members})
+        return len(self._everyone)
 
     def record(self) -> Record:
         return (KEY_VALIDATORS, RECORDS.encode(EpochHistory(tuple(self._epochs))))

@@ -10,11 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
-from consensus.engine import Engine, NodeId
+from consensus.engine import Engine, NodeId, Persist
 from consensus.pbft import PbftEngine
 from consensus.pbft_config import BlockIdentity, PbftConfig
-from tests.sim.simulator import EngineFactory, NodeBoot, block_payload
+from consensus.pbft_membership import Epoch
+from node.effects import BatchEffects
+from tests.sim.simulator import (
+    CommittedBlock,
+    EngineFactory,
+    NodeBoot,
+    SimConfig,
+    SimNode,
+    Simulator,
+    block_payload,
+)
 
 SIM_PBFT_CONFIG = PbftConfig(
     checkpoint_interval_blocks=4,
@@ -96,3 +108,109 @@ def varied_pbft_config(rng: random.Random) -> PbftConfig:
         sync_delay_ms=60,
         sync_retry_ms=200,
     )
+
+
+# --- validator-set changes ------------------------------------------------------------------------
+
+# As in contracts/governance.py: a change made by block h orders heights from h + 4 on.
+VALIDATOR_CHANGE_DELAY_BLOCKS = 4
+
+
+class ReconfigSimulator(Simulator):
+    """A PBFT cluster whose validator set changes as the chain grows, the way the node does it.
+
+    `changes` maps the height of a block whose execution changes the set to the new set; it is
+    a function of the agreed chain, so every node learns the same change at the same height.
+    A node calls `reconfigure(h + VALIDATOR_CHANGE_DELAY_BLOCKS, set)` when it stores block h
+    (committed or synced) and again at every start for each change in its store, as the node
+    does from its stored state. Every node of `node_ids` runs an engine from the start: those
+    outside the genesis set follow as observers until a change adds them.
+
+    Checked after every engine call besides the simulator's invariants: each honest node knows
+    exactly the changes in its store (or, having just stored one, is being told it), in order
+    and identical to everyone's, and at most one primary claims a (view, height) slot (the
+    base check's one primary per view no longer holds: the rotation follows the set of the
+    height, so in one view the primary of the old set's last height and of the new set's first
+    may differ).
+    """
+
+    def __init__(
+        self,
+        config: SimConfig,
+        seed: int,
+        node_ids: Sequence[NodeId],
+        genesis: Sequence[NodeId],
+        changes: Mapping[int, Sequence[NodeId]],
+        pbft: PbftConfig = SIM_PBFT_CONFIG,
+    ) -> None:
+        self.genesis = tuple(genesis)
+        self.changes = {h: tuple(v) for h, v in sorted(changes.items())}
+        self.expected = [Epoch(0, self.genesis)] + [
+            Epoch(h + VALIDATOR_CHANGE_DELAY_BLOCKS, v) for h, v in self.changes.items()
+        ]
+        self.slot_primaries: dict[tuple[int, int], NodeId] = {}
+        self._sets_checked: dict[NodeId, tuple[int, int, int]] = {}
+        genesis_set = self.genesis
+
+        def build(boot: NodeBoot) -> Engine:
+            return pbft_factory(pbft)(replace(boot, validators=genesis_set))
+
+        super().__init__(config, build, seed, node_ids)
+
+    def validators_at(self, height: int) -> tuple[NodeId, ...]:
+        return [e for e in self.expected if e.effective_height <= height][-1].validators
+
+    def _tell(self, node: SimNode, changed_by: int) -> None:
+        engine = node.engine
+        if engine is None:
+            return
+        validators = self.changes[changed_by]
+        assert isinstance(engine, PbftEngine)
+        actions = engine.reconfigure(changed_by + VALIDATOR_CHANGE_DELAY_BLOCKS, validators)
+        effects = BatchEffects.of(actions)
+        # No crash in here: the store's own calls (sync) expect the engine still up after it.
+        if effects.records:
+            self._carry_out(node, Persist(effects.records))
+        for step in effects.steps:
+            self._carry_out(node, step)
+
+    def _boot(self, node: SimNode) -> None:
+        super()._boot(node)
+        for changed_by in self.changes:
+            if changed_by <= node.height:
+                self._tell(node, changed_by)
+
+    def _store(self, node: SimNode, block: CommittedBlock) -> None:
+        super()._store(node, block)
+        if block.height in self.changes:
+            self._tell(node, block.height)
+
+    def _check_engine(self, node: SimNode) -> None:
+        engine = node.engine
+        if engine is None or node.node_id in self.byzantine:
+            return
+        assert isinstance(engine, PbftEngine)
+        status = engine.status
+        if status.role == "primary":
+            key = (status.round, status.commit_height + 1)
+            holder = self.slot_primaries.setdefault(key, node.node_id)
+            if holder != node.node_id:
+                self._fail(f"two primaries of view {key[0]} at height {key[1]}")
+            if node.node_id not in self.validators_at(key[1]):
+                self._fail(f"{node.node_id} is primary at {key[1]} outside that height's set")
+        known = engine._sets.epochs
+        stored = 1 + sum(1 for h in self.changes if h <= node.height)
+        # Sets are only ever appended: compare again only when an engine or its count is new.
+        seen = (id(engine), len(known), stored)
+        if self._sets_checked.get(node.node_id) != seen:
+            if list(known) != self.expected[: len(known)] or len(known) < stored:
+                self._fail(
+                    f"{node.node_id} at height {node.height} runs validator sets {known}, "
+                    f"expected {self.expected[:stored]}"
+                )
+            self._sets_checked[node.node_id] = seen
+        if status.commit_height < node.last_commit_height:
+            self._fail(f"{node.node_id} commit height went back to {status.commit_height}")
+        if status.commit_height > node.height:
+            self._fail(f"{node.node_id} claims height {status.commit_height} above its store")
+        node.last_commit_height = status.commit_height
