@@ -261,6 +261,9 @@ def test_foreground_up_streams_logs_survives_kill_and_restart_and_stops_on_ctrl_
         [sys.executable, "-m", "node.ops.cli", "cluster", "up", "--dir", cluster_dir, "--nodes",
          "3", "--consensus", "raft", "--base-port", base],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # As from a terminal: a suite started in the background (`make test &`) inherits SIGINT
+        # ignored, and Python then installs no KeyboardInterrupt handler for Ctrl-C to reach.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_reader, args=(launcher.stdout, lines), daemon=True).start()
