@@ -53,10 +53,10 @@ from consensus.engine import (
     NodeId,
     fills_offered_slot,
 )
+from consensus.pbft_checkpoints import Checkpoints
 from consensus.pbft_config import BlockInspector, PbftConfig, Sign, Verify
 from consensus.pbft_log import (
     GENESIS_CHECKPOINT,
-    CheckpointVotes,
     NewViewPlan,
     Record,
     Slot,
@@ -80,7 +80,6 @@ from consensus.pbft_messages import (
     PreparedProof,
     PrePrepare,
     ViewChange,
-    checkpoint_statement,
     commit_statement,
     is_well_formed,
     prepare_statement,
@@ -130,11 +129,10 @@ class PbftEngine:
         self._last_hash = last_block_hash
         self._slots = {h: Slot.restored(r) for h, r in durable.slots.items()}
         assert all(self._in_window(h) for h in self._slots), "restored slots outside the window"
-        self._checkpoints = CheckpointVotes()
+        self._checkpoints = Checkpoints(node_id, self.config, self._sets, sign)
         self._catch_up = CatchUp(node_id, self.config)
         self._now_ms = 0
         self._retransmit_ms = 0
-        self._own_checkpoint: Checkpoint | None = None
         self._views = ViewChanger(
             node_id, self.config, self._sets, sign, self, durable.view, durable.new_view
         )
@@ -237,30 +235,26 @@ class PbftEngine:
         return out
 
     def reconfigure(self, effective_height: int, validators: tuple[NodeId, ...]) -> list[Action]:
-        """From height `effective_height` on, `validators` are the voting validators.
-
-        Repeating a known change does nothing (the node repeats the stored set at start-up);
-        one at or below the commit height we were built at was in effect before this run. One
-        below the commit height reached since is learned late: the node must tell a change
-        before the heights it governs commit (it has `VALIDATOR_CHANGE_DELAY_BLOCKS` of room),
-        so this is logged, and undelivered decisions are re-derived under the right set."""
+        """From height `effective_height` on, `validators` are the voting validators (a known
+        change again: nothing; see `Membership.add` for what is refused and why)."""
         if not self._sets.add(effective_height, validators):
             return []
         out: list[Action] = []
         persist(out, [self._sets.record()])
         logger.info(
-            "node=%s validators from height %d: %s (n=%d, quorum %d)",
+            "node=%s validators from height %d: %s (quorum %d)",
             self.node_id,
             effective_height,
             ",".join(validators),
-            len(validators),
             self._sets.at(effective_height).size,
         )
         undone = resettle(self._slots, self._sets, effective_height)
         if self._construction_height < effective_height <= self._commit_height:
+            # At or below the height we were built at, a change was in effect before this
+            # run. Above it, it comes late: the node has VALIDATOR_CHANGE_DELAY_BLOCKS of room
+            # to tell us before the heights it governs commit, so this should never happen.
             logger.error(
-                "node=%s learned of the set from height %d at commit height %d; heights whose "
-                "certificate the new set does not carry: %s",
+                "node=%s told of the set from %d at commit height %d; not carried by it: %s",
                 self.node_id,
                 effective_height,
                 self._commit_height,
@@ -390,9 +384,7 @@ class PbftEngine:
         return self.node_id in self._sets.at(height).members
 
     def _on_pre_prepare(self, sender: NodeId, msg: PrePrepare, out: list[Action]) -> None:
-        if sender != self._sets.at(msg.height).primary(msg.view) or not self._in_window(
-            msg.height
-        ):
+        if sender != self._sets.at(msg.height).primary(msg.view) or not self._in_window(msg.height):
             return
         self._note_ahead(sender, msg.height)
         slot = self._slot(msg.height)
@@ -571,16 +563,12 @@ class PbftEngine:
     def _maybe_checkpoint(self, out: list[Action]) -> None:
         """At a checkpoint height, announce it (and keep resending it until it is stable)."""
         height, block_hash = self._commit_height, self._last_hash
-        if height % self.config.checkpoint_interval_blocks or height <= self._stable.height:
+        if height <= self._stable.height:
             return
-        if not self._votes_at(height):
-            return
-        checkpoint = Checkpoint(
-            height, block_hash, self._sign(checkpoint_statement(height, block_hash))
-        )
-        self._own_checkpoint = checkpoint
-        out.append(Broadcast(checkpoint))
-        self._add_checkpoint(self.node_id, height, block_hash, checkpoint.signature, out)
+        checkpoint = self._checkpoints.announce(height, block_hash)
+        if checkpoint is not None:
+            out.append(Broadcast(checkpoint))
+            self._add_checkpoint(self.node_id, checkpoint, out)
 
     def _progress(self) -> None:
         self._views.progress()
@@ -588,23 +576,15 @@ class PbftEngine:
     # --- checkpoints and garbage collection --------------------------------------------------
 
     def _on_checkpoint(self, sender: NodeId, msg: Checkpoint, out: list[Action]) -> None:
-        if msg.height <= self._stable.height:
-            return
-        statement = checkpoint_statement(msg.height, msg.block_hash)
-        if not self._sets.at(msg.height).signed_by(sender, statement, msg.signature):
+        if msg.height <= self._stable.height or not self._checkpoints.signed(sender, msg):
             return
         self._note_ahead(sender, msg.height + 1)
-        self._add_checkpoint(sender, msg.height, msg.block_hash, msg.signature, out)
+        self._add_checkpoint(sender, msg, out)
 
-    def _add_checkpoint(
-        self, sender: NodeId, height: int, block_hash: bytes, signature: bytes, out: list[Action]
-    ) -> None:
-        quorum = self._sets.at(height)
-        signers = self._checkpoints.add(sender, height, block_hash, signature)
-        # Only members of the set of `height` (the set may have changed since one was held).
-        signers = {node: sig for node, sig in signers.items() if node in quorum.members}
-        if len(signers) >= quorum.size:
-            self.adopt_stable(CheckpointProof(height, block_hash, as_votes(signers)), out)
+    def _add_checkpoint(self, sender: NodeId, msg: Checkpoint, out: list[Action]) -> None:
+        proof = self._checkpoints.add(sender, msg.height, msg.block_hash, msg.signature)
+        if proof is not None:
+            self.adopt_stable(proof, out)
 
     def adopt_stable(self, proof: CheckpointProof, out: list[Action]) -> None:
         """A stable checkpoint (2f + 1 signed): garbage-collect the log below it."""
@@ -628,25 +608,16 @@ class PbftEngine:
     # --- retransmission and state transfer ---------------------------------------------------
 
     def _retransmit(self, out: list[Action]) -> None:
-        checkpoint = self._own_checkpoint
-        if checkpoint is not None and checkpoint.height > self._stable.height:
+        checkpoint = self._checkpoints.pending(self._stable.height)
+        if checkpoint is not None:
             out.append(Broadcast(checkpoint))
         if not self._active:
             self._views.retransmit(out)
             return
         slot = self._slots.get(self._commit_height + 1)
-        if slot is None or slot.accepted is None or slot.accepted[0] != self._view:
-            return
-        view, block_hash = slot.accepted
-        payload = slot.payloads.get(block_hash)
-        if self._sets.at(slot.height).primary(view) == self.node_id and payload is not None:
-            out.append(Broadcast(PrePrepare(view, slot.height, block_hash, payload)))
-        mine = slot.prepares.get(slot.accepted, {}).get(self.node_id)
-        if mine is not None:
-            out.append(Broadcast(Prepare(view, slot.height, block_hash, mine)))
-        commit = slot.commits.get(slot.accepted, {}).get(self.node_id)
-        if commit is not None:
-            out.append(Broadcast(CommitVote(view, slot.height, block_hash, commit)))
+        if slot is not None:
+            is_primary = self._sets.at(slot.height).primary(self._view) == self.node_id
+            out += [Broadcast(m) for m in slot.own_round(self.node_id, self._view, is_primary)]
 
     def _lag_target(self) -> int:
         """The highest height known decided by the cluster (0 if none above ours)."""

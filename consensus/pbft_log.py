@@ -22,8 +22,11 @@ from consensus.pbft_config import BlockIdentity, BlockInspector, Verify
 from consensus.pbft_messages import (
     CheckpointProof,
     CommitCertificate,
+    CommitVote,
     NewView,
+    Prepare,
     PreparedProof,
+    PrePrepare,
     ViewChange,
     Vote,
     checkpoint_statement,
@@ -124,6 +127,26 @@ class Slot:
                 return
             del self.payloads[victim]
         self.payloads[block_hash] = payload
+
+    def own_round(
+        self, node: NodeId, view: int, is_primary: bool
+    ) -> list[PrePrepare | Prepare | CommitVote]:
+        """This replica's part of the slot's round in `view`, to resend: the pre-prepare (if it
+        is the primary), its prepare and its commit, as far as it got."""
+        if self.accepted is None or self.accepted[0] != view:
+            return []
+        block_hash = self.accepted[1]
+        out: list[PrePrepare | Prepare | CommitVote] = []
+        payload = self.payloads.get(block_hash)
+        if is_primary and payload is not None:
+            out.append(PrePrepare(view, self.height, block_hash, payload))
+        mine = self.prepares.get(self.accepted, {}).get(node)
+        if mine is not None:
+            out.append(Prepare(view, self.height, block_hash, mine))
+        commit = self.commits.get(self.accepted, {}).get(node)
+        if commit is not None:
+            out.append(CommitVote(view, self.height, block_hash, commit))
+        return out
 
     def check_decided(self, quorum_size: int) -> None:
         """A commit certificate from any view decides the height (no vote of ours needed)."""

@@ -221,7 +221,6 @@ class ViewChanger:
         low = self._replica.stable_checkpoint.height + 1
         return any(self._node_id in q.members for q in self._sets.from_height(low))
 
-
     def _timeout_ms(self) -> int:
         timeout = self._config.view_change_timeout_ms << min(
             self._timeout_doublings, TIMEOUT_DOUBLINGS_MAX

@@ -114,9 +114,7 @@ def _liar(sim: ReconfigSimulator, rng: random.Random, scenario: Scenario) -> Out
 
 
 def _honest_heights_reach(sim: Simulator, height: int) -> bool:
-    return all(
-        n.height >= height for n in sim.nodes.values() if n.node_id not in sim.byzantine
-    )
+    return all(n.height >= height for n in sim.nodes.values() if n.node_id not in sim.byzantine)
 
 
 def _fault_around_the_boundary(sim: ReconfigSimulator, rng: random.Random) -> None:
