@@ -362,3 +362,20 @@ def test_restored_history_survives_a_restart_even_when_the_node_passes_another_s
     records = _records(engine.reconfigure(5, FIVE))
     restarted = _engine("n1", genesis=("a", "b", "c", "d"), restored=records, commit_height=6)
     assert restarted._sets.epochs == engine._sets.epochs
+
+
+def test_a_decision_not_yet_delivered_is_re_derived_when_a_change_covers_its_height() -> None:
+    """Height 3 gathered 3 commits (a quorum of four) while height 2 is still open; then the
+    node tells of n4 joining from height 3: those commits are not a quorum of five any more,
+    and the height is decided only once a fourth commit arrives."""
+    chain = _chain(3)
+    engine = _engine("n1", commit_height=1, last_hash=chain[0][1])
+    block_hash = chain[2][1]
+    for voter in ("n0", "n2", "n3"):
+        engine.receive(voter, _commit(voter, 3, block_hash))
+    assert engine._slots[3].decided is not None
+    engine.reconfigure(3, FIVE)
+    assert engine._slots[3].decided is None
+    engine.receive("n4", _commit("n4", 3, block_hash))
+    assert engine._slots[3].decided is not None
+    assert {v.node for v in engine._slots[3].decided.votes} == {"n0", "n2", "n3", "n4"}
