@@ -7,10 +7,8 @@ would, and applies the writes. Time is block time, advanced explicitly.
 Governance is seeded as genesis seeds it: a committee (by default every `admin` member, weight 1;
 with no admin, the first member by name), a consensus kind (default solo, one validator) and the
 chain params. `govern(action, **params)` passes a proposal in one block: the proposal and just
-enough committee votes to reach the threshold. The consortium's membership changes are no
-longer tx methods; `run(who, "consortium.register" | "set_roles" | "suspend" | "reinstate", ...)`
-still works in tests written before governance, as `who` proposing the matching action and
-the committee voting it through (`LEGACY_ADMIN_CALLS`).
+enough committee votes to reach the threshold (membership changes are governance actions, not
+consortium tx methods).
 """
 
 from __future__ import annotations
@@ -34,13 +32,6 @@ CHAIN_ID = "test-chain"
 DAY_MS = 86_400_000
 DEFAULT_PARAMS = {"block_txs_max": 2000, "block_bytes_max": 4_000_000,
                   "empty_block_interval_ms": 1000}
-# The single-admin consortium methods of old, and the governance action each is now.
-LEGACY_ADMIN_CALLS = {
-    "consortium.register": "register_member",
-    "consortium.set_roles": "set_roles",
-    "consortium.suspend": "suspend_member",
-    "consortium.reinstate": "reinstate_member",
-}
 
 
 @dataclass
@@ -124,8 +115,6 @@ class LocalChain:
         return self.accounts[who].build_tx(CHAIN_ID, contract, method, args, nonce=self._nonce)
 
     def run(self, who: str, call: str, **args: Any) -> Receipt:
-        if call in LEGACY_ADMIN_CALLS:
-            return self.govern(LEGACY_ADMIN_CALLS[call], proposer=who, **args)
         return self.run_block([self.tx(who, call, **args)])[0]
 
     def committee_names(self) -> list[tuple[str, int]]:

@@ -32,7 +32,7 @@ def run_script() -> str:
     chain.run_block(txs[:15])
     chain.run_block(txs[15:])
     chain.run("bank", "cash.deposit", account=chain.id("c"), amount=99)
-    chain.run("admin", "consortium.suspend", account=chain.id("b"))
+    chain.govern("suspend_member", proposer="admin", account=chain.id("b"))
     chain.run("b", "cash.transfer", to=chain.id("a"), amount=1)
     return chain.app_hash.hex()
 

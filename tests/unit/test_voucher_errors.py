@@ -78,7 +78,7 @@ def test_unknown_member_cannot_call(chain: LocalChain) -> None:
 def test_member_suspended_cannot_move_its_voucher(chain: LocalChain) -> None:
     """A suspended holder can do nothing with what it holds."""
     root = issue(chain, 100)
-    assert chain.run("admin", "consortium.suspend", account=chain.id("t1")).ok
+    assert chain.govern("suspend_member", proposer="admin", account=chain.id("t1")).ok
     fails(chain, "t1", "voucher.transfer", "MEMBER_SUSPENDED", voucher=root, to=chain.id("t2"))
 
 
@@ -209,7 +209,7 @@ def test_invalid_counterparty_roles_self_and_obligor(chain: LocalChain) -> None:
               to=chain.id(target))
     fails(chain, "t1", "voucher.apply_discount", "INVALID_COUNTERPARTY", voucher=root,
           financier=chain.id("t2"), rate_bps=100)
-    assert chain.run("admin", "consortium.suspend", account=chain.id("t2")).ok
+    assert chain.govern("suspend_member", proposer="admin", account=chain.id("t2")).ok
     fails(chain, "t1", "voucher.transfer", "INVALID_COUNTERPARTY", voucher=root,
           to=chain.id("t2"))
 

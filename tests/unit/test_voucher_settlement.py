@@ -104,7 +104,7 @@ def test_settlement_pays_even_when_core_and_holder_are_suspended() -> None:
     grant(chain)
     root = issue(chain, 700, days=1)
     for name in ("core", "t1"):
-        assert chain.run("admin", "consortium.suspend", account=chain.id(name)).ok
+        assert chain.govern("suspend_member", proposer="admin", account=chain.id(name)).ok
     chain.advance(DAY_MS)
     assert chain.query("voucher.get", voucher=root)["state"] == "REDEEMED"
     assert chain.balance("t1") == 700
