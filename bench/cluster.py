@@ -148,14 +148,3 @@ def load_target(directory: str) -> Cluster:
         )
     except (KeyError, TypeError) as exc:
         raise BenchError(f"--target {directory}: cluster.json lacks {exc}") from None
-
-
-def admin_of(cluster: Cluster) -> str:
-    """The name of an admin account of a target cluster."""
-    for name, role in cluster.roles.items():
-        if role == "admin" or "admin" in role.split(","):
-            return name
-    raise BenchError(
-        "the target's cluster.json names no admin account; the bench needs one to register "
-        "its members"
-    )
