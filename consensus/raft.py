@@ -175,11 +175,16 @@ class RaftEngine:
             logger.debug("node=%s drops malformed %s from %s", self.node_id, msg, sender)
             return []
         out: list[Action] = []
-        if isinstance(msg, AppendEntries) and msg.changes and self._members.learn(msg.changes):
+        changes = msg.changes if isinstance(msg, AppendEntries | Heartbeat) else ()
+        if changes and self._members.learn(changes):
             # Before anything else: the entries may be at heights these changes govern (rule
             # 3), and a node voted in learns here that it votes (it may hear of it first here).
             self._members_changed(out)
-        if sender == self.node_id or sender not in self._members.members_from(self._commit_height):
+        # A leader still hears a voter that left from a response until it drops its progress.
+        tracked = sender in self._progress and isinstance(msg, AppendResponse | HeartbeatResponse)
+        if sender == self.node_id or not (
+            tracked or sender in self._members.members_from(self._commit_height)
+        ):
             logger.debug("node=%s drops %s from non-voter %s", self.node_id, msg, sender)
             return out
         if self._role != LEADER and self._is_out():
@@ -436,7 +441,7 @@ class RaftEngine:
         self._leader = self.node_id
         self._votes = {}
         last = self._log.last_index
-        self._progress = {peer: Progress(match=0, next=last + 1) for peer in self._targets()}
+        self._progress = {p: Progress(match=0, next=last + 1) for p in sorted(self._targets())}
         logger.info("node=%s leader term=%d last_index=%d", self.node_id, self._term, last)
         noop = Entry(self._term, last + 1, self._log.last_height, self._log.last_block_hash, None)
         self._persist(out, self._log.append(noop))
@@ -447,11 +452,14 @@ class RaftEngine:
         self._maybe_advance_commit(out)
 
     def _check_quorum(self, out: list[Action]) -> None:
-        voters = self._members.voters_at(self._log.last_height)
+        voters = self._members.voters_at(self._log.last_height + 1)  # as elections count
         active = {peer for peer, pr in self._progress.items() if pr.recent_active}
         active.add(self.node_id)
-        for pr in self._progress.values():
+        targets = self._targets()
+        for peer, pr in list(self._progress.items()):
             pr.recent_active = False
+            if peer not in targets and peer not in active:
+                del self._progress[peer]  # left the voters and silent: it is down, or out
         self._check_quorum_deadline_ms = self._now_ms + self.config.election_timeout_min_ms
         if not is_majority(voters, active.__contains__):
             logger.info(
@@ -483,12 +491,17 @@ class RaftEngine:
     def _refresh_progress(self, out: list[Action]) -> None:
         """A leader tracks a voter from the moment it hears of it (probing it as any follower,
         which a snapshot marker and block sync bring level if need be) and forgets a voter
-        once every height it votes on is committed."""
+        once every height it votes on is committed and it holds them."""
         if self._role != LEADER:
             return
         targets = self._targets()
-        for peer in [p for p in self._progress if p not in targets]:
-            del self._progress[peer]
+        for peer, pr in list(self._progress.items()):
+            if peer not in targets and pr.match >= self._commit_index:
+                # A voter that left is forgotten only once it holds the whole committed log:
+                # this last heartbeat lets it commit every height it voted on, so it knows it
+                # is out (rather than waiting as a follower for a leader that ignores it).
+                del self._progress[peer]
+                out.append(Send(peer, Heartbeat(self._term, self._commit_index)))
         for peer in sorted(targets - self._progress.keys()):
             self._progress[peer] = Progress(match=0, next=self._log.last_index + 1)
             self._send_append(peer, out, allow_empty=True)
@@ -609,10 +622,14 @@ class RaftEngine:
             self._send_append(sender, out)
             if len(out) == before:
                 break
+        self._refresh_progress(out)
 
     def _broadcast_heartbeat(self, out: list[Action]) -> None:
         for peer, pr in self._progress.items():
-            out.append(Send(peer, Heartbeat(self._term, min(pr.match, self._commit_index))))
+            changes = self._members.changes if pr.match < self._commit_index else ()
+            out.append(
+                Send(peer, Heartbeat(self._term, min(pr.match, self._commit_index), changes))
+            )
 
     def _on_heartbeat_response(self, sender: NodeId, out: list[Action]) -> None:
         pr = self._progress.get(sender)
@@ -631,7 +648,7 @@ class RaftEngine:
             self._members,
             self._commit_index,
             self._log.last_index,
-            lambda index: self._log.entry(index).height,
+            self._voting_height,
             self._match_of,
         )
         # Figure 8: only an entry of the current term is committed by counting replicas.
@@ -639,6 +656,13 @@ class RaftEngine:
             return False
         self._commit_to(candidate, out)
         return True
+
+    def _voting_height(self, index: int) -> int:
+        # A no-op belongs to its leader's term, which works towards the next block: elections
+        # count in the set of that block (rule 2), so its no-op counts there too. Else a voter
+        # removed at E would be needed to commit the no-op of the leader that took over at E.
+        entry = self._log.entry(index)
+        return entry.height if entry.is_block else entry.height + 1
 
     def _match_of(self, node: NodeId) -> int:
         if node == self.node_id:

@@ -8,18 +8,22 @@ adds the single-server rule: a change adds or removes at most ONE voter (else `V
 
 The rules (`RaftEngine` applies them):
 
-1. Commit: entries are committed up to index N only if, for every height of the entries newly
-   committed, a majority of the voters in effect at that height holds N (usually one set; two
-   when the range crosses a change). The leader counts itself only if it is one of them.
-2. Elections: a candidate counts votes among the voters in effect at its last log height, and
-   campaigns only if it is a voter at the height after (a node voted out at E whose log ends at
-   E - 1 never campaigns; a node voted in at E may, once it holds E - 1).
-3. Every node that stores an entry at height h knows the voters in effect at h (invariant I).
+1. Commit: entries are committed up to index N only if, for each entry newly committed, a
+   majority of the voters in effect at its voting height holds N (usually one set; two when
+   the range crosses a change). A block's voting height is its height; a no-op's is the height
+   after the block it follows (the block its leader's term works towards, as in rule 2). The
+   leader counts itself only if it is one of them.
+2. Elections: a candidate counts votes among the voters in effect at the height after its last
+   log height (the block it would propose), and campaigns only if it is one of them: a node
+   voted out at E whose log ends at E - 1 never campaigns, and when two voters become one the
+   one left wins alone (counting in the set at its last height would need the removed one).
+   CheckQuorum counts in the same set.
+3. A node that holds an entry at height h knows the voters in effect up to h + 2 (invariant I).
    The proposer of a block at height h executed block h - 2 first (the app hash two blocks
-   back is in the header), so it knew every change that takes effect at h or below (decided at
-   h - 4 or below); the leader sends the changes above the height of `prev_index` with each
-   append, and a follower persists them with the entries, before it acknowledges. So knowledge
-   never lags the log, although the node's execution may.
+   back is in the header), so it knew every change that takes effect at h + 2 or below
+   (decided at h - 2 or below); each append carries the sender's known changes above the height
+   of its `prev_index`, and a follower persists them with the entries, before it acknowledges.
+   So knowledge never lags the log, although the node's execution may.
 4. A leader that is not a voter at its next height proposes nothing more; once its log is
    committed it sends TimeoutNow to the voter whose log matches its own, steps down, and is out.
    A node is out when it is no voter from its commit height + 1 on (every voter set known from
@@ -31,15 +35,15 @@ one voter, and then any two majorities share a member: with S' = S + {x} and |S|
 majority of S has n // 2 + 1 members of S and a majority of S' at least (n + 1) // 2 of them,
 n + 1 in all. Take a committed entry e at height h (held by a majority of the set at h, rule 1)
 and a later candidate c whose log lacks e. Blocks are built on executed, hence committed,
-blocks two heights below, so a log that lacks e diverges from it at most two heights around
-h, and c counts votes (rule 2) in the set in effect within two heights of h: the set at h, or
-one change away (changes are at least 4 heights apart). Its voters' majority and e's share a
+blocks two heights below, so a log that lacks e ends within a height or two of h, and c counts
+votes (rule 2) in a set in effect within three heights of h: the set at h, or one change away
+(changes are at least 4 heights apart). Its voters' majority and e's share a
 member, which holds e and refuses c (Raft's up-to-date check). A candidate whose log is older
 still meets that refusal earlier: the block deciding each change sits at or above the previous
 change's effective height, so a majority of the newer set holds it, and any majority of the
 set before shares a member with that one. Counting in "the latest known set" instead would be
-safe for the same reason (it is the set at c's last height or the next), but a voter just added
-(still replicating) would then be needed for elections before it holds anything.
+safe for the same reason (it is at most one change away), but a voter just added (still
+replicating) would then be needed for elections before it holds anything.
 
 Persisted as one record (`raft/membership`): every change from the one in effect at the log's
 snapshot height on. Calls are idempotent: a repeated identical change is a no-op, and a change

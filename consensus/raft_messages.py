@@ -78,10 +78,13 @@ class AppendResponse:
 @MESSAGES.register("raft.Heartbeat")
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """`commit` is min(follower match, leader commit): safe for the follower to commit to."""
+    """`commit` is min(follower match, leader commit): safe for the follower to commit to.
+    `changes`: to a follower that is behind, every voter-set change the leader keeps, so a node
+    that was out and is voted back in learns it (it answers nothing else while it is out)."""
 
     term: int
     commit: int
+    changes: tuple[ConfigChange, ...] = ()
 
 
 @MESSAGES.register("raft.HeartbeatResponse")
@@ -204,7 +207,11 @@ def is_well_formed(msg: RaftMessage, entries_max: int) -> bool:
         case AppendResponse():
             return _ok(msg.term, msg.index, msg.hint_index)
         case Heartbeat():
-            return _ok(msg.term, msg.commit)
+            return (
+                _ok(msg.term, msg.commit)
+                and len(msg.changes) <= CHANGES_MAX
+                and all(is_well_formed_change(change) for change in msg.changes)
+            )
         case HeartbeatResponse():
             return _ok(msg.term)
         case RequestVote():
