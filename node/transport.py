@@ -267,6 +267,7 @@ class PeerTransportGrpc:
         }
         self._links: dict[str, _PeerLink] = {}
         self._creds: grpc.ChannelCredentials | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self._verify_pool = ThreadPoolExecutor(2, thread_name_prefix="peer-verify")
         self._server: grpc.aio.Server | None = None
 
@@ -331,8 +332,11 @@ class PeerTransportGrpc:
             return
         for task in link.tasks:
             task.cancel()
-        # Closing waits for calls in flight; nothing needs to wait for that.
-        asyncio.get_running_loop().create_task(link.channel.close(), name=f"close-{peer}")
+        # Closing waits for calls in flight; nothing needs to wait for that (the set keeps a
+        # reference until it is done, or the task could be collected half-way).
+        closing = asyncio.get_running_loop().create_task(link.channel.close(), name=f"close-{peer}")
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def stop(self) -> None:
         tasks = [task for link in self._links.values() for task in link.tasks]
