@@ -136,6 +136,7 @@ class ValidatorSets:
         self._genesis = genesis
         self._get_state = get_state
         self._keys: dict[str, bytes] = {}
+        self._raw: bytes | None = None
         self._state = genesis_set(genesis)
         self._remember(self._state.known())
         self._load(read_validator_set(get_state, genesis))
@@ -147,8 +148,9 @@ class ValidatorSets:
     def observe(self) -> ValidatorSetState | None:
         """Read the stored set (after a block is stored); the new state when its epoch moved."""
         raw = self._get_state(VALIDATORS_KEY)
-        if raw is None:
+        if raw is None or raw == self._raw:  # most blocks: the bytes are the same, no parse
             return None
+        self._raw = raw
         state = parse_validator_set(raw)
         if state.epoch == self._state.epoch:
             return None
