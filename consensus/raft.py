@@ -64,6 +64,7 @@ PRE_CANDIDATE = "pre_candidate"
 CANDIDATE = "candidate"
 LEADER = "leader"
 OBSERVER = "observer"  # status only: no voter from the next height on (rule 4)
+FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
 
 
 class RandomSource(Protocol):
@@ -158,7 +159,7 @@ class RaftEngine:
                 self._check_quorum(out)
             self._maybe_hand_over(out)
         elif self._is_out():
-            return out
+            pass  # no elections; a sync it asked for still goes out
         elif self._now_ms >= self._election_deadline_ms:
             if self._may_campaign():
                 self._campaign(out, pre_vote=self.config.pre_vote)
@@ -187,7 +188,10 @@ class RaftEngine:
         ):
             logger.debug("node=%s drops %s from non-voter %s", self.node_id, msg, sender)
             return out
-        if self._role != LEADER and self._is_out():
+        if self._role != LEADER and self._is_out() and not isinstance(msg, FROM_LEADER):
+            # Out: no votes, no campaigns. It still follows a leader that sends it entries: it
+            # holds them truly, and its acknowledgements may be what commits the last heights
+            # it voted on (a leader that took over may not know they are committed).
             return out
         if not self._settle_term(sender, msg, out):
             return out
@@ -308,7 +312,7 @@ class RaftEngine:
 
     def _settle_term(self, sender: NodeId, msg: Any, out: list[Action]) -> bool:
         """Apply the term rules; return False when the message needs no further handling."""
-        from_leader = isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot)
+        from_leader = isinstance(msg, FROM_LEADER)
         if msg.term > self._term:
             if isinstance(msg, RequestVote):
                 if self._in_lease() and not msg.transfer:
@@ -648,6 +652,7 @@ class RaftEngine:
             self._members,
             self._commit_index,
             self._log.last_index,
+            self._commit_height,
             self._voting_height,
             self._match_of,
         )

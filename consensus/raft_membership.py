@@ -28,7 +28,9 @@ The rules (`RaftEngine` applies them):
    committed it sends TimeoutNow to the voter whose log matches its own, steps down, and is out.
    A node is out when it is no voter from its commit height + 1 on (every voter set known from
    there): it neither votes nor campaigns, and others drop its messages (a message is taken
-   only from a voter at the receiver's commit height or later).
+   only from a voter at the receiver's commit height or later). It still accepts entries from
+   a leader that sends them: its acknowledgements may be needed to commit the last heights it
+   voted on, when the leader that took over does not know they are committed.
 
 Why two majorities cannot exist. Sets in effect at consecutive heights are equal or differ by
 one voter, and then any two majorities share a member: with S' = S + {x} and |S| = n, a
@@ -213,18 +215,24 @@ def commit_point(
     membership: Membership,
     commit_index: int,
     last_index: int,
+    committed_height: int,
     height_at: Callable[[int], int],
     match_of: Callable[[NodeId], int],
 ) -> int:
     """The highest index N > `commit_index` that rule 1 allows, or `commit_index`.
 
-    `height_at(i)` is the height of log entry i (uncommitted, so present); `match_of(node)` how
-    much of the leader's log a node holds (the leader: `last_index`; unknown nodes: 0)."""
+    `height_at(i)` is the voting height of log entry i (uncommitted, so present); `match_of`
+    how much of the leader's log a node holds (the leader: `last_index`; unknown nodes: 0).
+    Entries voting at or below `committed_height` need no count: the leader's block store holds
+    that height, and a leader's log holds every committed entry (Raft's Leader Completeness)
+    with one block per height, so they precede a committed block in its log. Without this, a
+    leader restarted with an old commit index would need the acknowledgements of voters long
+    gone to commit anything."""
     if commit_index >= last_index:
         return commit_index
-    low = height_at(commit_index + 1)
+    low = max(height_at(commit_index + 1), committed_height + 1)
     voters = {v for s in membership.sets_between(low, height_at(last_index)) for v in s}
-    candidates = sorted({min(match_of(v), last_index) for v in voters}, reverse=True)
+    candidates = sorted({min(match_of(v), last_index) for v in voters} | {last_index}, reverse=True)
     for n in candidates:
         if n <= commit_index:
             break
@@ -232,6 +240,8 @@ def commit_point(
         def holds(voter: NodeId, n: int = n) -> bool:
             return match_of(voter) >= n
 
-        if all(is_majority(s, holds) for s in membership.sets_between(low, height_at(n))):
+        high = height_at(n)
+        sets = membership.sets_between(low, high) if high >= low else []
+        if all(is_majority(s, holds) for s in sets):
             return n
     return commit_index

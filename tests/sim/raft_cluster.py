@@ -72,6 +72,7 @@ def varied_raft_config(rng: random.Random) -> RaftConfig:
 # --- voter-set changes (issue 15) ------------------------------------------------------------
 
 CHANGE_DELAY_BLOCKS = 4  # contracts/governance.py's VALIDATOR_CHANGE_DELAY_BLOCKS
+OBSERVER_FETCH_MS = 200
 
 
 class SimGovernance:
@@ -177,6 +178,30 @@ class ReconfigSimulator(Simulator):
             self._carry_out(node, step)
         # No engine check here: the batch being carried out may hold later commits; the
         # simulator checks the engine once that batch is done.
+
+    def step(self) -> None:
+        super().step()
+        if self.now_ms % OBSERVER_FETCH_MS == 0:
+            self._observers_fetch()
+
+    def _observers_fetch(self) -> None:
+        """A node out of the voter set follows the chain by fetching committed blocks from a
+        validator, as the node's observer mode does; executing them is how it learns it was
+        voted (back) in, when no leader can tell it (one needs its vote first)."""
+        for node in self.up_nodes():
+            assert node.engine is not None
+            if node.engine.status.role != "observer":
+                continue
+            sources = sorted(set(self.nodes) - {node.node_id})
+            source = sources[self.rng.randrange(len(sources))]
+            self._push(
+                self.config.sync_delay_ms,
+                "sync",
+                source,
+                node.node_id,
+                node.height + 1,
+                node.incarnation,
+            )
 
     # --- checks ------------------------------------------------------------------------------
 
