@@ -5,7 +5,9 @@ build has it, otherwise Raft) and runs the story over gRPC: a credit line; a vou
 a tier-1 supplier for an invoice; split and passed up to tier 3; tier 2 discounts with the
 bank; the same invoice refused a second time; the leader killed while the network keeps
 committing; maturity reached and every holder paid by the chain itself; the lineage tree; a
-warehouse receipt pledged and released; the final balances. Then it stops every process.
+warehouse receipt pledged and released; the final balances. Then the governance chapter
+(`node/ops/demo_governance.py`): a new bank's node joins as an observer, the committee votes it
+in, it votes in the next blocks, and a node is voted out. Then it stops every process.
 
 Maturity is a few seconds ahead in block time (a real voucher runs 90 days or so); the nodes
 propose an empty block every second, so settlement happens without further transactions.
@@ -27,9 +29,10 @@ from rich.table import Table
 from node.client.identity import tx_id_of
 from node.client.ledger import LedgerClient, LedgerError, ReceiptView
 from node.client.quorum import QuorumClient
-from node.ops.cli_client import voucher_tree
+from node.ops.cli_client import ClientCommandError, voucher_tree
 from node.ops.cli_cluster import make_console, status_table
 from node.ops.cluster_status import node_statuses
+from node.ops.demo_governance import ChapterError, run_chapter
 from node.ops.launcher import (
     Cluster,
     ClusterError,
@@ -167,6 +170,8 @@ class Story:
         await self.warehouse()
         await self.rejoin()
         await self.final_balances()
+        if self.cluster.consensus == "pbft":  # certificates and the 4-node floor are PBFT's
+            await run_chapter(self, first_step=11)
 
     async def vouchers(self) -> tuple[str, str]:
         step("1. Credit line")
@@ -398,7 +403,7 @@ def main(args: argparse.Namespace) -> int:
     failure = ""
     try:
         asyncio.run(_run(root))
-    except (ClusterError, DemoError, LedgerError) as exc:
+    except (ClusterError, ClientCommandError, DemoError, ChapterError, LedgerError) as exc:
         failure = str(exc)
     finally:
         _stop(root)
