@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -54,9 +55,8 @@ def _change(sim: ReconfigSimulator, voters: tuple[NodeId, ...]) -> int:
     return sim.governance.schedule(block, voters).effective_height
 
 
-def _until(sim: ReconfigSimulator, done: object, what: str) -> None:
-    assert callable(done)
-    if not sim.run_until(done, BOUND_MS):  # type: ignore[arg-type]
+def _until(sim: ReconfigSimulator, done: Callable[[], bool], what: str) -> None:
+    if not sim.run_until(done, BOUND_MS):
         sim.fail(what)
     sim.check_voter_sets(full=True)
 
@@ -155,8 +155,8 @@ def test_transfer_lost_falls_back_to_an_ordinary_election() -> None:
     sim, _ = _cluster(3)
     old = sim.leader()
     assert old is not None
-    sim.outgoing_hooks[old] = lambda s, sender, to, msg: () if isinstance(msg, TimeoutNow) else (
-        msg,
+    sim.outgoing_hooks[old] = lambda s, sender, to, msg: (
+        () if isinstance(msg, TimeoutNow) else (msg,)
     )
     effective = _change(sim, tuple(n for n in ("n0", "n1", "n2") if n != old))
     _commit_past(sim, effective + 3)
