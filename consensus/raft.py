@@ -176,7 +176,7 @@ class RaftEngine:
             logger.debug("node=%s drops malformed %s from %s", self.node_id, msg, sender)
             return []
         out: list[Action] = []
-        changes = msg.changes if isinstance(msg, AppendEntries | Heartbeat) else ()
+        changes = msg.changes if isinstance(msg, AppendEntries | Heartbeat | RequestVote) else ()
         if changes and self._members.learn(changes):
             # Before anything else: the entries may be at heights these changes govern (rule
             # 3), and a node voted in learns here that it votes (it may hear of it first here).
@@ -394,7 +394,10 @@ class RaftEngine:
         if is_majority(self._election_voters, self._votes.__contains__):
             self._won_votes(out)
             return
-        request = RequestVote(term, self._log.last_index, self._log.last_term, pre_vote, transfer)
+        last_index, last_term = self._log.last_index, self._log.last_term
+        request = RequestVote(
+            term, last_index, last_term, pre_vote, transfer, self._members.changes
+        )
         out.append(Broadcast(request))
 
     def _on_vote_request(self, sender: NodeId, msg: RequestVote, out: list[Action]) -> None:

@@ -106,6 +106,10 @@ class RequestVote:
     # Sent on a TimeoutNow: the leader handed over, so voters' CheckQuorum lease (which ignores
     # candidates while a leader was recently heard) must not hold this election up.
     transfer: bool = False
+    # The candidate's known voter-set changes: a voter that lags (it has not executed the block
+    # that added the candidate) would otherwise drop its request as from a stranger, and the
+    # candidate may need its vote before any leader can bring it up to date.
+    changes: tuple[ConfigChange, ...] = ()
 
 
 @MESSAGES.register("raft.VoteResponse")
@@ -182,15 +186,17 @@ def is_well_formed_change(change: ConfigChange) -> bool:
     )
 
 
+def _changes_ok(changes: tuple[ConfigChange, ...]) -> bool:
+    return len(changes) <= CHANGES_MAX and all(is_well_formed_change(c) for c in changes)
+
+
 def is_well_formed(msg: RaftMessage, entries_max: int) -> bool:
     """Shape checks the codec cannot express; a peer's malformed message is dropped."""
     match msg:
         case AppendEntries():
             if not _ok(msg.term, msg.prev_index, msg.prev_term, msg.leader_commit):
                 return False
-            if len(msg.entries) > entries_max or len(msg.changes) > CHANGES_MAX:
-                return False
-            if not all(is_well_formed_change(change) for change in msg.changes):
+            if len(msg.entries) > entries_max or not _changes_ok(msg.changes):
                 return False
             expected = msg.prev_index + 1
             last_term = msg.prev_term
@@ -207,15 +213,11 @@ def is_well_formed(msg: RaftMessage, entries_max: int) -> bool:
         case AppendResponse():
             return _ok(msg.term, msg.index, msg.hint_index)
         case Heartbeat():
-            return (
-                _ok(msg.term, msg.commit)
-                and len(msg.changes) <= CHANGES_MAX
-                and all(is_well_formed_change(change) for change in msg.changes)
-            )
+            return _ok(msg.term, msg.commit) and _changes_ok(msg.changes)
         case HeartbeatResponse():
             return _ok(msg.term)
         case RequestVote():
-            return _ok(msg.term, msg.last_index, msg.last_term)
+            return _ok(msg.term, msg.last_index, msg.last_term) and _changes_ok(msg.changes)
         case VoteResponse():
             return _ok(msg.term)
         case InstallSnapshot():
