@@ -27,7 +27,14 @@ from node.client.ledger import LedgerClient, LedgerError, ReceiptView
 from node.ops.cli_cluster import make_console, status_table
 from node.ops.cli_gov import record_member, validator_params
 from node.ops.cluster_status import node_statuses
-from node.ops.launcher import Cluster, ClusterNode, add_node, kill_node, running_pids
+from node.ops.launcher import (
+    Cluster,
+    ClusterNode,
+    add_node,
+    kill_node,
+    restart_node,
+    running_pids,
+)
 from node.ops.sample_consortium import money
 from proto import types_pb2
 
@@ -37,7 +44,8 @@ JOIN_TIMEOUT_S = 30.0  # a node process on a busy 2-core machine takes a few sec
 FOLLOW_TIMEOUT_S = 20.0
 EPOCH_TIMEOUT_S = 20.0  # the change takes effect 4 blocks after the vote; empty blocks: 1/s
 FIRST_VOTE_TIMEOUT_S = 20.0
-KEEPS_COMMITTING_BLOCKS = 3  # blocks every remaining validator must commit after a removal
+KEEPS_COMMITTING_BLOCKS = 3
+LEAVER_WAIT_S = 4.0  # blocks every remaining validator must commit after a removal
 
 
 class ChapterError(Exception):
@@ -133,6 +141,7 @@ class GovernanceChapter:
         self.cluster = story.cluster
         self.number = first_step
         self.new_node = ""
+        self.restarting: asyncio.Task[object] | None = None
 
     def title(self, text: str) -> None:
         step(f"{self.number}. {text}")
@@ -140,10 +149,15 @@ class GovernanceChapter:
 
     async def run(self) -> None:
         started = time.monotonic()
-        await self.register_bank()
-        await self.join_as_observer()
-        await self.vote_in()
-        await self.vote_out()
+        try:
+            await self.register_bank()
+            await self.join_as_observer()
+            await self.vote_in()
+            await self.vote_out()
+        finally:
+            if self.restarting is not None and not self.restarting.done():
+                self.restarting.cancel()
+                await asyncio.gather(self.restarting, return_exceptions=True)
         say(f"• the governance chapter took {time.monotonic() - started:.0f} s")
 
     async def propose(self, proposer: str, voter: str, action: str, params: dict[str, Any],
@@ -223,7 +237,10 @@ class GovernanceChapter:
         took = await wait_for(f"{node_id} becoming a validator", votes_now, EPOCH_TIMEOUT_S)
         info = await info_of(addr)
         say(f"• {took:.1f} s after the vote, {node_id} reports validator true (height "
-            f"{info.height}, role {info.role}, epoch {info.validator_epoch})")
+            f"{info.height}, role {info.role}, view {info.round}, epoch {info.validator_epoch})")
+        primary = await self.story.client.chain_info()
+        if info.round != primary.round:
+            await self.next_view(node_id, info.round, primary)
         async with LedgerClient(addr) as client:
             block = await first_signed_block(client, node_id, effective, FIRST_VOTE_TIMEOUT_S)
         signers = sorted(certificate_signers(block))
@@ -231,6 +248,35 @@ class GovernanceChapter:
             f"signature — signed by {', '.join(signers)} ({len(signers)} of the 5 validators; "
             f"a quorum of 5 is 4)")
         make_console().print(status_table(self.cluster, await node_statuses(self.cluster)))
+
+    async def next_view(self, node_id: str, its_view: int, primary: Any) -> None:
+        """A new validator whose engine starts in an older view than the set's cannot install
+        the set's current view: that view's new-view message carries view changes from a quorum
+        of the old set (four nodes), not of the new one (five), so the new validator refuses it
+        and votes from the next view change on (seen on this build; reported to consensus). The
+        story's step 6 left the cluster in view >= 1, so the chapter brings the next view
+        change about the way step 6 did: the primary dies and is started again."""
+        say(f"• but {node_id} starts in view {its_view} while the others are in view "
+            f"{primary.round} (since step 6): that view's new-view carries view changes from "
+            f"four nodes, not a quorum of five, so {node_id} cannot check it and joins in at "
+            f"the next view change")
+        victim = str(primary.leader)
+        if victim == self.story.node.id:
+            raise ChapterError(f"the story's node {victim} is the primary")
+        kill_node(self.cluster, victim)
+        killed = time.monotonic()
+
+        async def moved_on() -> bool:
+            info = await self.story.client.chain_info()
+            return bool(info.leader) and info.leader != victim
+
+        await wait_for(f"a primary other than {victim}", moved_on, EPOCH_TIMEOUT_S)
+        info = await self.story.client.chain_info()
+        say(f"• SIGKILL {victim}, the primary: {info.leader} leads view {info.round} after "
+            f"{time.monotonic() - killed:.1f} s, and {node_id} is in that view too; {victim} is "
+            f"started again in the background")
+        self.restarting = asyncio.create_task(
+            restart_node(self.cluster, victim, timeout_s=JOIN_TIMEOUT_S))
 
     def leaving_node(self, leader: str) -> str:
         """A genesis validator that is neither the primary nor the node the story talks to, so
@@ -243,6 +289,8 @@ class GovernanceChapter:
         raise ChapterError("no validator to vote out")
 
     async def vote_out(self) -> None:
+        if self.restarting is not None:  # every node runs again before one is voted out
+            await self.restarting
         info = await self.story.client.chain_info()
         leaving = self.leaving_node(info.leader)
         self.title("A node is voted out; the remaining validators keep committing")
@@ -274,19 +322,34 @@ class GovernanceChapter:
             raise ChapterError(f"{leaving} signed block {receipt.height} after it left")
         say(f"• block {receipt.height}'s certificate: {', '.join(signers)} — {leaving} is no "
             f"longer among them (a quorum of 4 is 3)")
-        await self.report_leaver(leaving)
+        await self.report_leaver(leaving, effective)
 
-    async def report_leaver(self, leaving: str) -> None:
-        """Say what the node that left does now, then stop it: its operator is done with it."""
-        head = (await self.story.client.chain_info()).height
-        try:
-            info = await info_of(self.cluster.node(leaving).client_addr)
-            state = (f"at height {info.height} of {head}, role {info.role}, validator "
+    async def report_leaver(self, leaving: str, effective: int) -> None:
+        """Say what the node that left does, then stop it: its operator is done with it.
+
+        A node voted out should finish the heights before the change and then follow the chain
+        as an observer; on this build it sometimes stays at a height below the change, still
+        reporting validator true (its peers stop talking consensus to it at the change before
+        it has the block that tells it it left). The narration says which happened; what the
+        chapter asserts is that the remaining validators keep committing."""
+        addr = self.cluster.node(leaving).client_addr
+        state = "not answering"
+
+        async def observes() -> bool:
+            nonlocal state
+            info = await info_of(addr)
+            state = (f"at height {info.height}, role {info.role}, validator "
                      f"{str(info.validator).lower()}")
-        except LedgerError as exc:
-            state = f"not answering ({exc.status})"
+            return not info.validator and info.height >= effective
+
+        try:
+            await wait_for(f"{leaving} following as an observer", observes, LEAVER_WAIT_S)
+            say(f"• {leaving} follows the chain as an observer now ({state}); its operator "
+                f"shuts it down")
+        except ChapterError:
+            say(f"• {leaving} stays {state}, below height {effective}: it did not learn that it "
+                f"left (a known issue of this build); its operator shuts it down")
         kill_node(self.cluster, leaving)
-        say(f"• {leaving} was {state}; it is shut down — the network no longer needs it")
 
 
 async def run_chapter(story: StoryLike, first_step: int = 11) -> None:

@@ -3,7 +3,9 @@
 Runs `python -m node.ops.cli demo` (what `make demo` runs) in a directory the test chooses, checks
 that it exits 0 within the minute the issue allows, that the narration carries the story's key
 facts (receipts' heights, the refused double financing, the automatic settlement with the right
-total, the tree, the pledge, the balances), and that every node PID it recorded is gone.
+total, the tree, the pledge, the balances), that the governance chapter adds a validator (a
+new bank registered, its node an observer, voted in, its signature in a commit certificate) and
+removes one while the rest keep committing, and that every node PID it recorded is gone.
 """
 
 from __future__ import annotations
@@ -48,14 +50,25 @@ def test_demo_tells_the_whole_story_and_stops_every_node(tmp_path) -> None:
         "the receipt is released, now ACTIVE",
         "caught up to height",
         "Final balances",
+        # The governance chapter (node/ops/demo_governance.py).
+        "Northwind Bank (bank2) as a financier",
+        "it is an observer (role observer, validator false)",
+        "node5 reports validator true",
+        "commit certificate carries its signature",
+        "no longer among them",
+        "committed at height",
         "stopped 4 node processes",
         "demo finished",
     ):
         assert fact in out, f"{fact!r} missing from the demo's output:\n{out[-3000:]}"
     assert "PBFT" in out.splitlines()[1] or "· pbft ·" in out  # says which consensus ran
+    signed = next(line for line in out.splitlines() if "commit certificate carries" in line)
+    assert "node5" in signed.partition("signed by")[2], signed
+    executed = [line for line in out.splitlines() if "the proposal is executed in block" in line]
+    assert len(executed) == 3, executed  # register the bank, add node5, remove a node
     with open(os.path.join(root, "cluster.json")) as handle:
         nodes = json.load(handle)["nodes"]
-    assert len(nodes) == 4 and all(node["pid"] is None for node in nodes)
+    assert len(nodes) == 5 and all(node["pid"] is None for node in nodes)  # node5 joined
     leftovers = [
         proc.pid for proc in psutil.process_iter(["cmdline"])
         if any(root in arg for arg in proc.info.get("cmdline") or [])
