@@ -16,7 +16,10 @@ Driver contract beyond `consensus.engine`: rebuild with every record still persi
 `raft/...`) and with the block store's applied height and tip hash; commits at or below that
 height are never emitted again. On `RequestSync(peer, h)` fetch committed blocks from `h` on
 (a partial batch is fine), apply them, then call `synced(top_height, top_hash)`; fetch nothing,
-call nothing: the engine asks again after `sync_retry_ms`.
+call nothing: the engine asks again after `sync_retry_ms`. Call `reconfigure` for a change
+decided in block b before this node proposes block b + 2 (it must have executed b by then
+anyway): a proposer must know the voters up to two heights above its block (rule 3 of
+raft_membership.py); an engine built from the genesis set gets the stored set the same way.
 """
 
 from __future__ import annotations
