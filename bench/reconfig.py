@@ -21,8 +21,8 @@ block the new validator signed) and `after`. A commit certificate carries a quor
 not every vote, so "first signed" is the first block that proves the new validator votes; it
 may have voted on a block or two before.
 
-The pure parts (`per_second`, `phase_stats`, `dip`, `first_vote`, `table`) take plain records,
-so tests feed them sample series. Nothing here writes bench/RESULTS.md.
+The pure parts (`per_second`, `phase_stats`, `dip`, `first_vote`, `table`, `summary_lines`)
+take plain records, so tests feed them sample series. Nothing here writes bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -216,6 +216,11 @@ def table(report: dict[str, Any]) -> Table:
         rate = row["tx_per_s"]
         out.add_row(name, f"{row['seconds']:.1f}", str(row["blocks"]), str(row["txs"]),
                     "-" if rate is None else f"{rate:.1f}")
+    return out
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """Under the table: the first vote and the dip, one line each."""
     voted = report["first_vote"]
     if voted["seconds"] is not None:
         first = (f"{voted['seconds']:.2f} s, {voted['blocks']} blocks (vote in block "
@@ -223,13 +228,15 @@ def table(report: dict[str, Any]) -> Table:
                  f"effective height {voted['effective_height']})")
     else:
         first = f"not seen (vote in block {voted['vote_height']})"
-    out.caption = f"threshold vote -> first vote: {first}"
+    lines = [f"threshold vote -> first vote: {first}"]
     found = report["dip"]
     if found["min_tx_s"] is not None:
-        out.caption += (f"\ndip: lowest {found['min_tx_s']} tx/s at second {found['min_at_s']}; "
-                        f"{found['seconds_below']} s below {found['fraction']:.0%} of the before "
-                        f"rate; recovered at second {found['recovered_at_s']}")
-    return out
+        lines.append(f"dip: lowest {found['min_tx_s']} tx/s at second {found['min_at_s']}; "
+                     f"{found['seconds_below']} s below {found['fraction']:.0%} of the before "
+                     f"rate; recovered at second {found['recovered_at_s']}")
+    else:
+        lines.append("dip: no load before the add, so no baseline to compare with")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +316,7 @@ async def measure(
     sampler = Sampler(watched, sample_s)
     sampling = asyncio.create_task(sampler.run())
     try:
-        say(f"sampling {len(watched)} running nodes' chain for {before_s:.0f} s before the add")
+        say(f"sampling the chain at {watched[0]} for {before_s:.0f} s before the add")
         await asyncio.sleep(before_s)
         marks.add_start_ms = _now_ms()
         node, height = await add_node(cluster)
@@ -384,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
     else:
         console.print(table(report))
+        for line in summary_lines(report):
+            console.print(line, highlight=False, soft_wrap=True)
         console.print(f"wrote {args.out}")
     return 0
 

@@ -18,6 +18,7 @@ from bench.reconfig import (
     per_second,
     phase_bounds,
     phase_stats,
+    summary_lines,
     table,
 )
 
@@ -115,8 +116,11 @@ def test_figures_and_table_from_a_series() -> None:
     text = " ".join(out.getvalue().split())  # the caption wraps
     for phase in ("before", "joining", "switching", "after"):
         assert phase in text
-    assert "threshold vote -> first vote: 2.00 s, 4 blocks" in text
-    assert "4 s below 80% of the before rate; recovered at second 16" in text
+    first, found = summary_lines(report)
+    assert first.startswith("threshold vote -> first vote: 2.00 s, 4 blocks (vote in block 25, "
+                            "first signed block 29, effective height 29)")
+    assert found == ("dip: lowest 20 tx/s at second 12; 4 s below 80% of the before rate; "
+                     "recovered at second 16")
 
 
 def test_a_run_without_a_first_vote_still_reports() -> None:
@@ -125,6 +129,13 @@ def test_a_run_without_a_first_vote_still_reports() -> None:
     report = figures(series, marks, "node5")
     assert report["first_vote"]["seconds"] is None
     assert set(report["phases"]) == {"before", "joining"}
-    out = io.StringIO()
-    Console(file=out, width=160).print(table(report))
-    assert "not seen" in out.getvalue()
+    assert "not seen" in summary_lines(report)[0]
+
+
+def test_an_idle_cluster_has_no_baseline_for_a_dip() -> None:
+    series, marks = _chain()
+    idle = Series(blocks=[BlockRecord(b.height, b.time_ms, 0, b.signers) for b in series.blocks])
+    report = figures(idle, marks, "node5")
+    assert report["phases"]["before"]["tx_per_s"] == 0.0
+    assert report["first_vote"]["seconds"] == 2.0
+    assert summary_lines(report)[1] == "dip: no load before the add, so no baseline to compare with"
