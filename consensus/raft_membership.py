@@ -14,10 +14,11 @@ The rules (`RaftEngine` applies them):
    after the block it follows (the block its leader's term works towards, as in rule 2). The
    leader counts itself only if it is one of them.
 2. Elections: a candidate counts votes among the voters in effect at the height after its last
-   log height (the block it would propose), and campaigns only if it is one of them: a node
-   voted out at E whose log ends at E - 1 never campaigns, and when two voters become one the
-   one left wins alone (counting in the set at its last height would need the removed one).
-   CheckQuorum counts in the same set.
+   log height (the block it would propose): when two voters become one, the one left wins
+   alone (counting in the set at its last height would need the removed one). It campaigns
+   only if it is a voter at its last height or the next and not out (rule 4): a voter leaving
+   at E that alone holds block E - 1 leads, commits it and hands over. CheckQuorum counts in
+   the same set.
 3. A node that holds an entry at height h knows the voters in effect up to h + 2 (invariant I).
    The proposer of a block at height h executed block h - 2 first (the app hash two blocks
    back is in the header), so it knew every change that takes effect at h + 2 or below
@@ -47,11 +48,11 @@ set before shares a member with that one. Counting in "the latest known set" ins
 safe for the same reason (it is at most one change away), but a voter just added (still
 replicating) would then be needed for elections before it holds anything.
 
-Persisted as one record (`raft/membership`): every change from the one in effect at the log's
-snapshot height on. Calls are idempotent: a repeated identical change is a no-op, and a change
-whose effective height is at or below the commit height is recorded as "already in effect"
-without the single-server check (the node restores the stored set at start-up; the engine
-may have missed intermediate changes).
+Persisted as one record (`raft/membership`): the latest 32 changes at least, and every change
+from the one in effect at the log's snapshot height on. Calls are idempotent: a repeated
+identical change is a no-op, and a change whose effective height is at or below the commit
+height is recorded as "already in effect" without the single-server check (the node restores
+the stored set at start-up; the engine may have missed intermediate changes).
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ from consensus.raft_messages import ConfigChange, is_well_formed_change
 logger = logging.getLogger(__name__)
 
 KEY_MEMBERSHIP = "raft/membership"
+# Changes are at least 4 heights apart, so 32 span at least 128 heights: more than a crash
+# can leave the block store behind the engine's records (one batch of commits).
+CHANGES_KEPT = 32
 
 RECORDS.register_class("raft.ConfigChange", ConfigChange)
 
@@ -190,12 +194,14 @@ class Membership:
         return learned
 
     def prune_below(self, height: int) -> bool:
-        """Forget changes superseded at `height` (the log's snapshot height): nothing below it
-        is counted or sent again. True when something was dropped."""
-        position = self._position_at(height)
-        if position == 0:
+        """Forget the oldest changes, superseded at `height` (the log's snapshot height), once
+        more than CHANGES_KEPT are known; True when something was dropped. Not sooner: after a
+        crash the block store may be behind the snapshot (the records of a batch are written
+        before its blocks), and the engine asks about heights from the store's on."""
+        drop = min(self._position_at(height), len(self._changes) - CHANGES_KEPT)
+        if drop <= 0:
             return False
-        del self._changes[:position]
+        del self._changes[:drop]
         return True
 
     def _at_exactly(self, effective_height: int) -> ConfigChange | None:

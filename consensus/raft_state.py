@@ -146,7 +146,11 @@ class RaftState:
         return self.node_id not in self._members.members_from(self._commit_height + 1)
 
     def _may_campaign(self) -> bool:
-        return self.node_id in self._members.voters_at(self._log.last_height + 1)
+        # A voter at the height after its log (it may lead into it) or at its last height: a
+        # voter leaving at E that alone holds block E - 1 must be able to lead, commit it and
+        # hand over, or nobody could win (its log is more up to date than anyone's).
+        last = self._log.last_height
+        return any(self.node_id in self._members.voters_at(h) for h in (last, last + 1))
 
     def _reset_election_timer(self) -> None:
         low = self.config.election_timeout_min_ms
