@@ -315,8 +315,7 @@ class GovernanceChapter:
             "to": self.cluster.account_id("tier3"), "amount": 1_000_00})
         say(f"• {NEW_BANK_TITLE} pays tier3 {money(1_000_00)}: committed at height "
             f"{receipt.height} by the new set")
-        async with LedgerClient(addrs[self.new_node]) as client:
-            block = await client.get_block(receipt.height)
+        block = await self.story.client.get_block(receipt.height)  # the node that answered
         signers = sorted(certificate_signers(block))
         if leaving in signers:
             raise ChapterError(f"{leaving} signed block {receipt.height} after it left")
