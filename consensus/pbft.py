@@ -327,6 +327,10 @@ class PbftEngine:
     def catching_up(self) -> bool:
         return self._lag_target() > self._commit_height
 
+    def voted_from(self, height: int) -> bool:
+        # Slots below the stable checkpoint are gone, but nothing there is prepared again.
+        return any(h >= height and s.accepted is not None for h, s in self._slots.items())
+
     def leave_view(self) -> None:
         for slot in self._slots.values():
             slot.pending = None

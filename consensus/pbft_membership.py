@@ -20,12 +20,33 @@ one of them honest, whose prepared certificate carries the block into the new vi
 PBFT argument, once per set). A view change counts only from a member of a set ordering a
 height above its own checkpoint, so a removed replica still helps finish view changes over the
 last heights of its set, and is ignored once its checkpoint passes them.
+
+One exemption, for the replica that receives a new-view (never for the primary counting view
+changes): a set S starting at E may lack its quorum when E > H + 1, H the highest height any of
+the view changes reports (checkpoint or prepared), and this replica holds no prepare of its own
+at a height >= E. Without it, a replica added after the cluster entered view v could never enter
+v: v's new-view was made before its set existed (the demo: view 1's new-view holds three view
+changes of the four, the five need four), so it dropped it and never voted until the next view
+change. Why it is safe: say block B committed at height h in a view w < v, and a block B' != B
+gets a prepared certificate at h in a view v' >= v. Both need a quorum of S(h), and two quorums
+of one set share an honest replica z, which prepared B in w and then B' in v' > w, so it entered
+v' through a new-view after preparing B: its slot at h still held that prepare (a slot is only
+dropped below the stable checkpoint, and nothing at or below it is prepared again), so z
+exempted no set starting at or below h and checked the quorums of every set ordering a height
+in (c, h]: the classic argument above applies and that new-view carries B at h, so z prepares
+only B there (by induction over the views between w and v'). A replica that exempts S, on the
+other hand, prepared nothing at S's heights, so its later prepares there never meet an earlier
+one of its own; at worst it votes for a block that cannot gather a quorum. The condition
+E > H + 1 is not needed for that argument: it keeps the exemption to sets the new-view cannot
+be about (an honest replica prepares h only after committing h - 1, so the view changes of a
+new-view formed before S existed report nothing at E - 1 or above), so that a replica with an
+empty log (a restart from a snapshot) is not moved by a new-view lacking the sets it covers.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from consensus.codec import CodecError
@@ -166,23 +187,43 @@ class Membership:
             heights.add(proof.height)
         return True
 
-    def view_changes_suffice(self, view_changes: Iterable[ViewChange]) -> bool:
+    def view_changes_suffice(
+        self,
+        view_changes: Iterable[ViewChange],
+        voted_from: Callable[[int], bool] | None = None,
+    ) -> bool:
         """A quorum of senders of every set that orders a height above the highest checkpoint
-        among them (see the module docstring for why every such set)."""
+        among them (see the module docstring for why every such set). With `voted_from`
+        (whether this replica prepared at some height >= its argument), a set may lack its
+        quorum when it starts above every height the view changes report + 1 and this replica
+        prepared nothing from its start on: the module docstring's exemption."""
         held = list(view_changes)
         if not held:
             return False
         low = max(vc.checkpoint.height for vc in held)
+        reported = max([low, *(proof.height for vc in held for proof in vc.prepared)])
         senders = {vc.node for vc in held}
-        return all(len(senders & q.members) >= q.size for q in self.from_height(low + 1))
+        first = self.epoch_index(low + 1)
+        for epoch, quorum in zip(self._epochs[first:], self._quorums[first:], strict=True):
+            if len(senders & quorum.members) >= quorum.size:
+                continue
+            start = epoch.effective_height
+            if voted_from is None or start <= reported + 1 or voted_from(start):
+                return False
+        return True
 
-    def new_view_ok(self, msg: NewView, window_blocks: int) -> bool:
+    def new_view_ok(
+        self,
+        msg: NewView,
+        window_blocks: int,
+        voted_from: Callable[[int], bool] | None = None,
+    ) -> bool:
         nodes = {vc.node for vc in msg.view_changes}
         if len(nodes) != len(msg.view_changes):
             return False
         if not all(vc.view == msg.view for vc in msg.view_changes):
             return False
-        if not self.view_changes_suffice(msg.view_changes):
+        if not self.view_changes_suffice(msg.view_changes, voted_from):
             return False
         return all(self.view_change_ok(vc, window_blocks) for vc in msg.view_changes)
 

@@ -60,6 +60,11 @@ class Replica(Protocol):
         """Whether the cluster is known to have committed above this replica."""
         ...
 
+    def voted_from(self, height: int) -> bool:
+        """Whether this replica sent a prepare (in any view) at some height >= `height` that
+        is still above its stable checkpoint."""
+        ...
+
     def adopt_stable(self, proof: CheckpointProof, out: list[Action]) -> None:
         """A verified stable checkpoint (ignored unless above the replica's own)."""
         ...
@@ -194,7 +199,11 @@ class ViewChanger:
         # than an equivocating primary: at most one block per height gathers 2f + 1 prepares.)
         if msg.view < self._view or (msg.view == self._view and self._active):
             return
-        if not self._sets.new_view_ok(msg, self._config.watermark_window_blocks):
+        # A later set may lack its quorum where this replica never prepared: a replica added
+        # after the cluster entered this view joins it without another view change (see
+        # `consensus.pbft_membership`, the exemption and why it is safe).
+        window = self._config.watermark_window_blocks
+        if not self._sets.new_view_ok(msg, window, self._replica.voted_from):
             logger.info("node=%s drops an invalid new-view from %s", self._node_id, sender)
             return
         persist(out, [new_view_record(msg)])

@@ -27,6 +27,7 @@ from consensus.pbft_messages import (
     NewView,
     NewViewRequest,
     Prepare,
+    PreparedProof,
     PrePrepare,
     ViewChange,
     Vote,
@@ -379,3 +380,57 @@ def test_a_decision_not_yet_delivered_is_re_derived_when_a_change_covers_its_hei
     engine.receive("n4", _commit("n4", 3, block_hash))
     assert engine._slots[3].decided is not None
     assert {v.node for v in engine._slots[3].decided.votes} == {"n0", "n2", "n3", "n4"}
+
+
+def test_a_replica_added_after_a_view_change_votes_in_that_view_without_another() -> None:
+    """The demo's case: the four move to view 1 (its new-view holds three view changes of the
+    four, from checkpoint 0, made before anyone knew of n4), then n4 is voted in from height 3.
+    n4 follows heights 1 and 2 in view 0, sees view 1's traffic at height 3, asks for the
+    new-view and must enter view 1 with it and prepare height 3: the new-view cannot hold a
+    quorum of the five, which did not exist when it was made, and nothing at height 3 or above
+    could have been ordered before view 1 (its view changes report nothing above 0)."""
+    chain = _chain(3)
+    new_view = NewView(1, tuple(_view_change(n, 1, GENESIS_CHECKPOINT) for n in ("n0", "n2", "n3")))
+    added = _engine("n4")
+    added.reconfigure(3, FIVE)
+    for height in (1, 2):
+        payload, block_hash = chain[height - 1]
+        added.receive("n1", PrePrepare(1, height, block_hash, payload))
+        for voter in ("n0", "n1", "n2"):
+            added.receive(voter, _commit(voter, height, block_hash, view=1))
+    assert added.status.commit_height == 2
+    payload, block_hash = chain[2]
+    primary = added._sets.at(3).primary(1)
+    added.receive(primary, PrePrepare(1, 3, block_hash, payload))  # asks for view 1's new-view
+    actions = added.receive("n2", new_view)
+    assert added.status.round == 1 and added.status.extra["phase"] == "normal"
+    actions += added.receive(primary, PrePrepare(1, 3, block_hash, payload))
+    assert [(p.view, p.height) for p in _sent(actions, Prepare)] == [(1, 3)]
+
+
+def test_a_new_view_may_lack_a_later_set_only_where_this_replica_never_prepared() -> None:
+    """The exemption of the rule above: a set starting above every height the new-view's view
+    changes report need not hold a quorum in it, unless this replica prepared at some height of
+    that set (then a block it prepared there may have committed before the view, and only a
+    quorum of that set would carry it over)."""
+    sets = Membership(FOUR, {}, sim_verify, inspect_sim_block)
+    sets.add(5, FIVE)
+    window = 64
+    three = NewView(1, tuple(_view_change(n, 1, GENESIS_CHECKPOINT) for n in ("n0", "n1", "n2")))
+    assert sets.new_view_ok(three, window, voted_from=lambda height: False)
+    assert not sets.new_view_ok(three, window, voted_from=lambda height: height <= 7)
+    assert not sets.new_view_ok(three, window)  # the primary's own count stays strict
+    # A view change reporting height 4 prepared: height 5 may have been ordered before view 1.
+    chain = _chain(4)
+    payload, block_hash = chain[3]
+    statement = prepare_statement(0, 4, block_hash)
+    proof = PreparedProof(
+        0, 4, block_hash, payload, tuple(Vote(n, sim_sign(n, statement)) for n in FOUR[:3])
+    )
+    unsigned = ViewChange(1, GENESIS_CHECKPOINT, (proof,), "n0", b"")
+    reporting = ViewChange(
+        1, GENESIS_CHECKPOINT, (proof,), "n0", sim_sign("n0", view_change_statement(unsigned))
+    )
+    late = NewView(1, (reporting, *three.view_changes[1:]))
+    assert sets.view_change_ok(reporting, window)
+    assert not sets.new_view_ok(late, window, voted_from=lambda height: False)
