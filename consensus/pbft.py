@@ -27,7 +27,9 @@ the new-view. The view, its timer and the view changes collected belong to a `Vi
 State transfer: evidence that the cluster is ahead (a commit certificate or stable checkpoint
 above our height, or f + 1 replicas voting above it) held for `sync_delay_ms` makes a
 `RequestSync` (`consensus.pbft_sync`); `verify_certificate` lets the driver check fetched
-blocks' certificates.
+blocks' certificates. A replica voted out asks so for its last height as a validator when it
+has not committed it in that time, without evidence: the others stop sending to it once they
+committed that height, so the votes (and the evidence) may never reach it.
 
 Validator sets (`consensus.pbft_membership`): every rule above is per height. The set that
 orders height h (its members, f, quorum, the primary of a view) is the one in effect at h;
@@ -644,8 +646,18 @@ class PbftEngine:
             for node in self._sets.at(self._commit_height + 1).validators
             if node != self.node_id
         ]
+        target = self._lag_target()
+        height = self._commit_height + 1
+        if self._votes_at(height) and not self._votes_at(height + 1):
+            # This replica's last height as a validator is the next one: the others drop their
+            # links to it (and its messages) once they committed it, so the votes that would
+            # decide it here may never come and no evidence of it would either. Fetch it as
+            # though the cluster were known to be there; until someone has it, the request
+            # brings nothing and is retried. A validator voted out stayed a block short of
+            # the change for ever, reporting itself a validator.
+            target = max(target, height)
         request = self._catch_up.request(
-            self._now_ms, self._commit_height, self._lag_target(), deliverable, peers
+            self._now_ms, self._commit_height, target, deliverable, peers
         )
         if request is not None:
             out.append(request)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from consensus.codec import MESSAGES
-from consensus.engine import Action, Broadcast, Commit, Persist, Send
+from consensus.engine import Action, Broadcast, Commit, Persist, RequestSync, Send
 from consensus.pbft import PbftEngine
 from consensus.pbft_log import GENESIS_CHECKPOINT, view_record
 from consensus.pbft_membership import Membership
@@ -434,3 +434,25 @@ def test_a_new_view_may_lack_a_later_set_only_where_this_replica_never_prepared(
     late = NewView(1, (reporting, *three.view_changes[1:]))
     assert sets.view_change_ok(reporting, window)
     assert not sets.new_view_ok(late, window, voted_from=lambda height: False)
+
+
+def test_a_removed_replica_fetches_its_last_height_when_its_votes_stop_coming() -> None:
+    """n4 orders heights up to 3. The others drop their links to it once they committed 3, so
+    at height 2 it may never hear the votes that decide 3: after `sync_delay_ms` without a
+    commit it asks for height 3 by state transfer (retried while that brings nothing), as a
+    replica staying in the set does not."""
+    chain = _chain(2)
+    leaving = _engine("n4", genesis=FIVE, commit_height=2, last_hash=chain[1][1])
+    staying = _engine("n1", genesis=FIVE, commit_height=2, last_hash=chain[1][1])
+    for engine in (leaving, staying):
+        engine.reconfigure(4, FOUR)
+    delay = leaving.config.sync_delay_ms
+    assert not [a for a in leaving.tick(1) if isinstance(a, RequestSync)]
+    [request] = [a for a in leaving.tick(delay + 1) if isinstance(a, RequestSync)]
+    assert request.from_height == 3 and request.from_node in FOUR
+    assert not [a for a in staying.tick(1) + staying.tick(delay + 1) if isinstance(a, RequestSync)]
+    retry = delay + 1 + leaving.config.sync_retry_ms
+    assert [a for a in leaving.tick(retry) if isinstance(a, RequestSync)]
+    leaving.synced(3, _chain(3)[2][1])
+    later = retry + 10 * (delay + leaving.config.sync_retry_ms)
+    assert not [a for a in leaving.tick(later) if isinstance(a, RequestSync)]
