@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from consensus.pbft_messages import CommitVote, Prepare, PrePrepare
+from consensus.pbft_messages import CommitVote, NewView, Prepare, PrePrepare
 from tests.sim.byzantine import ConflictingVoter, Equivocator, Replayer, Silent, fool_half
 from tests.sim.chaos import ChaosPlan, heal_and_converge
 from tests.sim.pbft_cluster import (
@@ -224,3 +224,47 @@ def test_pbft_reconfiguration_under_a_crash_or_partition_stays_safe_and_converge
 def test_pbft_reconfiguration_with_a_byzantine_replica_around_the_boundary(seed: int) -> None:
     sim = run_reconfiguration(seed, byzantine=True)
     assert sim.converged()
+
+
+def test_a_replica_added_while_the_cluster_is_past_view_0_votes_in_that_view() -> None:
+    """The demo's case on the simulator: the primary of view 0 crashes, the other three move to
+    view 1 and go on; block 6 then adds n4 (from height 10). n4 was down meanwhile (as a node
+    outside the set runs no engine: it must not see view 1's new-view before it knows of the
+    five), so its engine comes back in view 0 and catches up. With n0 down, every height from
+    10 needs n4's votes (4 of the five): the chain grows past it with no view change after
+    view 1, n4 voting from height 10."""
+    sim = ReconfigSimulator(SimConfig(node_count=len(FIVE)), 7, FIVE, FOUR, {6: FIVE})
+
+    def no_new_view_before_the_change(
+        sim: Simulator, sender: NodeId, to: NodeId, msg: Any
+    ) -> Sequence[Any]:
+        # The simulator runs n4's engine all along; the node builds it only once it knows of
+        # the change, so before that n4 hears no new-view (it would check it by the four).
+        if to == "n4" and isinstance(msg, NewView) and sim.nodes["n4"].height < 6:
+            return ()
+        return (msg,)
+
+    spy = Spy(no_new_view_before_the_change)
+    for node_id in FIVE:
+        sim.outgoing_hooks[node_id] = spy
+    if not sim.run_until(lambda: sim.nodes["n1"].height >= 2, GROW_BOUND_MS):
+        sim.fail("no start")
+    sim.crash("n0")
+    sim.crash("n4")
+    effective = 6 + VALIDATOR_CHANGE_DELAY_BLOCKS
+    old = ("n1", "n2", "n3")
+    if not sim.run_until(lambda: all(sim.nodes[n].height >= effective - 1 for n in old), 20_000):
+        sim.fail("the three did not reach the height before the change")
+    sim.restart("n4")
+    rest = (*old, "n4")
+    target = effective + 4
+    if not sim.run_until(lambda: all(sim.nodes[n].height >= target for n in rest), GROW_BOUND_MS):
+        sim.fail(f"did not reach {target}: { {n: sim.nodes[n].height for n in rest} }")
+    views: dict[NodeId, int] = {}
+    for node_id in rest:
+        engine = sim.nodes[node_id].engine
+        assert engine is not None
+        views[node_id] = engine.status.round
+    assert views == dict.fromkeys(rest, 1)  # without the fix: all in view 2
+    assert any(h >= effective for h in spy.votes["n4"])
+    assert not any(h < effective for h in spy.votes.get("n4", set()))
