@@ -17,7 +17,7 @@ from typing import Protocol
 
 from consensus.engine import Action, Broadcast, Commit, Engine, RequestSync, Send
 from node.committer import Committer
-from node.effects import BatchEffects
+from node.effects import BatchEffects, FatalError
 from node.inbox import STALL_WARN_MS, Inbox, Message, Reconfigure, Synced
 from node.notifier import Notifier
 from node.ports import NodeObserver, PeerTransport
@@ -93,15 +93,16 @@ class Driver:
             await self._carry_out(actions)
 
     def _reconfigure(self, item: Reconfigure) -> list[Action]:
-        # getattr only until every engine has `reconfigure` (the consensus package is adding
-        # it to the Engine protocol); an engine without it keeps its genesis validators.
-        reconfigure = getattr(self.engine, "reconfigure", None)
-        if reconfigure is None:
-            log.warning("this engine cannot change validators; the set from height %d (%s) "
-                        "is ignored", item.effective_height, ",".join(item.validators))
-            return []
-        actions: list[Action] = reconfigure(item.effective_height, item.validators)
-        return actions
+        try:
+            return self.engine.reconfigure(item.effective_height, item.validators)
+        except ValueError as exc:
+            # The chain decided a set this engine cannot run (the contract refuses such
+            # changes, so only a contract/engine mismatch gets here): voting on with the old
+            # set would split this node from the others.
+            raise FatalError(
+                f"the chain changed the validators from height {item.effective_height} to "
+                f"{','.join(item.validators)}, which this engine refuses: {exc}"
+            ) from exc
 
     async def _carry_out(self, actions: list[Action]) -> None:
         effects = BatchEffects.of(actions)

@@ -208,13 +208,17 @@ async def test_the_engine_loop_calls_reconfigure_between_batches() -> None:
     assert engine.calls == [(14, tuple(FIVE))]
 
 
-def test_an_engine_without_reconfigure_keeps_its_set() -> None:
+def test_a_set_the_engine_refuses_stops_the_node_with_a_clear_error() -> None:
+    from consensus.solo import SoloEngine
+    from node.effects import FatalError
     from node.inbox import Reconfigure
 
     unused: Any = None
-    driver = Driver(object(), Inbox(10), unused, unused, unused, None, None, Notifier(),  # type: ignore[arg-type]
+    solo = SoloEngine("node1", 0, bytes(32))
+    driver = Driver(solo, Inbox(10), unused, unused, unused, None, None, Notifier(),
                     unused)
-    assert driver._reconfigure(Reconfigure(14, tuple(FIVE))) == []
+    with pytest.raises(FatalError, match="from height 14 to node1,node2"):
+        driver._reconfigure(Reconfigure(14, ("node1", "node2")))
 
 
 # --- an observer's certificate check -----------------------------------------------------------
