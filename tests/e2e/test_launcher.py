@@ -128,7 +128,9 @@ def test_pbft_cluster_up_serves_and_down_leaves_no_process(
     assert set(paid["confirmed_by"]) <= {"node1", "node2", "node3", "node4"}
     statuses = run.json("cluster", "status", "--dir", cluster_dir)
     assert [s["up"] for s in statuses] == [True] * 4
-    assert {s["round"] for s in statuses} == {0}  # the view
+    # One view on every node; not necessarily view 0: on a loaded machine a backup whose
+    # first block came late may already have moved the cluster to view 1.
+    assert len({s["round"] for s in statuses}) == 1
     assert run("cluster", "down", "--dir", cluster_dir).returncode == 0
     assert not any(alive(pid) for pid in pids)
 

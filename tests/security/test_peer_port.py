@@ -27,6 +27,7 @@ from consensus.raft_messages import (
     RequestVote,
     VoteResponse,
 )
+from node.client.identity import Account
 from node.client.ledger import LedgerClient
 from node.tls import CertFiles, issue_node_cert, make_ca, read
 from proto import peer_pb2, peer_pb2_grpc, types_pb2
@@ -105,25 +106,36 @@ async def test_certificate_from_another_ca_is_refused(raft3, tmp_path) -> None:
     await still_committing(raft3)
 
 
-async def test_consortium_certificate_of_a_non_validator_is_denied(raft3, tmp_path) -> None:
+async def test_a_non_validator_certificate_may_follow_and_forward_but_never_vote(
+    raft3, tmp_path
+) -> None:
+    """A node certified by the consortium CA but not a validator (an observer) fetches blocks
+    and forwards txs, whose signatures are checked again; its consensus messages are refused,
+    under its own id or a validator's."""
     ca_dir = os.path.join(raft3.net.root, "ca")
-    intruder = issue_node_cert(CertFiles(os.path.join(ca_dir, "ca.crt"),
+    outsider = issue_node_cert(CertFiles(os.path.join(ca_dir, "ca.crt"),
                                          os.path.join(ca_dir, "ca.key")),
                                "node9", str(tmp_path / "node9"))
-    channel, stub = peer_stub(raft3, "node1", cert=intruder)
+    leader = await raft3.wait_leader()
+    channel, stub = peer_stub(raft3, leader, cert=outsider)
     async with channel:
-        calls = [stub.Deliver(batch("node9", [b"x"]), timeout=5),
-                 stub.Deliver(batch("node2", [b"x"]), timeout=5),  # claims a validator's id
-                 stub.Forward(peer_pb2.ForwardRequest(from_node="node9"), timeout=5)]
-        for call in calls:
+        for call in [stub.Deliver(batch("node9", [b"x"]), timeout=5),
+                     stub.Deliver(batch("node2", [b"x"]), timeout=5)]:  # a validator's id
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await call
             assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        blocks = [b async for b in stub.FetchBlocks(
+            peer_pb2.FetchBlocksRequest(from_height=1, max_blocks=2), timeout=5)]
+        assert [b.block.header.height for b in blocks] == [1, 2]
+        core = Account.load(os.path.join(raft3.net.root, "keys", "core.pem"))
+        good = core.build_tx(raft3.net.chain_id, "cash", "transfer",
+                             {"to": core.account_id, "amount": 1})
+        forged = types_pb2.SignedTx(body=good.body, signature=bytes(64))
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            async for _ in stub.FetchBlocks(peer_pb2.FetchBlocksRequest(from_height=1),
-                                            timeout=5):
-                pass
-        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            await stub.Forward(peer_pb2.ForwardRequest(from_node="node2", txs=[forged]),
+                               timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "signature does not match" in (caught.value.details() or "")
     await still_committing(raft3)
 
 
