@@ -84,6 +84,18 @@ class NetworkLayout:
         return Account.load(self.accounts[name])
 
 
+def _node_layout(node_id: str, node_dir: str, client_port: int, peer_port: int) -> NodeLayout:
+    """Where a node of a local network keeps its config, data and log, and its loopback ports."""
+    return NodeLayout(
+        node_id=node_id,
+        client_addr=f"{LOOPBACK}:{client_port}",
+        peer_addr=f"{LOOPBACK}:{peer_port}",
+        config_path=os.path.join(node_dir, "config.toml"),
+        data_dir=os.path.join(node_dir, "data"),
+        log_file=os.path.join(node_dir, "node.log"),
+    )
+
+
 def write_network(
     root: str,
     *,
@@ -120,14 +132,7 @@ def write_network(
             client_port, peer_port = free_port(), free_port()
         else:
             client_port, peer_port = base_port + 2 * index, base_port + 2 * index + 1
-        layout = NodeLayout(
-            node_id=node_id,
-            client_addr=f"{LOOPBACK}:{client_port}",
-            peer_addr=f"{LOOPBACK}:{peer_port}",
-            config_path=os.path.join(node_dir, "config.toml"),
-            data_dir=os.path.join(node_dir, "data"),
-            log_file=os.path.join(node_dir, "node.log"),
-        )
+        layout = _node_layout(node_id, node_dir, client_port, peer_port)
         layouts.append(layout)
         validators.append(
             {"id": node_id, "public_key": signer.public_key.hex(), "peer_addr": layout.peer_addr}
@@ -324,14 +329,7 @@ def write_joining_node(
     os.makedirs(node_dir)  # FileExistsError: never reuse another node's keys
     _new_key(os.path.join(node_dir, "node_key.pem"))
     issue_node_cert(ca, node_id, node_dir)
-    layout = NodeLayout(
-        node_id=node_id,
-        client_addr=f"{LOOPBACK}:{free_port()}",
-        peer_addr=f"{LOOPBACK}:{free_port()}",
-        config_path=os.path.join(node_dir, "config.toml"),
-        data_dir=os.path.join(node_dir, "data"),
-        log_file=os.path.join(node_dir, "node.log"),
-    )
+    layout = _node_layout(node_id, node_dir, free_port(), free_port())
     options = dict(node_options or {})
     options["tls.ca_cert"] = os.path.relpath(ca.cert, node_dir)
     options["tls.cert"] = "tls.crt"
