@@ -26,6 +26,9 @@ from contracts.runtime import Args, Context, ContractError, JsonValue
 # A validator change executed in block h takes effect at h + this many blocks, so every node
 # has executed (and stored) the change before the first block the new set must order.
 VALIDATOR_CHANGE_DELAY_BLOCKS = 4
+# The same for a chain parameter: more than the app-hash lag (2), so every node that may
+# validate or propose a block already knows which limits apply to it.
+PARAM_CHANGE_DELAY_BLOCKS = 4
 CONSENSUS_MINIMUM = {"raft": 1, "pbft": 4}  # PBFT needs n = 3f + 1 with f >= 1
 VALIDATORS_MAX = 64
 COMMITTEE_MAX = 64
@@ -379,10 +382,20 @@ def _check_nothing(ctx: Context, p: dict[str, JsonValue]) -> None:
 
 
 def _apply_set_param(ctx: Context, p: dict[str, JsonValue]) -> None:
-    params = load(ctx, PARAMS_KEY)
-    params[str(p["name"])] = p["value"]
-    ctx.put(PARAMS_KEY, params)
-    ctx.emit("params_changed", name=p["name"], value=p["value"], params=params)
+    """The new values take effect PARAM_CHANGE_DELAY_BLOCKS after this block; `earlier` keeps
+    the values still in force before that (each from its `from_height`), so a node at any
+    head from h - 2 on answers "the limits of block h" the same (node/chain_params.py)."""
+    doc = load(ctx, PARAMS_KEY)
+    values = {name: doc[name] for name in PARAM_RANGES}
+    earlier = [*doc.get("earlier", []), {"from_height": doc.get("effective_height", 0), **values}]
+    # An entry is needed while the entry after it starts above the next block.
+    kept = [e for e, after in zip(earlier, [*earlier[1:], None], strict=True)
+            if after is None or int(after["from_height"]) > ctx.height + 1]
+    values[str(p["name"])] = p["value"]
+    effective = ctx.height + PARAM_CHANGE_DELAY_BLOCKS
+    ctx.put(PARAMS_KEY, {**values, "effective_height": effective, "earlier": kept})
+    ctx.emit("params_changed", name=p["name"], value=p["value"], params=values,
+             effective_height=effective)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 
 from consensus.engine import Commit
 from node.chain import app_hash_height, block_hash_of
+from node.chain_params import ChainParams
 from node.effects import FatalError, is_next_commit
 from node.epochs import Epochs
 from node.executor import Executor
@@ -45,6 +46,7 @@ class Committer:
         inbox: Inbox,
         observer: NodeObserver,
         epochs: Epochs | None = None,
+        params: ChainParams | None = None,
     ) -> None:
         self.storage = storage
         self.executor = executor
@@ -52,7 +54,9 @@ class Committer:
         self.notifier = notifier
         self.inbox = inbox
         self.observer = observer
-        self.epochs = epochs  # told of every stored block: the validator set may have changed
+        # Both told of every stored block: the validator set or the chain params may change.
+        self.epochs = epochs
+        self.params = params
         self._head: ChainHead = storage.head()
         self._state = StoreState(storage.get_state_for_execution, storage.iter_state)
         self._commits: asyncio.Queue[Commit] = asyncio.Queue(COMMIT_QUEUE_MAX)
@@ -183,6 +187,8 @@ class Committer:
         self._head = ChainHead(header.height, outcome.app_hash, block_hash, header.time_ms)
         if self.epochs is not None:
             self.epochs.block_stored(header.height)
+        if self.params is not None:
+            self.params.observe()
         return committed
 
     def _after_commit(self, committed: types_pb2.CommittedBlock) -> None:

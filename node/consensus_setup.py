@@ -14,6 +14,7 @@ from consensus.raft import RaftEngine
 from consensus.raft_config import RaftConfig, RaftConfigError
 from consensus.solo import SoloEngine
 from node.admission import VerifiedCache
+from node.chain_params import ChainParams
 from node.client.identity import Account
 from node.config import ConfigError, NodeConfig
 from node.genesis import Genesis
@@ -76,15 +77,18 @@ def build_engine(
     verified: VerifiedCache | None = None,
     verify_pool: VerifyPool | None = None,
     sets: ValidatorSets | None = None,
+    params: ChainParams | None = None,
 ) -> Engine:
     """`verified`: tx ids whose signatures admission already checked (PBFT backups skip them);
     `verify_pool`: worker processes for the signatures a PBFT backup must still check; `sets`:
     the validator keys the chain's state names (a validator added later signs with one that
-    genesis does not know). Engines start from the genesis set; the node then hands them the
-    stored set with `reconfigure`."""
+    genesis does not know). A new engine starts from the set voting on the block after the
+    store's head (an engine with persisted membership keeps its own history); the node then
+    hands it the newest stored change with `reconfigure`, so a change still pending at start
+    is known too."""
     sets = sets or ValidatorSets(genesis, storage.get_state)
     head = storage.head()
-    validators = [v.node_id for v in genesis.validators]
+    validators = list(sets.ids_at(head.height + 1))
     if genesis.consensus == "solo":
         return SoloEngine(config.node_id, head.height, head.block_hash)
     if genesis.consensus == "raft":
@@ -103,7 +107,8 @@ def build_engine(
             last_block_hash=head.block_hash,
         )
     if genesis.consensus == "pbft":
-        return _build_pbft(config, genesis, storage, verified, verify_pool, sets)
+        params = params or ChainParams.of_genesis(genesis, storage.get_state)
+        return _build_pbft(config, genesis, storage, verified, verify_pool, sets, params)
     raise ConfigError(f"consensus {genesis.consensus!r} is not available in this build")
 
 
@@ -114,6 +119,7 @@ def _build_pbft(
     verified: VerifiedCache | None,
     verify_pool: VerifyPool | None,
     sets: ValidatorSets,
+    params: ChainParams,
 ) -> PbftEngine:
     fields = {f.name for f in dataclasses.fields(PbftConfig)}
     try:
@@ -127,10 +133,10 @@ def _build_pbft(
     if account.public_key != sets.public_key(config.node_id):
         raise ConfigError("signing_key does not match this node's key in the validator set")
     head = storage.head()
-    checker = BlockChecker(genesis, storage, verified, pool=verify_pool)
+    checker = BlockChecker(genesis, storage, verified, pool=verify_pool, params=params)
     return PbftEngine(
         config.node_id,
-        [v.node_id for v in genesis.validators],
+        list(sets.ids_at(head.height + 1)),
         storage.consensus_records(),
         validate=checker.validate,
         inspect=checker.inspect,

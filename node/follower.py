@@ -9,7 +9,10 @@ validator. Between rounds it waits FOLLOW_POLL_S: near the head a block comes ab
 second when idle, and a fetch that finds nothing costs one small call.
 
 Its status stands in for an engine's: role `observer`, and as leader the proposer of the head
-block (the leader or primary that was proposing last), where `Submit` forwards client txs.
+block (the leader or primary that was proposing last), where `Submit` forwards client txs —
+unless that proposer is this node or no longer votes (a leader voted out proposed the blocks
+up to its removal): then no leader is known until a voter's block arrives, and `Submit` says
+"retry". Txs left in the mempool when this node stopped voting are handed to the leader.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable
 
 from consensus.engine import EngineStatus
 from node.epochs import Epochs
-from node.proposer import ChainReader
+from node.proposer import ChainReader, PendingHandOff
 from node.syncer import Syncer
 from proto import types_pb2
 
@@ -38,12 +41,14 @@ class Follower:
         chain: ChainReader,
         epochs: Epochs,
         get_block: Callable[[int], types_pb2.CommittedBlock | None],
+        hand_off: PendingHandOff,
     ) -> None:
         self.node_id = node_id
         self.syncer = syncer
         self.chain = chain
         self.epochs = epochs
         self.get_block = get_block
+        self.hand_off = hand_off
         self._next = 0  # round-robin over the validators
         self._header: types_pb2.BlockHeader | None = None
         self._header_height = -1
@@ -56,10 +61,12 @@ class Follower:
             self._header = block.block.header if block is not None else None
             self._header_height = head.height
         header = self._header
+        proposer = header.proposer if header is not None else ""
+        voting = proposer != self.node_id and self.epochs.sets.is_voter(proposer, head.height + 1)
         return EngineStatus(
             role="observer",
             round=header.round if header is not None else 0,
-            leader=header.proposer if header is not None and header.proposer else None,
+            leader=proposer if voting else None,
             commit_height=head.height,
         )
 
@@ -90,4 +97,5 @@ class Follower:
                          peer, self.chain.head.height)
                 if until():
                     return
+            self.hand_off.maybe_hand_off(self.status.leader)
             await asyncio.sleep(FOLLOW_POLL_S if answered else FOLLOW_FAILED_POLL_S)

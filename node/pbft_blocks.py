@@ -33,6 +33,7 @@ from google.protobuf.message import DecodeError
 from consensus.pbft_config import BlockIdentity, Sign, Verify
 from node.admission import VerifiedCache
 from node.chain import app_hash_height, block_hash_of, txs_hash
+from node.chain_params import ChainParams
 from node.client.identity import Account, is_weak_public_key, tx_id_of, verify_signature
 from node.genesis import Genesis
 from node.storage import Storage
@@ -110,10 +111,13 @@ class BlockChecker:
         *,
         threads: int = 2,
         pool: VerifyPool | None = None,
+        params: ChainParams | None = None,
         wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.genesis = genesis
         self.storage = storage
+        # Block limits as of each height (the committee may change them); genesis's by default.
+        self.params = params or ChainParams(genesis.block, 0)
         self.verified = verified if verified is not None else VerifiedCache(200_000)
         self.wall_clock_ms = wall_clock_ms
         self._threads = pool.workers if pool is not None else threads
@@ -177,13 +181,10 @@ class BlockChecker:
         block_hash = parsed.identity.block_hash
         if block_hash in self._rejected:
             return False
-        limits = self.genesis.block
         if header.height != height or header.parent_hash != parent_hash:
             return self._reject(block_hash, "wrong height or parent")
         if header.chain_id != self.genesis.chain_id:
             return self._reject(block_hash, f"chain {header.chain_id!r}")
-        if len(parsed.tx_ids) > limits.txs_max or len(payload) > limits.bytes_max + 4096:
-            return self._reject(block_hash, "over the block limits")
         if not parsed.txs_match:
             return self._reject(block_hash, "txs_hash does not match the txs")
         # Signatures first: they are checked while the parent executes, not after it.
@@ -196,6 +197,11 @@ class BlockChecker:
         checked_height = app_hash_height(height)
         if head.height < checked_height or head.height >= height:
             return False  # the block whose app hash it carries is not executed here yet
+        # Only now: with the head at height - APP_HASH_LAG or above, every replica reads the
+        # same limits for this height (node/chain_params.py).
+        limits = self.params.limits_at(height)
+        if len(parsed.tx_ids) > limits.txs_max or len(payload) > limits.bytes_max + 4096:
+            return self._reject(block_hash, "over the block limits")
         if head.height == height - 1:
             parent_time_ms: int | None = head.time_ms
         else:  # the parent is committed but still executing: we validated it, so know its time

@@ -6,7 +6,8 @@ proposes when the engine offers a slot (`next_height`, `next_parent_hash`) and e
 pending to fill a block, or `interval_ms` has passed with some pending, or
 `empty_block_interval_ms` (0: never) has passed since the head block's time, and
 `ProposalSlots` (node/effects.py) allows the slot: pipelining no deeper than APP_HASH_LAG, a
-parent whose time is known, one proposal per (round, height).
+parent whose time is known, one proposal per (round, height). The block limits and the empty
+block interval are the chain params in force at the slot's height (node/chain_params.py).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Protocol
 
 from consensus.engine import BlockProposal, EngineStatus
 from node.chain import app_hash_height, block_hash_of, txs_hash
+from node.chain_params import ChainParams
 from node.effects import ProposalSlots
-from node.genesis import BlockLimits
 from node.mempool import Mempool
 from node.ports import Forwarder
 from node.storage import ChainHead
@@ -102,21 +103,19 @@ class Proposer:
         self,
         node_id: str,
         chain_id: str,
-        limits: BlockLimits,
+        params: ChainParams,
         mempool: Mempool,
         chain: ChainReader,
         hand_off: PendingHandOff,
         *,
-        empty_block_interval_ms: int,
         wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.node_id = node_id
         self.chain_id = chain_id
-        self.limits = limits
+        self.params = params
         self.mempool = mempool
         self.chain = chain
         self.hand_off = hand_off
-        self.empty_block_interval_ms = empty_block_interval_ms
         self.wall_clock_ms = wall_clock_ms
         self._slots = ProposalSlots(node_id)
         self._last_proposal_ms = 0
@@ -135,9 +134,10 @@ class Proposer:
             return None
         height, parent_hash, parent_time_ms = slot
         now = self.wall_clock_ms()
-        if not self._due(now):
+        limits = self.params.limits_at(height)
+        if not self._due(now, height):
             return None
-        taken = self.mempool.take(self.limits.txs_max, self.limits.bytes_max)
+        taken = self.mempool.take(limits.txs_max, limits.bytes_max)
         header = types_pb2.BlockHeader(
             chain_id=self.chain_id,
             height=height,
@@ -160,11 +160,12 @@ class Proposer:
         log.debug("propose height=%d txs=%d", header.height, len(taken))
         return proposal
 
-    def _due(self, now: int) -> bool:
-        """Whether enough is pending, or enough time has passed, to propose a block now."""
-        limits = self.limits
+    def _due(self, now: int, height: int) -> bool:
+        """Whether enough is pending, or enough time has passed, to propose block `height` now."""
+        params = self.params.at(height)
+        limits = self.params.limits_at(height)
         pending = self.mempool.pending_count
         due = now - self._last_proposal_ms >= limits.interval_ms
         if pending >= limits.txs_max or (pending and due):
             return True
-        return 0 < self.empty_block_interval_ms <= now - self.chain.head.time_ms
+        return 0 < params.empty_block_interval_ms <= now - self.chain.head.time_ms

@@ -28,6 +28,7 @@ from consensus.engine import Engine, EngineStatus
 from contracts import default_runtime
 from node.admission import Admission, SignatureVerifier, membership
 from node.api import LedgerService, MalformedRequestInterceptor
+from node.chain_params import ChainParams
 from node.chain_view import ChainView, Role
 from node.client.identity import Account
 from node.committer import Committer
@@ -117,6 +118,7 @@ class Node:
         self.genesis = genesis = load_genesis(config.genesis)
         self.storage = storage = open_chain(config, genesis)
         self.sets = ValidatorSets(genesis, storage.get_state)
+        self.params = ChainParams.of_genesis(genesis, storage.get_state)
         self.epochs = epochs = Epochs(config.node_id, self.sets, storage.head().height)
         voting = epochs.is_voter_next()
         if not voting and genesis.consensus == "solo":
@@ -140,6 +142,7 @@ class Node:
             inbox,
             self.observer,
             epochs,
+            self.params,
         )
         # A validator's engine is built now, so a bad key or genesis stops the start-up.
         self._engine = self._build_engine() if voting else None
@@ -170,6 +173,7 @@ class Node:
                 committer,
                 epochs,
                 storage.get_block,
+                HandOff(self.sender, mempool, storage.has_tx, _monotonic_ms),
             )
             epochs.add_listener(self._peers_changed)
         epochs.add_listener(self._engine_changed)
@@ -182,7 +186,7 @@ class Node:
     def _build_engine(self) -> Engine:
         return build_engine(
             self.config, self.genesis, self.storage, self.verifier.cache,
-            self.verifier.processes, self.sets,
+            self.verifier.processes, self.sets, self.params,
         )
 
     def _build_driver(self, engine: Engine) -> Driver:
@@ -198,13 +202,10 @@ class Node:
         proposer = Proposer(
             config.node_id,
             genesis.chain_id,
-            genesis.block,
+            self.params,
             self.mempool,
             self.committer,
             hand_off,
-            empty_block_interval_ms=genesis.consensus_params.get(
-                "empty_block_interval_ms", 1_000
-            ),
         )
         return Driver(
             engine, self.inbox, proposer, self.committer, self.storage, sender, syncer,

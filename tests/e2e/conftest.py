@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from node.client.identity import Account
+from node.client.ledger import LedgerClient, LedgerError
 from node.ops.localcluster import LocalCluster
-from node.ops.localnet import MemberSpec, NetworkLayout, write_network
+from node.ops.localnet import MemberSpec, NetworkLayout, NodeLayout, write_network
+from proto import ledger_pb2
 
 MEMBERS = [
     MemberSpec("admin", ("admin",)),
@@ -44,3 +51,45 @@ def solo_net(tmp_path) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+async def chain_info(addr: str) -> ledger_pb2.ChainInfo:
+    async with LedgerClient(addr, timeout_s=2.0) as client:
+        return await client.chain_info()
+
+
+async def wait_height(addr: str, height: int, within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            if (await chain_info(addr)).height >= height:
+                return
+        except LedgerError:
+            pass
+        assert time.monotonic() < deadline, f"{addr} did not reach height {height}"
+        await asyncio.sleep(0.1)
+
+
+def add_validator_params(joined: NodeLayout) -> dict[str, Any]:
+    """The `add_validator` proposal for a node `write_joining_node` made."""
+    node_dir = os.path.dirname(joined.config_path)
+    key = Account.load(os.path.join(node_dir, "node_key.pem"))
+    with open(os.path.join(node_dir, "tls.crt")) as handle:
+        cert_pem = handle.read()
+    return {"node_id": joined.node_id, "public_key": key.public_key.hex(),
+            "tls_cert_pem": cert_pem, "peer_addr": joined.peer_addr}
+
+
+async def assert_converged(addrs: list[str], within_s: float) -> int:
+    """Every node reaches one height past the highest now, and all agree on that block and the
+    app hash after it; returns the height."""
+    target = max([(await chain_info(a)).height for a in addrs]) + 1
+    for addr in addrs:
+        await wait_height(addr, target, within_s)
+    seen = {}
+    for addr in addrs:
+        async with LedgerClient(addr, timeout_s=5.0) as client:
+            block = await client.get_block(target)
+        seen[addr] = (block.block_hash, block.app_hash)
+    assert len(set(seen.values())) == 1, f"nodes disagree at height {target}: {seen}"
+    return target

@@ -1,6 +1,6 @@
 """An observer joins a running 4-node PBFT cluster, follows the head and serves clients; the
 committee then votes it in, it votes (its signature appears in commit certificates), and the
-five-node cluster keeps committing after node1 is killed.
+five-node cluster keeps committing after node1 is killed; node1 restarts and all five converge.
 """
 
 from __future__ import annotations
@@ -14,10 +14,16 @@ import pytest
 
 from consensus.codec import MESSAGES
 from consensus.pbft_messages import CommitCertificate
-from node.client.identity import Account
-from node.client.ledger import LedgerClient, LedgerError
+from node.client.ledger import LedgerClient
 from node.ops.localnet import NodeProcess, write_joining_node, write_network
-from tests.e2e.conftest import MEMBERS, Cluster
+from tests.e2e.conftest import (
+    MEMBERS,
+    Cluster,
+    add_validator_params,
+    assert_converged,
+    chain_info,
+    wait_height,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -50,23 +56,6 @@ def pbft4(tmp_path):
         cluster.stop()
 
 
-async def _info(addr: str):  # type: ignore[no-untyped-def]
-    async with LedgerClient(addr, timeout_s=2.0) as client:
-        return await client.chain_info()
-
-
-async def _wait_height(addr: str, height: int, within_s: float) -> None:
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            if (await _info(addr)).height >= height:
-                return
-        except LedgerError:
-            pass
-        assert time.monotonic() < deadline, f"{addr} did not reach height {height}"
-        await asyncio.sleep(0.1)
-
-
 def _signers(block) -> set[str]:  # type: ignore[no-untyped-def]
     cert = MESSAGES.decode(block.certificate, CommitCertificate)
     return {vote.node for vote in cert.votes}
@@ -88,9 +77,9 @@ async def test_an_observer_follows_serves_is_voted_in_and_votes(pbft4: Cluster) 
         addr5 = joined.client_addr
 
         # It follows the head as an observer.
-        head = (await _info(node1)).height
-        await _wait_height(addr5, head + 2, FOLLOWS_WITHIN_S)
-        info5 = await _info(addr5)
+        head = (await chain_info(node1)).height
+        await wait_height(addr5, head + 2, FOLLOWS_WITHIN_S)
+        info5 = await chain_info(addr5)
         assert not info5.validator and info5.role == "observer"
         assert "node5" not in info5.validators
 
@@ -107,11 +96,7 @@ async def test_an_observer_follows_serves_is_voted_in_and_votes(pbft4: Cluster) 
             )
 
         # The committee (the admin alone here) votes it in.
-        key = Account.load(os.path.join(os.path.dirname(joined.config_path), "node_key.pem"))
-        with open(os.path.join(os.path.dirname(joined.config_path), "tls.crt")) as handle:
-            cert_pem = handle.read()
-        params = {"node_id": "node5", "public_key": key.public_key.hex(),
-                  "tls_cert_pem": cert_pem, "peer_addr": joined.peer_addr}
+        params = add_validator_params(joined)
         async with LedgerClient(node1) as client:
             receipt = await client.call(net.account("admin"), net.chain_id, "governance",
                                         "propose", {"action": "add_validator",
@@ -119,16 +104,16 @@ async def test_an_observer_follows_serves_is_voted_in_and_votes(pbft4: Cluster) 
         assert receipt.ok, receipt
 
         deadline = time.monotonic() + 30
-        while not (await _info(addr5)).validator:
+        while not (await chain_info(addr5)).validator:
             assert time.monotonic() < deadline, "node5 never became a validator"
             await asyncio.sleep(0.2)
-        info5 = await _info(addr5)
+        info5 = await chain_info(addr5)
         assert "node5" in info5.validators and info5.validator_epoch == 1
 
         # It votes: its signature shows up in commit certificates.
         async def wait_signed_by_node5(within_s: float) -> None:
             deadline = time.monotonic() + within_s
-            seen = (await _info(addr5)).height
+            seen = (await chain_info(addr5)).height
             async with LedgerClient(addr5) as client:
                 while time.monotonic() < deadline:
                     height = (await client.chain_info()).height
@@ -144,13 +129,19 @@ async def test_an_observer_follows_serves_is_voted_in_and_votes(pbft4: Cluster) 
         # Five validators survive one crash: kill node1, the rest (node5 among them) commit.
         cluster.local.kill("node1")
         node2 = cluster.local.addr("node2")
-        start = (await _info(node2)).height
-        await _wait_height(node2, start + 3, 30)
-        await _wait_height(addr5, start + 3, 30)
+        start = (await chain_info(node2)).height
+        await wait_height(node2, start + 3, 30)
+        await wait_height(addr5, start + 3, 30)
         async with LedgerClient(node2) as client:
             receipt = await client.call(bank, net.chain_id, "cash", "transfer",
                                         {"to": payee.account_id, "amount": 1})
             assert receipt.ok, receipt
         await wait_signed_by_node5(20)
+
+        # node1 comes back and catches up: all five agree on the same blocks and state.
+        await cluster.local.restart("node1")
+        addrs = [cluster.local.addr(f"node{i}") for i in range(1, 5)] + [addr5]
+        await assert_converged(addrs, 30)
+        assert (await chain_info(node1)).validator_epoch == 1
     finally:
         node5.stop()

@@ -382,10 +382,19 @@ def test_params_change(pki: Pki) -> None:
         "block_txs_max": 2000, "block_bytes_max": 4_000_000, "empty_block_interval_ms": 1000}
     receipt = ok(chain.govern("set_param", name="empty_block_interval_ms", value=0))
     assert receipt.event("params_changed")["params"]["empty_block_interval_ms"] == 0
+    first = chain.height
     ok(chain.govern("set_param", name="block_bytes_max", value=BLOCK_BYTES_LIMIT))
+    # Each change takes effect 4 blocks after its block; the values before stay on record
+    # while a later block may still need them.
     assert chain.raw("governance/params") == {
         "block_txs_max": 2000, "block_bytes_max": BLOCK_BYTES_LIMIT,
-        "empty_block_interval_ms": 0}
+        "empty_block_interval_ms": 0, "effective_height": chain.height + 4,
+        "earlier": [
+            {"from_height": 0, "block_txs_max": 2000, "block_bytes_max": 4_000_000,
+             "empty_block_interval_ms": 1000},
+            {"from_height": first + 4, "block_txs_max": 2000, "block_bytes_max": 4_000_000,
+             "empty_block_interval_ms": 0},
+        ]}
 
 
 def test_committee_changes_apply_to_later_proposals(pki: Pki) -> None:

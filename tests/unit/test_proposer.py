@@ -4,10 +4,12 @@ them on, empty blocks only after `empty_block_interval_ms`."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from consensus.engine import BlockProposal, EngineStatus
 from node.chain import block_hash_of
+from node.chain_params import ChainParams
 from node.genesis import BlockLimits
 from node.mempool import Mempool
 from node.proposer import Proposer
@@ -49,9 +51,9 @@ def make(*, empty_block_interval_ms: int = 0, txs: int = 3) -> tuple[Proposer, M
         (bytes([i]) * 32, types_pb2.SignedTx(body=bytes([i]), signature=b"s")) for i in range(txs)
     )
     clock, hand_offs = Clock(), HandOffs()
+    params = ChainParams(BlockLimits(txs_max=10, interval_ms=50), empty_block_interval_ms)
     proposer = Proposer(
-        "n1", "chain", BlockLimits(txs_max=10, interval_ms=50), mempool, Chain(), hand_offs,
-        empty_block_interval_ms=empty_block_interval_ms, wall_clock_ms=clock,
+        "n1", "chain", params, mempool, Chain(), hand_offs, wall_clock_ms=clock,
     )
     return proposer, mempool, clock, hand_offs
 
@@ -133,3 +135,26 @@ def test_empty_blocks_only_after_the_empty_block_interval_and_never_when_it_is_z
     clock.now_ms = HEAD_TIME_MS + 1_000
     proposal = proposer.offer(status(1))
     assert proposal is not None and not types_pb2.Block.FromString(proposal.payload).txs
+
+
+def test_the_block_limits_are_the_params_in_force_at_the_slots_height() -> None:
+    mempool = Mempool(100, 1_000_000)
+    mempool.add_batch(
+        (bytes([i]) * 32, types_pb2.SignedTx(body=bytes([i]), signature=b"s")) for i in range(12)
+    )
+    # Decided in block 0: from height 2 on, blocks hold at most 4 txs.
+    doc = {"block_txs_max": 4, "block_bytes_max": 1_000_000, "empty_block_interval_ms": 0,
+           "effective_height": 2, "earlier": [{"from_height": 0, "block_txs_max": 6,
+                                              "block_bytes_max": 1_000_000,
+                                              "empty_block_interval_ms": 0}]}
+    params = ChainParams(BlockLimits(txs_max=10, interval_ms=50), 0,
+                         lambda key: json.dumps(doc).encode())
+    clock = Clock()
+    proposer = Proposer("n1", "chain", params, mempool, Chain(), HandOffs(), wall_clock_ms=clock)
+    first = proposer.offer(status(1))
+    assert first is not None
+    clock.now_ms += 100
+    second = proposer.offer(status(2, first.block_hash))
+    assert second is not None
+    sizes = [len(types_pb2.Block.FromString(p.payload).txs) for p in (first, second)]
+    assert sizes == [6, 4]
