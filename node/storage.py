@@ -8,6 +8,12 @@ indexed by height only; `h/` keys found in a store are ignored.
 
 Every block commit is one synced write batch, so after a crash the store holds either all of a
 block (state, block, index, height, app hash) or none of it.
+
+A store restored from a state snapshot (node/state_sync.py) or pruned (`prune_below`) holds
+blocks from its base height (`m/base_height`) on; the state and the whole tx id index are
+always complete. A restore writes `m/restoring` first and removes it in the batch that sets the
+new head: a store opened with the marker still there holds half a state, and
+`discard_partial_restore` empties it so the restore starts again.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 import os
 import struct
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import plyvel
@@ -38,6 +44,8 @@ BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 # Committed state values kept in memory for block execution (member records, balances, ...):
 # a store read releases and re-takes the GIL, which under load means waiting for other threads.
 STATE_CACHE_KEYS = 50_000
+PRUNE_BATCH_BLOCKS = 256
+DELETE_BATCH_KEYS = 10_000
 
 
 class StorageError(Exception):
@@ -91,6 +99,40 @@ class CommittedView:
         self.close()
 
 
+class SnapshotReader:
+    """The store at one height, for writing a state snapshot (node/snapshots.py)."""
+
+    def __init__(self, snapshot: plyvel.Snapshot) -> None:
+        self._snapshot = snapshot
+        raw = snapshot.get(_META + b"height")
+        self.height: int = 0 if raw is None else int(struct.unpack(">Q", raw)[0])
+
+    def state(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every state key (without its prefix) and value, in key order."""
+        cut = len(_STATE)
+        with self._snapshot.iterator(prefix=_STATE) as it:
+            for key, value in it:
+                yield key[cut:], value
+
+    def tx_index(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every committed tx id and its packed (height, index), in tx id order."""
+        cut = len(_TX)
+        with self._snapshot.iterator(prefix=_TX) as it:
+            for key, value in it:
+                yield key[cut:], value
+
+    def block_raw(self, height: int) -> bytes | None:
+        value: bytes | None = self._snapshot.get(_height_key(_BLOCK, height))
+        return value
+
+    def app_hash_at(self, height: int) -> bytes | None:
+        value: bytes | None = self._snapshot.get(_height_key(_APP_HASH, height))
+        return value
+
+    def close(self) -> None:
+        self._snapshot.close()
+
+
 class Storage:
     """plyvel behind the few operations the node needs; safe to call from worker threads."""
 
@@ -141,6 +183,11 @@ class Storage:
             self._db.get(_META + b"block_hash", b""),
             struct.unpack(">Q", self._db.get(_META + b"time_ms", bytes(8)))[0],
         )
+
+    def base_height(self) -> int:
+        """The lowest height whose block this store holds (0: all of them; genesis has none)."""
+        raw = self._db.get(_META + b"base_height")
+        return 0 if raw is None else int(struct.unpack(">Q", raw)[0])
 
     def genesis_id(self) -> bytes | None:
         value: bytes | None = self._db.get(_META + b"genesis")
@@ -246,6 +293,7 @@ class Storage:
             tx_filter.add(tx_id)  # grows by a layer when full: no pass over the index
 
     def get_block(self, height: int) -> types_pb2.CommittedBlock | None:
+        """None when the store does not hold it: above the head, or below the base height."""
         raw = self._db.get(_height_key(_BLOCK, height))
         if raw is None:
             return None
@@ -275,6 +323,114 @@ class Storage:
         if not self._tx_filter.might_contain(tx_id):
             return False  # never committed: no store read (and no wait for the GIL)
         return self._db.get(_TX + tx_id) is not None
+
+    # --- pruning ----------------------------------------------------------------------------
+
+    def prune_below(self, height: int, *, progress: Callable[[int], None] | None = None) -> int:
+        """Delete the blocks (and their app-hash entries) below `height`, keeping the tx index
+        (replay protection needs every tx id ever committed); returns the new base height. The
+        base height is written first, so a crash half-way leaves a store that says it holds
+        less than it does, never more."""
+        head = self.head().height
+        if not 0 < height <= head:
+            raise StorageError(f"prune below {height}: the height must be in 1..{head}")
+        old_base = self.base_height()
+        if height <= old_base:
+            return old_base
+        with self._write_lock:
+            self._db.put(_META + b"base_height", struct.pack(">Q", height), sync=True)
+        start = max(old_base, 1)
+        for first in range(start, height, PRUNE_BATCH_BLOCKS):
+            last = min(first + PRUNE_BATCH_BLOCKS, height)
+            with self._write_lock:
+                batch = self._db.write_batch()
+                for h in range(first, last):
+                    batch.delete(_height_key(_BLOCK, h))
+                    if h < height - 1:  # the app hash below the base stays for the next header
+                        batch.delete(_height_key(_APP_HASH, h))
+                self._write(batch)
+            if progress is not None:
+                progress(last)
+        self._db.compact_range(start=_height_key(_BLOCK, 0), stop=_height_key(_BLOCK, height))
+        return height
+
+    # --- restoring a state snapshot ---------------------------------------------------------
+
+    def restore_pending(self) -> int | None:
+        """The height of a restore that did not finish (the store holds half a state)."""
+        raw = self._db.get(_META + b"restoring")
+        return None if raw is None else int(struct.unpack(">Q", raw)[0])
+
+    def begin_restore(self, height: int) -> None:
+        """Mark the store as being restored to `height` and drop its state, blocks and index
+        (a node restores only when far behind: what it holds is a prefix of the chain)."""
+        with self._write_lock:
+            self._db.put(_META + b"restoring", struct.pack(">Q", height), sync=True)
+        for prefix in (_STATE, _TX, _BLOCK, _APP_HASH):
+            self._delete_prefix(prefix)
+        self._state_cache.clear()
+
+    def restore_records(self, state: Iterable[tuple[bytes, bytes]],
+                        tx_index: Iterable[tuple[bytes, bytes]]) -> None:
+        """One chunk's records (state key -> value, tx id -> location), not synced: the
+        finishing batch is, and a crash before it restarts the restore."""
+        with self._write_lock:
+            batch = self._db.write_batch()
+            for key, value in state:
+                batch.put(_STATE + key, value)
+            for tx_id, location in tx_index:
+                batch.put(_TX + tx_id, location)
+            self._write(batch)
+
+    def finish_restore(
+        self,
+        block: types_pb2.CommittedBlock,
+        previous_app_hash: bytes,
+    ) -> None:
+        """The restored head is `block` (its height, app hash and hash); the app hash of the
+        block before it is what the next block's header carries. One synced batch that also
+        removes the restore marker."""
+        header = block.block.header
+        height = header.height
+        location = struct.pack(">Q", height)
+        with self._write_lock:
+            batch = self._db.write_batch(sync=True)
+            batch.put(_height_key(_BLOCK, height), block.SerializeToString())
+            batch.put(_height_key(_APP_HASH, height), block.app_hash)
+            batch.put(_height_key(_APP_HASH, height - 1), previous_app_hash)
+            batch.put(_META + b"height", location)
+            batch.put(_META + b"app_hash", block.app_hash)
+            batch.put(_META + b"block_hash", block.block_hash)
+            batch.put(_META + b"time_ms", struct.pack(">Q", header.time_ms))
+            batch.put(_META + b"base_height", location)
+            batch.delete(_META + b"restoring")
+            self._write(batch)
+        self._state_cache.clear()
+        self._tx_filter = self._build_tx_filter()
+
+    def discard_partial_restore(self) -> None:
+        """Empty a store whose restore did not finish (every key: genesis is written again)."""
+        for prefix in (_STATE, _TX, _BLOCK, _APP_HASH, _CONSENSUS, _META):
+            self._delete_prefix(prefix)
+        self._state_cache.clear()
+        self._tx_filter = self._build_tx_filter()
+
+    def snapshot_reader(self) -> SnapshotReader:
+        """Everything a state snapshot holds, frozen at one height (a LevelDB snapshot: commits
+        go on while it is read). Close it when done."""
+        return SnapshotReader(self._db.snapshot())
+
+    def _delete_prefix(self, prefix: bytes) -> None:
+        while True:
+            with self._db.iterator(prefix=prefix, include_value=False) as it:
+                keys = [key for key, _ in zip(it, range(DELETE_BATCH_KEYS), strict=False)]
+            if not keys:
+                return
+            with self._write_lock:
+                batch = self._db.write_batch()
+                for key in keys:
+                    batch.delete(key)
+                self._write(batch)
 
     # --- consensus records ------------------------------------------------------------------
 

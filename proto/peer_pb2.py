@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proto import types_pb2 as proto_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/peer.proto\x12\x08scfchain\x1a\x11proto/types.proto\"E\n\x0cPeerEnvelope\x12\x11\n\tfrom_node\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"I\n\tPeerBatch\x12\x11\n\tfrom_node\x18\x01 \x01(\t\x12)\n\tenvelopes\x18\x02 \x03(\x0b\x32\x16.scfchain.PeerEnvelope\"\x1b\n\x07PeerAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"D\n\x0e\x46orwardRequest\x12\x11\n\tfrom_node\x18\x01 \x01(\t\x12\x1f\n\x03txs\x18\x02 \x03(\x0b\x32\x12.scfchain.SignedTx\"8\n\x0f\x46orwardResponse\x12\x10\n\x08\x61\x64mitted\x18\x01 \x01(\r\x12\x13\n\x0bleader_hint\x18\x02 \x01(\t\"=\n\x12\x46\x65tchBlocksRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\x12\x12\n\nmax_blocks\x18\x02 \x01(\r2\xc2\x01\n\x04Peer\x12\x31\n\x07\x44\x65liver\x12\x13.scfchain.PeerBatch\x1a\x11.scfchain.PeerAck\x12>\n\x07\x46orward\x12\x18.scfchain.ForwardRequest\x1a\x19.scfchain.ForwardResponse\x12G\n\x0b\x46\x65tchBlocks\x12\x1c.scfchain.FetchBlocksRequest\x1a\x18.scfchain.CommittedBlock0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/peer.proto\x12\x08scfchain\x1a\x11proto/types.proto\"E\n\x0cPeerEnvelope\x12\x11\n\tfrom_node\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"I\n\tPeerBatch\x12\x11\n\tfrom_node\x18\x01 \x01(\t\x12)\n\tenvelopes\x18\x02 \x03(\x0b\x32\x16.scfchain.PeerEnvelope\"\x1b\n\x07PeerAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"D\n\x0e\x46orwardRequest\x12\x11\n\tfrom_node\x18\x01 \x01(\t\x12\x1f\n\x03txs\x18\x02 \x03(\x0b\x32\x12.scfchain.SignedTx\"8\n\x0f\x46orwardResponse\x12\x10\n\x08\x61\x64mitted\x18\x01 \x01(\r\x12\x13\n\x0bleader_hint\x18\x02 \x01(\t\"=\n\x12\x46\x65tchBlocksRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\x12\x12\n\nmax_blocks\x18\x02 \x01(\r\"\xdf\x01\n\x10SnapshotManifest\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x10\n\x08\x63hain_id\x18\x02 \x01(\t\x12\x0e\n\x06height\x18\x03 \x01(\x04\x12\x10\n\x08\x61pp_hash\x18\x04 \x01(\x0c\x12\x12\n\nblock_hash\x18\x05 \x01(\x0c\x12\x15\n\rprev_app_hash\x18\x06 \x01(\x0c\x12\x14\n\x0c\x63hunk_hashes\x18\x07 \x03(\x0c\x12\x13\n\x0btotal_bytes\x18\x08 \x01(\x04\x12\x12\n\nstate_keys\x18\t \x01(\x04\x12\x0e\n\x06tx_ids\x18\n \x01(\x04\x12\r\n\x05\x62lock\x18\x0b \x01(\x0c\"C\n\x0eSignedManifest\x12\x10\n\x08manifest\x18\x01 \x01(\x0c\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x16\n\x14ListSnapshotsRequest\"D\n\x15ListSnapshotsResponse\x12+\n\tsnapshots\x18\x01 \x03(\x0b\x32\x18.scfchain.SignedManifest\":\n\x19\x46\x65tchSnapshotChunkRequest\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\r\"\x1d\n\rSnapshotChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\xe8\x02\n\x04Peer\x12\x31\n\x07\x44\x65liver\x12\x13.scfchain.PeerBatch\x1a\x11.scfchain.PeerAck\x12>\n\x07\x46orward\x12\x18.scfchain.ForwardRequest\x1a\x19.scfchain.ForwardResponse\x12G\n\x0b\x46\x65tchBlocks\x12\x1c.scfchain.FetchBlocksRequest\x1a\x18.scfchain.CommittedBlock0\x01\x12P\n\rListSnapshots\x12\x1e.scfchain.ListSnapshotsRequest\x1a\x1f.scfchain.ListSnapshotsResponse\x12R\n\x12\x46\x65tchSnapshotChunk\x12#.scfchain.FetchSnapshotChunkRequest\x1a\x17.scfchain.SnapshotChunkb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,6 +44,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FORWARDRESPONSE']._serialized_end=350
   _globals['_FETCHBLOCKSREQUEST']._serialized_start=352
   _globals['_FETCHBLOCKSREQUEST']._serialized_end=413
-  _globals['_PEER']._serialized_start=416
-  _globals['_PEER']._serialized_end=610
+  _globals['_SNAPSHOTMANIFEST']._serialized_start=416
+  _globals['_SNAPSHOTMANIFEST']._serialized_end=639
+  _globals['_SIGNEDMANIFEST']._serialized_start=641
+  _globals['_SIGNEDMANIFEST']._serialized_end=708
+  _globals['_LISTSNAPSHOTSREQUEST']._serialized_start=710
+  _globals['_LISTSNAPSHOTSREQUEST']._serialized_end=732
+  _globals['_LISTSNAPSHOTSRESPONSE']._serialized_start=734
+  _globals['_LISTSNAPSHOTSRESPONSE']._serialized_end=802
+  _globals['_FETCHSNAPSHOTCHUNKREQUEST']._serialized_start=804
+  _globals['_FETCHSNAPSHOTCHUNKREQUEST']._serialized_end=862
+  _globals['_SNAPSHOTCHUNK']._serialized_start=864
+  _globals['_SNAPSHOTCHUNK']._serialized_end=893
+  _globals['_PEER']._serialized_start=896
+  _globals['_PEER']._serialized_end=1256
 # @@protoc_insertion_point(module_scope)

@@ -50,6 +50,16 @@ class PeerStub:
                 request_serializer=proto_dot_peer__pb2.FetchBlocksRequest.SerializeToString,
                 response_deserializer=proto_dot_types__pb2.CommittedBlock.FromString,
                 _registered_method=True)
+        self.ListSnapshots = channel.unary_unary(
+                '/scfchain.Peer/ListSnapshots',
+                request_serializer=proto_dot_peer__pb2.ListSnapshotsRequest.SerializeToString,
+                response_deserializer=proto_dot_peer__pb2.ListSnapshotsResponse.FromString,
+                _registered_method=True)
+        self.FetchSnapshotChunk = channel.unary_unary(
+                '/scfchain.Peer/FetchSnapshotChunk',
+                request_serializer=proto_dot_peer__pb2.FetchSnapshotChunkRequest.SerializeToString,
+                response_deserializer=proto_dot_peer__pb2.SnapshotChunk.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -76,6 +86,20 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSnapshots(self, request, context):
+        """The state snapshots this node holds, each manifest signed by this node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchSnapshotChunk(self, request, context):
+        """One chunk of a snapshot (its hash is in the manifest).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +117,16 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.FetchBlocks,
                     request_deserializer=proto_dot_peer__pb2.FetchBlocksRequest.FromString,
                     response_serializer=proto_dot_types__pb2.CommittedBlock.SerializeToString,
+            ),
+            'ListSnapshots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSnapshots,
+                    request_deserializer=proto_dot_peer__pb2.ListSnapshotsRequest.FromString,
+                    response_serializer=proto_dot_peer__pb2.ListSnapshotsResponse.SerializeToString,
+            ),
+            'FetchSnapshotChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchSnapshotChunk,
+                    request_deserializer=proto_dot_peer__pb2.FetchSnapshotChunkRequest.FromString,
+                    response_serializer=proto_dot_peer__pb2.SnapshotChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +210,60 @@ class Peer:
             '/scfchain.Peer/FetchBlocks',
             proto_dot_peer__pb2.FetchBlocksRequest.SerializeToString,
             proto_dot_types__pb2.CommittedBlock.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSnapshots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scfchain.Peer/ListSnapshots',
+            proto_dot_peer__pb2.ListSnapshotsRequest.SerializeToString,
+            proto_dot_peer__pb2.ListSnapshotsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchSnapshotChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scfchain.Peer/FetchSnapshotChunk',
+            proto_dot_peer__pb2.FetchSnapshotChunkRequest.SerializeToString,
+            proto_dot_peer__pb2.SnapshotChunk.FromString,
             options,
             channel_credentials,
             insecure,
