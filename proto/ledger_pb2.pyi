@@ -68,7 +68,7 @@ class GetChainInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ChainInfo(_message.Message):
-    __slots__ = ("chain_id", "node_id", "height", "app_hash", "last_block_hash", "consensus", "role", "round", "leader", "mempool_size", "validators", "validator", "validator_epoch")
+    __slots__ = ("chain_id", "node_id", "height", "app_hash", "last_block_hash", "consensus", "role", "round", "leader", "mempool_size", "validators", "validator", "validator_epoch", "base_height")
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class ChainInfo(_message.Message):
     VALIDATORS_FIELD_NUMBER: _ClassVar[int]
     VALIDATOR_FIELD_NUMBER: _ClassVar[int]
     VALIDATOR_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BASE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     chain_id: str
     node_id: str
     height: int
@@ -95,7 +96,8 @@ class ChainInfo(_message.Message):
     validators: _containers.RepeatedScalarFieldContainer[str]
     validator: bool
     validator_epoch: int
-    def __init__(self, chain_id: _Optional[str] = ..., node_id: _Optional[str] = ..., height: _Optional[int] = ..., app_hash: _Optional[bytes] = ..., last_block_hash: _Optional[bytes] = ..., consensus: _Optional[str] = ..., role: _Optional[str] = ..., round: _Optional[int] = ..., leader: _Optional[str] = ..., mempool_size: _Optional[int] = ..., validators: _Optional[_Iterable[str]] = ..., validator: _Optional[bool] = ..., validator_epoch: _Optional[int] = ...) -> None: ...
+    base_height: int
+    def __init__(self, chain_id: _Optional[str] = ..., node_id: _Optional[str] = ..., height: _Optional[int] = ..., app_hash: _Optional[bytes] = ..., last_block_hash: _Optional[bytes] = ..., consensus: _Optional[str] = ..., role: _Optional[str] = ..., round: _Optional[int] = ..., leader: _Optional[str] = ..., mempool_size: _Optional[int] = ..., validators: _Optional[_Iterable[str]] = ..., validator: _Optional[bool] = ..., validator_epoch: _Optional[int] = ..., base_height: _Optional[int] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("from_height",)
