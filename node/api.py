@@ -7,6 +7,8 @@ FAILED_PRECONDITION (any other code), with details "CODE: message".
 Queries read a LevelDB snapshot of one committed height, never the execution cache.
 A follower (or an observer, which forwards to the proposer of its head block) checks a batch
 itself (parse and signatures), then forwards it to the leader, so a client may talk to any node.
+A node restored from a state snapshot, or pruned, holds blocks from its base height on
+(`ChainInfo.base_height`); a block, tx or stream below it answers NOT_FOUND naming that height.
 """
 
 from __future__ import annotations
@@ -113,6 +115,13 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
     async def _abort(self, context: Ctx, status: str, msg: str) -> Any:
         await context.abort(getattr(grpc.StatusCode, status), msg)
 
+    def _pruned(self, what: str, base: int) -> str:
+        """Why `what` (a block below the base height, or something in one) is not here."""
+        return (
+            f"{what} is pruned on {self.node_id}: it holds blocks from height {base} on "
+            "(restored from a snapshot or pruned); ask a node with base_height 0"
+        )
+
     async def Submit(
         self, request: ledger_pb2.SubmitRequest, context: Ctx
     ) -> ledger_pb2.SubmitResponse:
@@ -181,7 +190,14 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
             return await self._abort(context, "NOT_FOUND", msg)
         height, index = location
         block = await asyncio.to_thread(self.chain.get_block, height)
-        assert block is not None
+        if block is None:
+            # The tx index is kept whole (replay protection), but its block may be gone.
+            base = self.chain.base_height()
+            if height < base:
+                what = f"tx {request.tx_id.hex()} committed in block {height}, which"
+                return await self._abort(context, "NOT_FOUND", self._pruned(what, base))
+            msg = f"the tx index names block {height}, which this node does not hold"
+            return await self._abort(context, "INTERNAL", msg)
         return ledger_pb2.GetTxResponse(tx=block.block.txs[index], receipt=block.receipts[index])
 
     async def Query(
@@ -222,6 +238,11 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
         height = request.height or self.chain.head.height
         block = await asyncio.to_thread(self.chain.get_block, height)
         if block is None:
+            base = self.chain.base_height()
+            if height < base:
+                return await self._abort(
+                    context, "NOT_FOUND", self._pruned(f"block {height}", base)
+                )
             at = self.chain.head.height
             msg = f"no block {height}; the chain is at {at}"
             return await self._abort(context, "NOT_FOUND", msg)
@@ -246,6 +267,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
             validators=self.chain.validators() or self.validators,
             validator=self.chain.is_validator,
             validator_epoch=self.chain.validator_epoch,
+            base_height=self.chain.base_height(),
         )
 
     async def Subscribe(
@@ -264,6 +286,12 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
                 "for the next block",
             )
             return
+        base = self.chain.base_height()
+        if 0 < request.from_height < base:
+            # The replay would start with blocks this node no longer holds.
+            what = f"from_height {request.from_height}: block {request.from_height}"
+            await self._abort(context, "NOT_FOUND", self._pruned(what, base))
+            return
         if self.notifier.subscriber_count >= self.limits.subscribers_max:
             await self._abort(context, "RESOURCE_EXHAUSTED", "too many subscribers; retry later")
             return
@@ -273,7 +301,14 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
             # Replay what is stored, then follow the live feed (skipping what was replayed).
             while next_height <= self.chain.head.height:
                 block = await asyncio.to_thread(self.chain.get_block, next_height)
-                assert block is not None
+                if block is None:  # restored from a snapshot while replaying
+                    base = self.chain.base_height()
+                    if next_height < base:
+                        what = f"block {next_height}"
+                        await self._abort(context, "NOT_FOUND", self._pruned(what, base))
+                    else:
+                        await self._abort(context, "INTERNAL", f"block {next_height} is missing")
+                    return
                 yield block
                 next_height += 1
             while True:

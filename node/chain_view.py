@@ -87,6 +87,11 @@ class ChainView:
     def get_block(self, height: int) -> types_pb2.CommittedBlock | None:
         return self._storage.get_block(height)
 
+    def base_height(self) -> int:
+        """The lowest height whose block this node holds (0: every block). A node restored
+        from a state snapshot, or pruned, holds none below it."""
+        return self._storage.base_height()
+
     def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
         return self._storage.tx_location(tx_id)
 
