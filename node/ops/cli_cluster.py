@@ -82,34 +82,45 @@ def _console(args: argparse.Namespace) -> Console:
 
 def status_table(cluster: Cluster, statuses: list[NodeStatus]) -> Table:
     """Validators first, then observers (nodes that follow the chain and never vote), each
-    group in cluster.json's order, with a rule between the groups."""
+    group in cluster.json's order, with a rule between the groups. A "base" column (the lowest
+    height whose block a node holds) appears only when some node does not hold every block."""
     round_name = ROUND_NAMES.get(cluster.consensus, "round")
     table = Table(title=f"{cluster.chain_id} · {cluster.consensus} · {cluster.root}")
-    for column in ("node", "state", "set", "height", "app hash", "role", round_name, "mempool",
-                   "pid", "client address"):
-        table.add_column(column, justify="right" if column in ("height", "mempool") else "left")
+    pruned = any(status.base_height > 0 for status in statuses)
+    columns = ["node", "state", "set", "height", "app hash", "role", round_name, "mempool",
+               "pid", "client address"]
+    if pruned:
+        columns.insert(columns.index("height") + 1, "base")
+    for column in columns:
+        table.add_column(
+            column, justify="right" if column in ("height", "base", "mempool") else "left"
+        )
     validators = [status for status in statuses if status.validator]
     observers = [status for status in statuses if not status.validator]
     for group in (validators, observers):
         if group is observers and validators and observers:
             table.add_section()
         for status in group:
-            table.add_row(*_status_cells(status))
+            table.add_row(*_status_cells(status, base_column=pruned))
     return table
 
 
-def _status_cells(status: NodeStatus) -> list[str | Text]:
+def _status_cells(status: NodeStatus, *, base_column: bool = False) -> list[str | Text]:
     state = Text("up", style="green") if status.up else Text("down", style="red")
     role = Text(status.role, style="bold") if status.role in ("leader", "primary") else (
         Text(status.role))
     member = Text("validator", style="bold") if status.validator else Text("observer", "cyan")
     if status.validator_epoch is not None:
         member.append(f" · epoch {status.validator_epoch}", style="dim")
+    base: list[str | Text] = []
+    if base_column:
+        base = [str(status.base_height) if status.up else "-"]
     return [
         status.id,
         state,
         member,
         str(status.height) if status.up else "-",
+        *base,
         status.app_hash[:12] + "…" if status.app_hash else "-",
         role if status.up else Text("-"),
         str(status.round) if status.up else "-",

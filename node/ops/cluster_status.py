@@ -3,7 +3,9 @@
 `scfchain cluster status` shows these; a node is up when its recorded process runs and answers.
 Whether a node is a validator comes from the node itself (ChainInfo `validator`,
 `validator_epoch`); a node that is down, or that serves no such field, is placed by the
-validator set an up node reports (ChainInfo `validators`), or else by genesis.
+validator set an up node reports (ChainInfo `validators`), or else by genesis. `base_height` is
+the lowest height whose block a node holds (ChainInfo `base_height`; 0: every block): a node
+restored from a state snapshot or pruned holds none below it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class NodeStatus:
     error: str = ""
     validator: bool = False
     validator_epoch: int | None = None  # None: the node does not say (down, or an older node)
+    base_height: int = 0  # lowest height whose block the node holds; 0: every block (or down)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +104,7 @@ def node_status(
         mempool_size=answer.mempool_size,
         validator=in_validator_set if said is None else said,
         validator_epoch=epoch,
+        base_height=answer.base_height,
     )
 
 
