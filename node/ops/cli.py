@@ -40,6 +40,9 @@ def _keys_show(args: argparse.Namespace) -> int:
 
 
 def _node(args: argparse.Namespace) -> int:
+    if args.config is None:
+        print("scfchain node: the following arguments are required: --config", file=sys.stderr)
+        return 2
     from node.server import run_node
 
     return run_node(args.config)
@@ -95,9 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=_keys_show)
 
-    node = sub.add_parser("node", help="run one node")
-    node.add_argument("--config", required=True, help="the node's TOML config")
+    node = sub.add_parser("node", help="run one node (`node prune`: drop a stopped node's "
+                          "old blocks)")
+    node.add_argument("--config", help="the node's TOML config (required)")
     node.set_defaults(func=_node)
+    from node.ops import cli_node
+
+    cli_node.register(node)  # `scfchain node prune --config F --below H`
 
     info = sub.add_parser("info", help="chain info of one node")
     info.add_argument("--addr", required=True, help="the node's client address host:port")
