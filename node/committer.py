@@ -27,6 +27,7 @@ from node.inbox import STALL_WARN_MS, Inbox
 from node.mempool import Mempool
 from node.notifier import Notifier
 from node.ports import NodeObserver
+from node.snapshots import Snapshotter
 from node.state import StoreState
 from node.storage import ChainHead, Storage
 from proto import types_pb2
@@ -47,6 +48,7 @@ class Committer:
         observer: NodeObserver,
         epochs: Epochs | None = None,
         params: ChainParams | None = None,
+        snapshotter: Snapshotter | None = None,
     ) -> None:
         self.storage = storage
         self.executor = executor
@@ -57,6 +59,7 @@ class Committer:
         # Both told of every stored block: the validator set or the chain params may change.
         self.epochs = epochs
         self.params = params
+        self.snapshotter = snapshotter  # a state snapshot every so many blocks
         self._head: ChainHead = storage.head()
         self._state = StoreState(storage.get_state_for_execution, storage.iter_state)
         self._commits: asyncio.Queue[Commit] = asyncio.Queue(COMMIT_QUEUE_MAX)
@@ -189,6 +192,8 @@ class Committer:
             self.epochs.block_stored(header.height)
         if self.params is not None:
             self.params.observe()
+        if self.snapshotter is not None:
+            self.snapshotter.block_stored(header.height)
         return committed
 
     def _after_commit(self, committed: types_pb2.CommittedBlock) -> None:

@@ -46,6 +46,24 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Snapshots:
+    """`[snapshots]`: state snapshots this node takes and serves, and state sync at start.
+
+    `interval`: a snapshot after every `interval`-th block (0: none); `keep`: how many to keep;
+    `state_sync`: at start, restore a peer's snapshot instead of replaying blocks when it is
+    more than `sync_min_blocks` above this node's head."""
+
+    interval: int = 1_000
+    keep: int = 2
+    state_sync: bool = True
+    sync_min_blocks: int = 1_000
+
+    def validate(self) -> None:
+        if self.interval < 0 or self.keep < 1 or self.sync_min_blocks < 1:
+            raise ConfigError("snapshots: interval >= 0, keep >= 1, sync_min_blocks >= 1")
+
+
+@dataclass(frozen=True, slots=True)
 class TlsFiles:
     ca_cert: str
     cert: str
@@ -64,6 +82,7 @@ class NodeConfig:
     limits: Limits = field(default_factory=Limits)
     log_level: str = "INFO"
     tick_ms: int = 10
+    snapshots: Snapshots = field(default_factory=Snapshots)
 
 
 def _resolve(base: str, path: str) -> str:
@@ -113,6 +132,14 @@ def parse_config(doc: dict[str, Any], base_dir: str) -> NodeConfig:
     tick_ms = doc.get("tick_ms", 10)
     if not isinstance(tick_ms, int) or not 1 <= tick_ms <= 1000:
         raise ConfigError("config: tick_ms must be 1..1000")
+    snapshots_doc = doc.get("snapshots", {})
+    unknown = sorted(set(snapshots_doc) - {item.name for item in fields(Snapshots)})
+    if unknown:
+        raise ConfigError(f"config: unknown [snapshots] settings {unknown}")
+    if not all(isinstance(v, int) for v in snapshots_doc.values()):
+        raise ConfigError("config: [snapshots] settings are integers (state_sync: a boolean)")
+    snapshots = Snapshots(**snapshots_doc)
+    snapshots.validate()
     return NodeConfig(
         node_id=node_id,
         data_dir=data_dir,
@@ -124,6 +151,7 @@ def parse_config(doc: dict[str, Any], base_dir: str) -> NodeConfig:
         limits=limits,
         log_level=level,
         tick_ms=tick_ms,
+        snapshots=snapshots,
     )
 
 

@@ -1,7 +1,8 @@
 """The interfaces the daemon's parts are wired through, so each part can be replaced from outside.
 
 `PeerTransport` is how the parts reach other validators (node/transport.py implements it; a
-test wrapper may rewrite what goes out). `NodeObserver` is told of the moments a crash would
+test wrapper may rewrite what goes out); `SnapshotSource` is what the node serves of its state
+snapshots (a test wrapper may corrupt it). `NodeObserver` is told of the moments a crash would
 hurt most; the node runs with `NullObserver`, and node/faults/ plugs in observers that crash
 the process there.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from proto import types_pb2
+from proto import peer_pb2, types_pb2
 
 
 class Forwarder(Protocol):
@@ -39,6 +40,14 @@ class Roster(Protocol):
     def public_key(self, node_id: str) -> bytes | None: ...
 
 
+class SnapshotSource(Protocol):
+    """The state snapshots a node serves its peers (node/snapshots.py `SnapshotStore`)."""
+
+    def signed_manifests(self) -> list[peer_pb2.SignedManifest]: ...
+
+    def chunk(self, height: int, index: int) -> bytes | None: ...
+
+
 class NodeObserver(Protocol):
     """Moments in the life of a node, called from the thread that reaches them."""
 
@@ -54,6 +63,9 @@ class NodeObserver(Protocol):
     def block_synced(self, height: int) -> None:
         """A block fetched from a peer is applied; the rest of the catch-up is not."""
 
+    def snapshot_chunk_restored(self, index: int) -> None:
+        """A state snapshot's chunk is written to the store; the restore is not finished."""
+
 
 class NullObserver:
     """The observer of a node that nobody watches."""
@@ -68,4 +80,7 @@ class NullObserver:
         pass
 
     def block_synced(self, height: int) -> None:
+        pass
+
+    def snapshot_chunk_restored(self, index: int) -> None:
         pass

@@ -43,8 +43,10 @@ from node.genesis import Genesis, load_genesis
 from node.inbox import Inbox
 from node.mempool import Mempool
 from node.notifier import Notifier
-from node.ports import NodeObserver, NullObserver, PeerTransport
+from node.ports import NodeObserver, NullObserver, PeerTransport, SnapshotSource
 from node.proposer import HandOff, NoHandOff, PendingHandOff, Proposer
+from node.snapshots import SnapshotStore, Snapshotter
+from node.state_sync import StateSync, StateSyncError
 from node.storage import Storage, StorageError
 from node.syncer import Syncer
 from node.transport import PeerTransportGrpc
@@ -78,6 +80,13 @@ def setup_logging(node_id: str, level: str) -> None:
     root.setLevel(level)
 
 
+def _load_signer(config: NodeConfig) -> Account:
+    try:
+        return Account.load(config.signing_key)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load signing_key {config.signing_key}: {exc}") from exc
+
+
 def _monotonic_ms() -> int:
     return int(time.monotonic() * 1000)
 
@@ -85,6 +94,11 @@ def _monotonic_ms() -> int:
 def open_chain(config: NodeConfig, genesis: Genesis) -> Storage:
     """Open the store; write genesis on first start; refuse a store of another chain."""
     storage = Storage(os.path.join(config.data_dir, "chain"))
+    interrupted = storage.restore_pending()
+    if interrupted is not None:
+        log.warning("a state snapshot restore to height %d did not finish: emptying the store "
+                    "and starting again", interrupted)
+        storage.discard_partial_restore()
     found = storage.genesis_id()
     if found is None:
         writes, app_hash = genesis.state_writes()
@@ -100,6 +114,7 @@ def open_chain(config: NodeConfig, genesis: Genesis) -> Storage:
 
 
 TransportWrapper = Callable[[PeerTransportGrpc], PeerTransport]
+SnapshotWrapper = Callable[[SnapshotStore], SnapshotSource]
 
 
 class Node:
@@ -113,6 +128,7 @@ class Node:
         *,
         observer: NodeObserver | None = None,
         wrap_transport: TransportWrapper | None = None,
+        wrap_snapshots: SnapshotWrapper | None = None,
     ) -> None:
         self.config = config
         self.genesis = genesis = load_genesis(config.genesis)
@@ -134,6 +150,15 @@ class Node:
         )
         self.inbox = inbox = Inbox(config.tick_ms)
         self.notifier = Notifier()
+        self.snapshots: SnapshotStore | None = None
+        self.snapshotter: Snapshotter | None = None
+        if config.tls is not None and genesis.consensus != "solo":
+            self.snapshots = SnapshotStore(
+                os.path.join(config.data_dir, "snapshots"), genesis.chain_id, config.node_id,
+                _load_signer(config), keep=config.snapshots.keep,
+            )
+            self.snapshotter = Snapshotter(self.snapshots, storage, config.snapshots.interval)
+        self._wrap_snapshots = wrap_snapshots
         self.committer = committer = Committer(
             storage,
             Executor(self.contracts, genesis.chain_id),
@@ -143,6 +168,7 @@ class Node:
             self.observer,
             epochs,
             self.params,
+            self.snapshotter,
         )
         # A validator's engine is built now, so a bad key or genesis stops the start-up.
         self._engine = self._build_engine() if voting else None
@@ -215,10 +241,7 @@ class Node:
     def _build_transport(self) -> PeerTransportGrpc:
         if self.config.tls is None:
             raise ConfigError("a multi-node network needs a [tls] table (ca_cert, cert, key)")
-        try:
-            signer = Account.load(self.config.signing_key)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot load signing_key {self.config.signing_key}: {exc}") from exc
+        signer = _load_signer(self.config)
         known = self.sets.public_key(self.config.node_id)
         if known is not None and signer.public_key != known:
             raise ConfigError("signing_key does not match this node's key in the validator set")
@@ -233,6 +256,8 @@ class Node:
             admission=self.admission,
             is_leader=self.chain.is_leader,
             roster=self.epochs,
+            snapshots=(self._wrap_snapshots(self.snapshots)
+                       if self._wrap_snapshots and self.snapshots else self.snapshots),
         )
 
     def _deliver(self, sender: str, msg: object) -> bool:
@@ -373,6 +398,8 @@ class Node:
                 task.cancel()
             await asyncio.gather(driver_task, stop_task, return_exceptions=True)
             self.verifier.close()
+            if self.snapshotter is not None and not self.snapshotter.wait_idle(60):
+                log.warning("a snapshot is still being written; closing the store anyway")
             self.storage.close()
             log.info("stopped")
 
@@ -382,9 +409,10 @@ def run_node(
     *,
     observer: NodeObserver | None = None,
     wrap_transport: TransportWrapper | None = None,
+    wrap_snapshots: SnapshotWrapper | None = None,
 ) -> int:
-    """Run a node until SIGTERM or SIGINT; the exit status. `observer` and `wrap_transport`
-    let a harness (node/faults/) watch the node or rewrite what it sends."""
+    """Run a node until SIGTERM or SIGINT; the exit status. `observer`, `wrap_transport` and
+    `wrap_snapshots` let a harness (node/faults/) watch the node or rewrite what it sends."""
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -402,8 +430,7 @@ def run_node(
     except ImportError:  # pragma: no cover - uvloop is a pinned dependency
         runner = asyncio.run
     try:
-        node = Node(config, observer=observer, wrap_transport=wrap_transport)
-        runner(node.run())
+        runner(_serve(config, observer, wrap_transport, wrap_snapshots))
     except (ConfigError, StorageError, OSError) as exc:
         log.critical("%s", exc)
         return 2
@@ -415,6 +442,45 @@ def run_node(
             log.critical("FATAL: %s", error)
         return 3
     return 0
+
+
+async def _serve(
+    config: NodeConfig,
+    observer: NodeObserver | None,
+    wrap_transport: TransportWrapper | None,
+    wrap_snapshots: SnapshotWrapper | None,
+) -> None:
+    await state_sync(config, observer or NullObserver())
+    node = Node(config, observer=observer, wrap_transport=wrap_transport,
+                wrap_snapshots=wrap_snapshots)
+    await node.run()
+
+
+async def state_sync(config: NodeConfig, observer: NodeObserver) -> int | None:
+    """Before the node is built: restore a peer's state snapshot when this node is far behind
+    (node/state_sync.py); the restored height, or None. A restore that fails leaves the store
+    as genesis made it, and the node replays blocks instead."""
+    if not config.snapshots.state_sync or config.tls is None:
+        return None
+    genesis = load_genesis(config.genesis)
+    if genesis.consensus == "solo":
+        return None
+    storage = open_chain(config, genesis)
+    try:
+        sync = StateSync(
+            config.node_id, genesis.chain_id, genesis.consensus, storage,
+            ValidatorSets(genesis, storage.get_state), config.tls,
+            min_blocks=config.snapshots.sync_min_blocks, observer=observer,
+        )
+        try:
+            return await sync.run()
+        except StateSyncError as exc:
+            log.error("state sync failed (%s); replaying blocks from genesis instead", exc)
+            writes, app_hash = genesis.state_writes()
+            storage.init_genesis(genesis.genesis_id, writes, app_hash, genesis.time_ms)
+            return None
+    finally:
+        storage.close()
 
 
 class _NoStatus:

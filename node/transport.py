@@ -33,7 +33,7 @@ from node.admission import Admission, AdmissionError
 from node.client.identity import Account, verify_signature
 from node.config import TlsFiles
 from node.genesis import Genesis
-from node.ports import Roster
+from node.ports import Roster, SnapshotSource
 from node.storage import Storage
 from node.tls import read
 from proto import peer_pb2, peer_pb2_grpc, types_pb2
@@ -178,7 +178,37 @@ def _log_crash(task: asyncio.Task[None]) -> None:
         log.error("task %s failed", task.get_name(), exc_info=task.exception())
 
 
-class PeerService(peer_pb2_grpc.PeerServicer):
+class SnapshotServing:
+    """The `Peer` methods that serve state snapshots to any node the CA certified."""
+
+    transport: PeerTransportGrpc
+
+    async def ListSnapshots(
+        self, request: peer_pb2.ListSnapshotsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> peer_pb2.ListSnapshotsResponse:
+        source = self.transport.snapshots
+        if source is None:
+            return peer_pb2.ListSnapshotsResponse()
+        return peer_pb2.ListSnapshotsResponse(snapshots=source.signed_manifests())
+
+    async def FetchSnapshotChunk(
+        self,
+        request: peer_pb2.FetchSnapshotChunkRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> peer_pb2.SnapshotChunk:
+        source = self.transport.snapshots
+        data = None
+        if source is not None:
+            data = await asyncio.to_thread(source.chunk, request.height, request.index)
+        if data is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"no chunk {request.index} of a snapshot at height {request.height} here",
+            )
+        return peer_pb2.SnapshotChunk(data=data)
+
+
+class PeerService(SnapshotServing, peer_pb2_grpc.PeerServicer):
     def __init__(self, transport: PeerTransportGrpc) -> None:
         self.transport = transport
 
@@ -249,6 +279,7 @@ class PeerTransportGrpc:
         admission: Admission,
         is_leader: Callable[[], bool],
         roster: Roster,
+        snapshots: SnapshotSource | None = None,
     ) -> None:
         self.node_id = node_id
         self.genesis = genesis
@@ -259,6 +290,7 @@ class PeerTransportGrpc:
         self.admission = admission
         self.is_leader = is_leader
         self.roster = roster
+        self.snapshots = snapshots  # None: this node serves no state snapshots
         self._ca = read(tls.ca_cert)
         self._cert = read(tls.cert)
         self._key = read(tls.key)

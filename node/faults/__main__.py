@@ -2,8 +2,10 @@
 
 The faults come from the environment: `SCFCHAIN_CRASH_POINT=name[:n]` (crashpoints.py: exit
 with code 97 at a named moment) and `SCFCHAIN_BYZANTINE=equivocate` (byzantine.py: lie as a
-PBFT primary). The node itself (`scfchain node`) never reads them; node/ops/localnet.py starts
-this entry point instead when a node's environment sets either.
+PBFT primary) or `bad-snapshot-chunk` / `wrong-snapshot` (snapshot_lies.py: serve corrupted
+snapshot chunks, or manifests of another app hash). The node itself (`scfchain node`) never
+reads them; node/ops/localnet.py starts this entry point instead when a node's environment
+sets either.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from node.faults import byzantine, crashpoints
+from node.faults import byzantine, crashpoints, snapshot_lies
 from node.ports import NodeObserver
-from node.server import TransportWrapper, run_node
+from node.server import SnapshotWrapper, TransportWrapper, run_node
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,9 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     if armed is not None:
         observer = crashpoints.CrashObserver(*armed)
     wrap_transport: TransportWrapper | None = None
-    if byzantine.mode() == "equivocate":
+    wrap_snapshots: SnapshotWrapper | None = None
+    lie = byzantine.mode()
+    if lie == "equivocate":
         wrap_transport = byzantine.EquivocatingTransport
-    return run_node(args.config, observer=observer, wrap_transport=wrap_transport)
+    elif lie == "bad-snapshot-chunk":
+        wrap_snapshots = snapshot_lies.BadChunks
+    elif lie == "wrong-snapshot":
+        wrap_snapshots = snapshot_lies.WrongAppHash
+    return run_node(args.config, observer=observer, wrap_transport=wrap_transport,
+                    wrap_snapshots=wrap_snapshots)
 
 
 if __name__ == "__main__":

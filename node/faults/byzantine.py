@@ -24,7 +24,7 @@ from proto import types_pb2
 log = logging.getLogger(__name__)
 
 ENV = "SCFCHAIN_BYZANTINE"
-MODES = ("equivocate",)
+MODES = ("equivocate", "bad-snapshot-chunk", "wrong-snapshot")  # the last two: snapshot_lies.py
 
 
 def mode() -> str:

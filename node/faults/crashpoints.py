@@ -5,7 +5,9 @@ Points, and the `NodeObserver` moment each one is: `after_persist_before_send`
 (`consensus_persisted`: consensus records synced, messages not yet sent), `mid_block_commit`
 (`block_executed`: block executed, its write batch not yet written), `after_commit_before_reply`
 (`block_written`: block written, clients not yet answered), `during_state_transfer`
-(`block_synced`: a block fetched from a peer applied, the rest of the sync not).
+(`block_synced`: a block fetched from a peer applied, the rest of the sync not),
+`during_snapshot_restore` (`snapshot_chunk_restored`: a snapshot chunk written, the restore
+not finished).
 `python -m node.faults` reads the variable (`armed_from_env`) and runs the node with a
 `CrashObserver`; `scfchain node` never looks at it.
 """
@@ -24,6 +26,7 @@ POINTS = (
     "mid_block_commit",
     "after_commit_before_reply",
     "during_state_transfer",
+    "during_snapshot_restore",
 )
 EXIT_CODE = 97
 
@@ -61,6 +64,9 @@ class CrashObserver:
 
     def block_synced(self, height: int) -> None:
         self._at("during_state_transfer")
+
+    def snapshot_chunk_restored(self, index: int) -> None:
+        self._at("during_snapshot_restore")
 
     def _at(self, point: str) -> None:
         if point != self.point:

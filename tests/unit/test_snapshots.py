@@ -1,0 +1,180 @@
+"""State snapshots (node/snapshots.py) and the store's restore (node/storage.py): every honest
+node writes the same chunks and manifest for a height; a restore from them gives the same
+state, tx index and head; a tampered chunk, a manifest of another chain or block, or a wrong
+signature is refused; a restore cut short is detected on the next open and emptied."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+
+import pytest
+
+from node.client.identity import Account
+from node.snapshots import (
+    SnapshotError,
+    SnapshotStore,
+    Snapshotter,
+    check_chunk,
+    chunks_of,
+    decode_chunk,
+    parse_signed,
+)
+from node.state_sync import signers_needed
+from node.storage import Storage
+from proto import peer_pb2, types_pb2
+
+CHAIN = "snap-test"
+SIGNER = Account.from_seed(b"node1")
+
+
+def _fill(path: str, blocks: int = 30, keys_per_block: int = 40) -> Storage:
+    storage = Storage(path)
+    storage.init_genesis(b"g" * 32, {"genesis/x": b"1"}, b"a" * 32, 1_000)
+    for height in range(1, blocks + 1):
+        writes: dict[str, bytes | None] = {
+            f"k/{height:04d}/{i:03d}": os.urandom(8) + bytes([height])
+            for i in range(keys_per_block)
+        }
+        if height > 2:
+            writes[f"k/{height - 2:04d}/000"] = None  # deletes too
+        header = types_pb2.BlockHeader(chain_id=CHAIN, height=height, time_ms=1_000 + height)
+        app_hash = hashlib.sha256(b"app%d" % height).digest()
+        block = types_pb2.CommittedBlock(block=types_pb2.Block(header=header),
+                                         block_hash=hashlib.sha256(b"b%d" % height).digest(),
+                                         app_hash=app_hash)
+        tx_ids = [(hashlib.sha256(b"tx%d-%d" % (height, i)).digest(), i) for i in range(5)]
+        storage.commit_block(block, writes, tx_ids)
+    return storage
+
+
+def _contents(storage: Storage) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    reader = storage.snapshot_reader()
+    try:
+        return list(reader.state()), list(reader.tx_index())
+    finally:
+        reader.close()
+
+
+def _store(tmp_path, name: str = "snaps", chunk_bytes: int = 2_000) -> SnapshotStore:
+    return SnapshotStore(str(tmp_path / name), CHAIN, "node1", SIGNER, keep=2,
+                         chunk_bytes=chunk_bytes)
+
+
+def _keys(node: str) -> bytes | None:
+    return SIGNER.public_key if node == "node1" else None
+
+
+def test_a_restore_gives_the_same_state_index_and_head(tmp_path) -> None:
+    source = _fill(str(tmp_path / "a"))
+    store = _store(tmp_path)
+    reader = source.snapshot_reader()
+    signed = store.write(reader)
+    reader.close()
+    snapshot = parse_signed(signed, CHAIN, _keys)
+    manifest = snapshot.manifest
+    assert manifest.height == 30 and len(manifest.chunk_hashes) > 5
+    assert manifest.tx_ids == 150 and manifest.app_hash == source.app_hash_at(30)
+
+    target = Storage(str(tmp_path / "b"))
+    target.init_genesis(b"g" * 32, {"genesis/x": b"1", "stale": b"x"}, b"a" * 32, 1_000)
+    target.begin_restore(30)
+    for index in range(len(manifest.chunk_hashes)):
+        data = store.chunk(30, index)
+        assert data is not None
+        check_chunk(snapshot, index, data)
+        target.restore_records(*decode_chunk(data))
+    block = types_pb2.CommittedBlock.FromString(manifest.block)
+    target.finish_restore(block, manifest.prev_app_hash)
+    assert _contents(target) == _contents(source)
+    assert target.head() == source.head() and target.base_height() == 30
+    assert target.app_hash_at(29) == source.app_hash_at(29)
+    assert target.get_block(29) is None and target.get_block(30) == source.get_block(30)
+    tx = hashlib.sha256(b"tx3-4").digest()
+    assert target.has_tx(tx) and target.tx_location(tx) == (3, 4)
+    assert target.restore_pending() is None
+
+
+def test_two_nodes_write_the_same_manifest_bytes_for_a_height(tmp_path) -> None:
+    storage = _fill(str(tmp_path / "a"))
+    first, second = _store(tmp_path, "one"), _store(tmp_path, "two")
+    signed = []
+    for store in (first, second):
+        reader = storage.snapshot_reader()
+        signed.append(store.write(reader))
+        reader.close()
+    assert signed[0].manifest == signed[1].manifest
+
+
+def test_records_are_cut_at_the_first_record_past_the_chunk_size() -> None:
+    records = [bytes([i]) * 400 for i in range(10)]
+    chunks = list(chunks_of(records, 1_000))
+    assert [len(c) for c in chunks] == [1_200, 1_200, 1_200, 400]
+    assert b"".join(chunks) == b"".join(records)
+
+
+def test_tampering_is_refused(tmp_path) -> None:
+    storage = _fill(str(tmp_path / "a"), blocks=6)
+    store = _store(tmp_path)
+    reader = storage.snapshot_reader()
+    signed = store.write(reader)
+    reader.close()
+    snapshot = parse_signed(signed, CHAIN, _keys)
+    data = store.chunk(6, 0)
+    assert data is not None
+    with pytest.raises(SnapshotError, match="chunk 0 does not match"):
+        check_chunk(snapshot, 0, data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(SnapshotError, match="chain"):
+        parse_signed(signed, "another-chain", _keys)
+    forged = peer_pb2.SignedManifest()
+    forged.CopyFrom(signed)
+    forged.node = "node2"
+    with pytest.raises(SnapshotError, match="not signed by 'node2'"):
+        parse_signed(forged, CHAIN, _keys)
+    manifest = peer_pb2.SnapshotManifest.FromString(signed.manifest)
+    manifest.app_hash = b"\x00" * 32  # no longer the app hash of the block it carries
+    forged.manifest = manifest.SerializeToString()
+    with pytest.raises(SnapshotError, match="does not match its height and hashes"):
+        parse_signed(forged, CHAIN, _keys)
+    with pytest.raises(SnapshotError):
+        decode_chunk(b"s" + struct.pack(">I", 99) + b"short")
+    with pytest.raises(SnapshotError, match="kind"):
+        decode_chunk(b"x" + struct.pack(">I", 1) + b"k" + struct.pack(">I", 1) + b"v")
+
+
+def test_a_restore_cut_short_is_seen_on_the_next_open_and_emptied(tmp_path) -> None:
+    path = str(tmp_path / "a")
+    storage = _fill(path, blocks=4)
+    storage.begin_restore(40)
+    storage.restore_records([(b"half", b"state")], [])
+    storage.close()
+    reopened = Storage(path)
+    assert reopened.restore_pending() == 40
+    reopened.discard_partial_restore()
+    assert reopened.genesis_id() is None and reopened.restore_pending() is None
+    assert _contents(reopened) == ([], []) and reopened.head().height == 0
+
+
+def test_the_store_keeps_the_newest_snapshots_and_the_snapshotter_takes_them_on_interval(
+    tmp_path,
+) -> None:
+    storage = _fill(str(tmp_path / "a"), blocks=3)
+    store = _store(tmp_path)
+    snapshotter = Snapshotter(store, storage, interval=2)
+    for height in range(4, 11):
+        header = types_pb2.BlockHeader(chain_id=CHAIN, height=height, time_ms=2_000 + height)
+        block = types_pb2.CommittedBlock(block=types_pb2.Block(header=header),
+                                         block_hash=bytes(32), app_hash=bytes([height]) * 32)
+        storage.commit_block(block, {f"x/{height}": b"v"}, [])
+        snapshotter.block_stored(height)
+        assert snapshotter.wait_idle(10)
+    assert store.heights() == [10, 8]
+    reopened = _store(tmp_path)
+    assert [parse_signed(s, CHAIN, _keys).height for s in reopened.signed_manifests()] == [10, 8]
+    assert reopened.chunk(6, 0) is None and reopened.chunk(10, 999) is None
+
+
+def test_signers_needed_is_f_plus_one_under_pbft_and_one_under_raft() -> None:
+    assert [signers_needed("pbft", n) for n in (4, 5, 7)] == [2, 2, 3]
+    assert signers_needed("raft", 3) == 1
