@@ -64,6 +64,7 @@ def _info(args: argparse.Namespace) -> int:
             "round": info.round,
             "leader": info.leader,
             "mempool_size": info.mempool_size,
+            "base_height": info.base_height,
         }
         if args.json:
             print(json.dumps(doc))
