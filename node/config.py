@@ -51,16 +51,21 @@ class Snapshots:
 
     `interval`: a snapshot after every `interval`-th block (0: none); `keep`: how many to keep;
     `state_sync`: at start, restore a peer's snapshot instead of replaying blocks when it is
-    more than `sync_min_blocks` above this node's head."""
+    more than `sync_min_blocks` above this node's head. `chunk_bytes`: how snapshots are cut;
+    the same on every node (a joining node takes a manifest only when enough validators wrote
+    the very same one)."""
 
     interval: int = 1_000
     keep: int = 2
     state_sync: bool = True
     sync_min_blocks: int = 1_000
+    chunk_bytes: int = 4 * 1024 * 1024
 
     def validate(self) -> None:
         if self.interval < 0 or self.keep < 1 or self.sync_min_blocks < 1:
             raise ConfigError("snapshots: interval >= 0, keep >= 1, sync_min_blocks >= 1")
+        if not 1_024 <= self.chunk_bytes <= 16 * 1024 * 1024:
+            raise ConfigError("snapshots: chunk_bytes must be 1024..16777216")
 
 
 @dataclass(frozen=True, slots=True)

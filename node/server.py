@@ -156,6 +156,7 @@ class Node:
             self.snapshots = SnapshotStore(
                 os.path.join(config.data_dir, "snapshots"), genesis.chain_id, config.node_id,
                 _load_signer(config), keep=config.snapshots.keep,
+                chunk_bytes=config.snapshots.chunk_bytes,
             )
             self.snapshotter = Snapshotter(self.snapshots, storage, config.snapshots.interval)
         self._wrap_snapshots = wrap_snapshots

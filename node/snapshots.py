@@ -9,7 +9,8 @@ state at h is the same on every honest node, so every honest node's chunks, thei
 the manifest are the same bytes, and a joining node can ask several peers for them.
 
 The manifest (`peer.proto` SnapshotManifest) names the height, the app hash after h and
-after h - 1, the block at h and each chunk's sha256; the serving node signs ("scfchain-snapshot",
+after h - 1, the block at h (without its commit certificate, which differs between nodes) and
+each chunk's sha256; the serving node signs ("scfchain-snapshot",
 chain id, sha256(manifest)). Files, under `<data_dir>/snapshots/<height>/`: `manifest.pb`,
 `manifest.sig` (a SignedManifest) and `chunk-<index>`; a snapshot is written into
 `<height>.partial` and renamed when complete, so a listed snapshot is always whole.
@@ -209,6 +210,10 @@ class SnapshotStore:
         if block_raw is None or app_hash is None or prev_app_hash is None:
             raise SnapshotError(f"the store does not hold block {height} and its app hashes")
         block = types_pb2.CommittedBlock.FromString(block_raw)
+        # The commit certificate is each node's own set of 2f + 1 votes: left out, so every
+        # honest node's manifest is the same bytes.
+        block.ClearField("certificate")
+        block_raw = block.SerializeToString(deterministic=True)
         partial = self._path(height) + ".partial"
         shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(partial)
