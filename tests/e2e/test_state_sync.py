@@ -140,3 +140,30 @@ async def test_a_crash_during_the_restore_restarts_it(pbft4: Cluster) -> None:
         assert "did not finish: emptying the store" in _log(node5.layout)
     finally:
         node5.stop()
+
+
+async def test_a_raft_validator_back_from_an_outage_restores_a_snapshot(tmp_path) -> None:
+    net = write_network(
+        str(tmp_path), nodes=3, consensus="raft", members=MEMBERS, chain_id="e2e-raft-sync",
+        block={"interval_ms": 20}, consensus_params={"empty_block_interval_ms": 100},
+        node_options=SNAPSHOTS,
+    )
+    cluster = Cluster(net)
+    try:
+        await cluster.local.start(timeout_s=30)
+        await cluster.local.wait_ready(timeout_s=30)
+        cluster.local.stop_node("node3")
+        await _fill(cluster, 1_500)
+        node1 = cluster.local.addr("node1")
+        await wait_height(node1, (await chain_info(node1)).height + 3 * SNAPSHOT_INTERVAL, 60)
+        await cluster.local.restart("node3")
+        node3 = cluster.local.procs["node3"]
+        assert "state sync: restored height" in _log(node3.layout)
+        assert (await chain_info(cluster.local.addr("node3"))).base_height > 0
+        await assert_converged([cluster.local.addr(f"node{i}") for i in (1, 2, 3)], 30)
+        # It votes again: with node1 stopped, node2 and node3 still commit.
+        cluster.local.stop_node("node1")
+        node2 = cluster.local.addr("node2")
+        await wait_height(node2, (await chain_info(node2)).height + 3, 30)
+    finally:
+        cluster.stop()
