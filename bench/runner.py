@@ -304,9 +304,23 @@ class Round:
                     f"{bad[:3]}; the workload's setup must succeed"
                 )
             offset += len(stage)
+            await self._level(sender)
         if plan.setup:
             self.say(f"setup committed ({offset:,} txs in {len(plan.setup)} stages)")
         return offset
+
+    async def _level(self, sender: Sender) -> None:
+        """Wait until every node has applied what the watcher saw commit: the next stage's
+        txs are admitted against each receiving node's state (e.g. a member registered one
+        stage before must be known to the node that admits its first tx)."""
+        heights = [(await c.chain_info()).height for c in sender.clients]
+        target = max(heights)
+        deadline = time.monotonic() + self.config.commit_timeout_s
+        for client in sender.clients:
+            while (await client.chain_info()).height < target:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{client.address} did not reach height {target}")
+                await asyncio.sleep(0.05)
 
     async def _wait(self, phase: Phase, tracker: Tracker) -> None:
         try:

@@ -55,10 +55,10 @@ class Snapshots:
     the same on every node (a joining node takes a manifest only when enough validators wrote
     the very same one)."""
 
-    interval: int = 1_000
+    interval: int = 500
     keep: int = 2
     state_sync: bool = True
-    sync_min_blocks: int = 1_000
+    sync_min_blocks: int = 100
     chunk_bytes: int = 4 * 1024 * 1024
 
     def validate(self) -> None:

@@ -155,6 +155,8 @@ def _up(args: argparse.Namespace) -> int:
         base_port=args.base_port,
         fresh=args.fresh,
         chain_id=args.chain_id,
+        node_options=(None if args.snapshot_interval is None
+                      else {"snapshots.interval": args.snapshot_interval}),
     )
     if resumed:
         console.print(
@@ -303,7 +305,8 @@ def _add_node(args: argparse.Namespace) -> int:
     console = _console(args)
     console.print(f"adding a node to the {cluster.consensus} cluster in {cluster.root} …")
     node, height = asyncio.run(add_node(cluster, timeout_s=args.timeout,
-                                        follow_timeout_s=args.follow_timeout))
+                                        follow_timeout_s=args.follow_timeout,
+                                        state_sync=not args.no_state_sync))
     doc = add_node_json(cluster, node.id, node.pid, node.client_addr, node.peer_addr, height,
                         observer=args.observer)
     if args.json:
@@ -380,6 +383,8 @@ def register(sub: Any) -> None:
         help="tests only: start NODE as an equivocating PBFT primary (repeatable)",
     )
     up.add_argument("--chain-id", default="scf-local", help="chain id of a new cluster")
+    up.add_argument("--snapshot-interval", type=int, metavar="N",
+                    help="new clusters: a state snapshot every N blocks (default 500; 0: none)")
     up.add_argument("--timeout", type=float, default=READY_TIMEOUT_S_DEFAULT,
                     help="seconds to wait for healthy nodes and a leader")
     up.add_argument("--grace", type=float, default=GRACE_S_DEFAULT,
@@ -416,6 +421,8 @@ def register(sub: Any) -> None:
                      help="seconds to wait until it is healthy")
     add.add_argument("--follow-timeout", type=float, default=FOLLOW_TIMEOUT_S_DEFAULT,
                      help="seconds to wait until it follows the head")
+    add.add_argument("--no-state-sync", action="store_true",
+                     help="replay every block instead of restoring a peer's state snapshot")
     add.set_defaults(func=_guarded("cluster add-node", _add_node))
 
     kill = commands.add_parser("kill", help="SIGKILL one node, to try a fault by hand")

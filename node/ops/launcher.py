@@ -555,6 +555,7 @@ def shared_node_options(cluster: Cluster) -> dict[str, object]:
 async def add_node(
     cluster: Cluster, *, timeout_s: float = READY_TIMEOUT_S_DEFAULT,
     follow_timeout_s: float = FOLLOW_TIMEOUT_S_DEFAULT,
+    state_sync: bool = True,
 ) -> tuple[ClusterNode, int]:
     """Write, record and start the next node of a running cluster; wait until it follows.
 
@@ -563,7 +564,8 @@ async def add_node(
     vote (`gov propose add-validator`) makes it a validator. Returns (node, its height).
     A node that does not become healthy is stopped and forgotten (its directory removed); one
     that is healthy but still behind after follow_timeout_s is left running (it is catching
-    up) and ClusterError says so.
+    up) and ClusterError says so. A node far behind restores a peer's state snapshot first
+    (node/state_sync.py) unless `state_sync` is False.
     """
     if cluster.consensus == "solo":
         raise ClusterError("a solo chain runs exactly one node; add nodes to a raft or pbft "
@@ -576,7 +578,8 @@ async def add_node(
     try:
         layout = write_joining_node(
             cluster.root, node_id, genesis_path=os.path.join(cluster.root, "genesis.json"),
-            consensus=cluster.consensus, node_options=shared_node_options(cluster),
+            consensus=cluster.consensus,
+            node_options={**shared_node_options(cluster), "snapshots.state_sync": state_sync},
         )
     except (OSError, ValueError, tomllib.TOMLDecodeError) as exc:
         raise ClusterError(f"cannot write {node_id}: {exc}") from None

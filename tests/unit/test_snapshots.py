@@ -11,7 +11,9 @@ import struct
 
 import pytest
 
+from bench.state_sync import restore_figures
 from node.client.identity import Account
+from node.config import ConfigError, Snapshots, parse_config
 from node.snapshots import (
     SnapshotError,
     SnapshotStore,
@@ -178,3 +180,23 @@ def test_the_store_keeps_the_newest_snapshots_and_the_snapshotter_takes_them_on_
 def test_signers_needed_is_f_plus_one_under_pbft_and_one_under_raft() -> None:
     assert [signers_needed("pbft", n) for n in (4, 5, 7)] == [2, 2, 3]
     assert signers_needed("raft", 3) == 1
+
+
+def test_the_snapshots_table_of_the_node_config() -> None:
+    base = {"node_id": "n1", "data_dir": "d", "genesis": "g.json", "signing_key": "k.pem",
+            "client_addr": "127.0.0.1:7000", "peer_addr": "127.0.0.1:7001"}
+    assert parse_config(base, "/x").snapshots == Snapshots()
+    config = parse_config({**base, "snapshots": {"interval": 0, "state_sync": False}}, "/x")
+    assert config.snapshots.interval == 0 and config.snapshots.state_sync is False
+    for bad, match in (({"intervall": 5}, "unknown"), ({"keep": 0}, "keep"),
+                       ({"chunk_bytes": 10}, "chunk_bytes"), ({"interval": "5"}, "integers")):
+        with pytest.raises(ConfigError, match=match):
+            parse_config({**base, "snapshots": bad}, "/x")
+
+
+def test_the_join_benchmark_reads_the_restore_from_the_log() -> None:
+    log = ("... state sync: restoring height 500 from node1,node2: 12 chunks, 45.3 MB, "
+           "30 state keys, 1000000 tx ids\n... state sync: restored height 500 in 6.2 s; ...")
+    assert restore_figures(log) == {"height": 500, "chunks": 12, "megabytes": 45.3,
+                                    "state_keys": 30, "tx_ids": 1_000_000, "restore_s": 6.2}
+    assert restore_figures("following the chain as an observer") is None
