@@ -59,12 +59,23 @@ def open_store(path: str) -> Storage:
         raise PruneError(str(exc)) from exc
 
 
+def newest_snapshot(data_dir: str) -> int | None:
+    """The height of the newest state snapshot the node holds (node/snapshots.py), if any."""
+    try:
+        heights = [int(n) for n in os.listdir(os.path.join(data_dir, "snapshots")) if n.isdigit()]
+    except FileNotFoundError:
+        return None
+    return max(heights, default=None)
+
+
 def prune_store(
     storage: Storage, node_id: str, below: int,
     progress: Callable[[int, int, int], None] | None = None,
+    *, keep_from: int | None = None,
 ) -> PruneResult:
     """Delete the blocks of `storage` below `below`. `progress(done, first, below)` is called
-    after each batch with the height pruned up to."""
+    after each batch with the height pruned up to. `keep_from`: the newest snapshot's height;
+    the blocks from it on stay, so a peer that restores it can replay the blocks after it."""
     if storage.restore_pending() is not None:
         raise PruneError("the store holds a state-snapshot restore that did not finish; start "
                          "the node to finish it, then prune")
@@ -77,6 +88,10 @@ def prune_store(
     if below > head:
         raise PruneError(f"--below {below} is above the head ({head}): the head block is always "
                          f"kept; prune below a height up to {head}")
+    if keep_from is not None and below > keep_from:
+        raise PruneError(f"--below {below} would delete blocks after this node's newest state "
+                         f"snapshot (height {keep_from}), which a peer restoring it must replay; "
+                         f"prune below {keep_from} at most, or pass --force")
     if below <= base:
         log.info("%s already holds blocks from height %d on; nothing to prune", node_id, base)
         return PruneResult(node_id, base, head, 0)
@@ -98,13 +113,19 @@ def open_node_store(config_path: str) -> tuple[str, Storage]:
     return node_id, open_store(path)
 
 
+def _keep_from(storage: Storage, force: bool) -> int | None:
+    return None if force else newest_snapshot(os.path.dirname(storage.path))
+
+
 def prune_node(
-    config_path: str, below: int, progress: Callable[[int, int, int], None] | None = None
+    config_path: str, below: int, progress: Callable[[int, int, int], None] | None = None,
+    *, force: bool = False,
 ) -> PruneResult:
     """Prune the store of the (stopped) node configured by `config_path` below `below`."""
     node_id, storage = open_node_store(config_path)
     try:
-        return prune_store(storage, node_id, below, progress)
+        return prune_store(storage, node_id, below, progress,
+                           keep_from=_keep_from(storage, force))
     except StorageError as exc:
         raise PruneError(str(exc)) from exc
     finally:
@@ -134,10 +155,12 @@ def _prune(args: argparse.Namespace) -> int:
     try:
         node_id, storage = open_node_store(args.config)  # refusals come before any bar
         try:
+            keep_from = _keep_from(storage, args.force)
             if sys.stderr.isatty() and not args.json:
-                result = _prune_with_bar(storage, node_id, args.below)
+                result = _prune_with_bar(storage, node_id, args.below, keep_from)
             else:
-                result = prune_store(storage, node_id, args.below, _PlainProgress())
+                result = prune_store(storage, node_id, args.below, _PlainProgress(),
+                                     keep_from=keep_from)
         except StorageError as exc:
             raise PruneError(str(exc)) from exc
         finally:
@@ -157,7 +180,8 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prune_with_bar(storage: Storage, node_id: str, below: int) -> PruneResult:
+def _prune_with_bar(storage: Storage, node_id: str, below: int,
+                    keep_from: int | None) -> PruneResult:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -168,7 +192,7 @@ def _prune_with_bar(storage: Storage, node_id: str, below: int) -> PruneResult:
         def show(done: int, first: int, upto: int) -> None:
             bar.update(task, completed=done - first, total=upto - first)
 
-        return prune_store(storage, node_id, below, show)
+        return prune_store(storage, node_id, below, show, keep_from=keep_from)
 
 
 def _height(text: str) -> int:
@@ -196,4 +220,6 @@ def register(node: argparse.ArgumentParser) -> None:
                        help="delete blocks below this height (at most the head)")
     prune.add_argument("--json", action="store_true",
                        help='print {"node", "base_height", "head"}')
+    prune.add_argument("--force", action="store_true",
+                       help="prune past the node's newest state snapshot too")
     prune.set_defaults(func=_prune)

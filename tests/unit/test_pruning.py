@@ -250,6 +250,18 @@ def test_prune_cli_refuses_a_height_above_the_head(stopped_node, tmp_path, capsy
         storage.close()
 
 
+def test_prune_keeps_the_blocks_after_the_newest_snapshot_unless_forced(
+    stopped_node, tmp_path, capsys,
+) -> None:
+    os.makedirs(tmp_path / "data" / "snapshots" / "4")
+    assert cli.main(["node", "prune", "--config", stopped_node, "--below", "6"]) == 1
+    assert "newest state snapshot (height 4)" in capsys.readouterr().err
+    assert prune_node(stopped_node, 4).base_height == 4
+    assert cli.main(["node", "prune", "--config", stopped_node, "--below", "6", "--force",
+                     "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["base_height"] == 6
+
+
 def test_prune_cli_tells_to_stop_a_running_node_first(stopped_node, tmp_path, capsys) -> None:
     running = Storage(str(tmp_path / "data" / "chain"))  # holds the LevelDB lock, as a node does
     try:
