@@ -22,12 +22,16 @@ more hash per id, so its false-positive rate halves and the sum over all layers 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
+
+import numpy as np
 
 BITS_PER_ID = 10  # the first layer; each later one adds LAYER_BITS_STEP
 LAYER_BITS_STEP = 2
 HASHES = 7  # the first layer; each later one adds one
 CAPACITY_MIN = 1 << 16
+BUILD_BATCH_IDS = 1 << 16  # ids set per numpy pass when a filter is built from the index
 
 
 class _Layer:
@@ -47,6 +51,19 @@ class _Layer:
             bits[position >> 3] |= 1 << (position & 7)
         self.count += 1
 
+    def add_many(self, firsts: np.ndarray, steps: np.ndarray) -> None:
+        """`add` for many ids at once, setting exactly the same bits: (first + i * step) %
+        size computed as (first % size + (i * (step % size)) % size) % size, which stays far
+        below 2**64 (size < 2**40), so numpy's uint64 arithmetic is exact."""
+        size = np.uint64(self._bits_count)
+        first, step = firsts % size, steps % size
+        view = np.frombuffer(self._bits, dtype=np.uint8)
+        bits = np.unpackbits(view, bitorder="little")
+        for i in range(self.hashes):
+            bits[(first + (np.uint64(i) * step) % size) % size] = 1
+        self._bits[:] = np.packbits(bits, bitorder="little").tobytes()
+        self.count += len(firsts)
+
     def might_contain(self, first: int, step: int) -> bool:
         bits, size = self._bits, self._bits_count
         for i in range(self.hashes):
@@ -65,9 +82,30 @@ class TxIdFilter:
     def of(cls, tx_ids: Iterable[bytes], count_hint: int = 0) -> TxIdFilter:
         """A filter holding `tx_ids`, its first layer sized for twice `count_hint` of them."""
         built = cls(2 * count_hint)
-        for tx_id in tx_ids:
-            built.add(tx_id)
+        ids = iter(tx_ids)
+        while batch := list(itertools.islice(ids, BUILD_BATCH_IDS)):
+            built._add_batch(batch)
         return built
+
+    def _add_batch(self, batch: list[bytes]) -> None:
+        if any(len(tx_id) != 32 for tx_id in batch):  # tx ids are SHA-256 digests; anything
+            for tx_id in batch:                          # else takes the one-at-a-time path
+                self.add(tx_id)
+            return
+        words = np.frombuffer(b"".join(batch), dtype="<u8").reshape(-1, 4)
+        firsts, steps = words[:, 0], words[:, 1] | np.uint64(1)
+        at = 0
+        while at < len(batch):
+            newest = self._layers[-1]
+            room = newest.capacity - newest.count
+            if room <= 0:
+                self.add(batch[at])  # opens the next layer, as one add would
+                at += 1
+                continue
+            take = min(room, len(batch) - at)
+            newest.add_many(firsts[at:at + take], steps[at:at + take])
+            self.count += take
+            at += take
 
     @property
     def capacity(self) -> int:

@@ -53,3 +53,17 @@ def test_storage_never_rebuilds_the_filter_from_the_index_while_running(
     assert store._tx_filter.layer_count > 1
     assert all(store.has_tx(tx_id) for tx_id in ids)
     store.close()
+
+
+def test_building_from_the_index_sets_the_same_bits_as_adding_one_by_one() -> None:
+    ids = [hashlib.sha256(b"%d" % i).digest() for i in range(150_000)]
+    for hint in (len(ids), 1_000):  # sized right, and too small: layers open on the way
+        built = TxIdFilter.of(ids, hint)
+        added = TxIdFilter(2 * hint)
+        for tx_id in ids:
+            added.add(tx_id)
+        assert built.count == added.count == len(ids)
+        assert built.layer_count == added.layer_count
+        assert all(built.might_contain(tx_id) for tx_id in ids[::97])
+        assert [bytes(layer._bits) for layer in built._layers] == [
+            bytes(layer._bits) for layer in added._layers]
