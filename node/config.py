@@ -69,6 +69,22 @@ class Snapshots:
 
 
 @dataclass(frozen=True, slots=True)
+class Reads:
+    """`[reads]`: who may read through the client API (node/read_auth.py).
+
+    `signed`: Query, GetTx, GetBlock and Subscribe must each carry a member's signature, and
+    answer only what that member may see; false (anyone reads everything) is for development
+    only. `window_ms`: how far a signed read's time may be from the node's clock, either way."""
+
+    signed: bool = True
+    window_ms: int = 30_000
+
+    def validate(self) -> None:
+        if not 1_000 <= self.window_ms <= 600_000:
+            raise ConfigError("reads: window_ms must be 1000..600000")
+
+
+@dataclass(frozen=True, slots=True)
 class TlsFiles:
     ca_cert: str
     cert: str
@@ -88,6 +104,7 @@ class NodeConfig:
     log_level: str = "INFO"
     tick_ms: int = 10
     snapshots: Snapshots = field(default_factory=Snapshots)
+    reads: Reads = field(default_factory=Reads)
 
 
 def _resolve(base: str, path: str) -> str:
@@ -145,6 +162,7 @@ def parse_config(doc: dict[str, Any], base_dir: str) -> NodeConfig:
         raise ConfigError("config: [snapshots] settings are integers (state_sync: a boolean)")
     snapshots = Snapshots(**snapshots_doc)
     snapshots.validate()
+    reads = _reads(doc.get("reads", {}))
     return NodeConfig(
         node_id=node_id,
         data_dir=data_dir,
@@ -157,7 +175,24 @@ def parse_config(doc: dict[str, Any], base_dir: str) -> NodeConfig:
         log_level=level,
         tick_ms=tick_ms,
         snapshots=snapshots,
+        reads=reads,
     )
+
+
+def _reads(doc: Any) -> Reads:
+    if not isinstance(doc, dict):
+        raise ConfigError("config: [reads] must be a table")
+    unknown = sorted(set(doc) - {item.name for item in fields(Reads)})
+    if unknown:
+        raise ConfigError(f"config: unknown [reads] settings {unknown}")
+    if not isinstance(doc.get("signed", True), bool):
+        raise ConfigError("config: reads.signed must be true or false")
+    window = doc.get("window_ms", 0)
+    if not isinstance(window, int) or isinstance(window, bool):
+        raise ConfigError("config: reads.window_ms must be an integer")
+    reads = Reads(**doc)
+    reads.validate()
+    return reads
 
 
 def load_config(path: str) -> NodeConfig:
