@@ -105,6 +105,9 @@ class NodeConfig:
     tick_ms: int = 10
     snapshots: Snapshots = field(default_factory=Snapshots)
     reads: Reads = field(default_factory=Reads)
+    # Prometheus metrics and /healthz over HTTP (node/metrics.py); None: not served.
+    metrics_addr: str | None = None
+    log_format: str = "text"  # or "json": one JSON object per line
 
 
 def _resolve(base: str, path: str) -> str:
@@ -176,7 +179,16 @@ def parse_config(doc: dict[str, Any], base_dir: str) -> NodeConfig:
         tick_ms=tick_ms,
         snapshots=snapshots,
         reads=reads,
+        metrics_addr=(None if doc.get("metrics_addr") is None
+                      else _addr(doc.get("metrics_addr"), "metrics_addr")),
+        log_format=_log_format(doc.get("log_format", "text")),
     )
+
+
+def _log_format(value: Any) -> str:
+    if value not in ("text", "json"):
+        raise ConfigError(f"config: log_format must be \"text\" or \"json\", got {value!r}")
+    return str(value)
 
 
 def _reads(doc: Any) -> Reads:
