@@ -1,11 +1,15 @@
 """The Python SDK: an async `LedgerClient` for any node's `Ledger` service.
 
-    async with LedgerClient("127.0.0.1:7001") as client:
+    async with LedgerClient("127.0.0.1:7001", reader=account) as client:
         info = await client.chain_info()
         receipt = await client.call(account, info.chain_id, "cash", "transfer", {...})
         balance = await client.query("cash", "balance", {"account": account.account_id})
 
-RPC failures raise `LedgerError` with the gRPC status name and the node's message.
+Reads (`query`, `get_tx`, `get_block`, `subscribe`) are signed by `reader`, a member's account
+(node/read_auth.py); a node answers them only for a member, and only what that member may see.
+Without a reader only `submit`, `chain_info` and `healthy` work on a node that enforces signed
+reads (the default). RPC failures raise `LedgerError` with the gRPC status name and the node's
+message.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.client.identity import Account
+from node.read_auth import GET_BLOCK, GET_TX, QUERY, SUBSCRIBE, read_metadata
 from proto import ledger_pb2, ledger_pb2_grpc, types_pb2
 
 MESSAGE_BYTES_MAX = 128 * 1024 * 1024
@@ -78,10 +83,25 @@ def event_dict(event: types_pb2.Event) -> dict[str, Any]:
     return {"contract": event.contract, "name": event.name, **json.loads(event.attrs_json)}
 
 
+Metadata = list[tuple[str, str | bytes]]
+
+
 class LedgerClient:
-    def __init__(self, address: str, *, timeout_s: float = 60.0) -> None:
+    """A client of one node. `reader`: the member whose key signs every read; `chain_id`: the
+    chain those signatures name (default: asked of the node once, with GetChainInfo)."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float = 60.0,
+        reader: Account | None = None,
+        chain_id: str | None = None,
+    ) -> None:
         self.address = address
         self.timeout_s = timeout_s
+        self.reader = reader
+        self._chain_id = chain_id
         self._channel = grpc.aio.insecure_channel(
             address,
             options=[
@@ -110,6 +130,14 @@ class LedgerClient:
 
     async def close(self) -> None:
         await self._channel.close()
+
+    async def _signed(self, method: str, request: Any) -> Metadata | None:
+        """The metadata that signs this read as the reader (None without one)."""
+        if self.reader is None:
+            return None
+        if self._chain_id is None:
+            self._chain_id = (await self.chain_info()).chain_id
+        return read_metadata(self.reader, self._chain_id, method, request)
 
     async def submit(
         self, txs: Sequence[types_pb2.SignedTx], *, wait: bool = False, timeout_ms: int = 0
@@ -149,24 +177,33 @@ class LedgerClient:
             contract=contract, view=view, args_json=json.dumps(dict(args or {}))
         )
         try:
-            response = await self._stub.Query(request, timeout=self.timeout_s)
+            metadata = await self._signed(QUERY, request)
+            response = await self._stub.Query(
+                request, timeout=self.timeout_s, metadata=metadata
+            )
         except grpc.aio.AioRpcError as exc:
             raise _error(exc) from None
         return json.loads(response.result_json)
 
     async def get_tx(self, tx_id: bytes) -> ledger_pb2.GetTxResponse:
+        request = ledger_pb2.GetTxRequest(tx_id=tx_id)
         try:
+            metadata = await self._signed(GET_TX, request)
             response: ledger_pb2.GetTxResponse = await self._stub.GetTx(
-                ledger_pb2.GetTxRequest(tx_id=tx_id), timeout=self.timeout_s
+                request, timeout=self.timeout_s, metadata=metadata
             )
         except grpc.aio.AioRpcError as exc:
             raise _error(exc) from None
         return response
 
     async def get_block(self, height: int = 0) -> types_pb2.CommittedBlock:
+        """The committed block; a tx the reader may not see comes reduced (see
+        `node.api.reduced_tx` and docs/client-api.md, "Who may read")."""
+        request = ledger_pb2.GetBlockRequest(height=height)
         try:
+            metadata = await self._signed(GET_BLOCK, request)
             block: types_pb2.CommittedBlock = await self._stub.GetBlock(
-                ledger_pb2.GetBlockRequest(height=height), timeout=self.timeout_s
+                request, timeout=self.timeout_s, metadata=metadata
             )
         except grpc.aio.AioRpcError as exc:
             raise _error(exc) from None
@@ -192,7 +229,9 @@ class LedgerClient:
 
     async def subscribe(self, from_height: int = 0) -> AsyncIterator[types_pb2.CommittedBlock]:
         """Committed blocks from `from_height` (0 = the next one), as they commit."""
-        call = self._stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=from_height))
+        request = ledger_pb2.SubscribeRequest(from_height=from_height)
+        metadata = await self._signed(SUBSCRIBE, request)
+        call = self._stub.Subscribe(request, metadata=metadata)
         try:
             async for block in call:
                 yield block

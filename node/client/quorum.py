@@ -3,9 +3,10 @@
 `QuorumClient` submits through one node (the next one if it refuses or is down), then asks the
 nodes for each receipt (`GetTx`) and accepts it only once f + 1 different nodes return matching
 receipts — same status, error code, result, events and height — so at least one honest node
-vouches for it. With n = 3f + 1 validators, f defaults to (n - 1) // 3.
+vouches for it. With n = 3f + 1 validators, f defaults to (n - 1) // 3. `GetTx` is a signed
+read: give the `reader` (usually the sender) for clients built from addresses.
 
-    async with QuorumClient(["127.0.0.1:7001", "127.0.0.1:7002", ...]) as client:
+    async with QuorumClient(["127.0.0.1:7001", "127.0.0.1:7002", ...], reader=account) as client:
         confirmed = await client.submit_and_confirm(txs, timeout_ms=10_000)
         confirmed[0].receipt.ok, confirmed[0].vouchers   # who agreed
 """
@@ -20,10 +21,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
+from node.client.identity import Account
 from node.client.ledger import LedgerClient, LedgerError, ReceiptView
 from proto import ledger_pb2, types_pb2
 
 POLL_INTERVAL_S = 0.05
+REFUSALS = ("UNAUTHENTICATED", "PERMISSION_DENIED")  # GetTx answers about the reader, not the tx
 
 
 class QuorumError(LedgerError):
@@ -73,9 +76,13 @@ class QuorumClient:
         *,
         faults_max: int | None = None,
         timeout_s: float = 30.0,
+        reader: Account | None = None,
+        chain_id: str | None = None,
     ) -> None:
         sources: list[ReceiptSource] = [
-            LedgerClient(a, timeout_s=timeout_s) if isinstance(a, str) else a for a in addresses
+            LedgerClient(a, timeout_s=timeout_s, reader=reader, chain_id=chain_id)
+            if isinstance(a, str) else a
+            for a in addresses
         ]
         assert sources, "at least one node is needed"
         self.sources = sources
@@ -129,17 +136,25 @@ class QuorumClient:
     async def _confirm_one(self, tx_id: bytes, deadline: float) -> ConfirmedReceipt:
         # address -> (key, receipt): each node's latest answer (a node may answer late).
         answers: dict[str, tuple[bytes, types_pb2.Receipt]] = {}
+        refused: dict[str, LedgerError] = {}  # nodes that will not show this reader the tx
         while True:
-            pending = [s for s in self.sources if s.address not in answers]
+            pending = [
+                s for s in self.sources if s.address not in answers and s.address not in refused
+            ]
             found = await asyncio.gather(
                 *(self._ask(source, tx_id) for source in pending), return_exceptions=False
             )
             for source, receipt in zip(pending, found, strict=True):
-                if receipt is not None:
+                if isinstance(receipt, LedgerError):
+                    refused[source.address] = receipt
+                elif receipt is not None:
                     answers[source.address] = (receipt_key(receipt), receipt)
             confirmed = self._agreed(answers)
             if confirmed is not None:
                 return confirmed
+            if len(refused) >= self.matches_needed:  # not one liar: f + 1 nodes refuse
+                first = next(iter(refused.values()))
+                raise QuorumError(first.status, f"tx {tx_id.hex()[:16]}: {first.message}")
             if time.monotonic() >= deadline:
                 kinds = len({key for key, _ in answers.values()})
                 raise QuorumError(
@@ -163,10 +178,14 @@ class QuorumClient:
         return None
 
     @staticmethod
-    async def _ask(source: ReceiptSource, tx_id: bytes) -> types_pb2.Receipt | None:
+    async def _ask(
+        source: ReceiptSource, tx_id: bytes
+    ) -> types_pb2.Receipt | LedgerError | None:
         try:
             response = await source.get_tx(tx_id)
-        except LedgerError:
+        except LedgerError as exc:
+            if exc.status in REFUSALS:
+                return exc  # the node will not show this reader the tx
             return None  # not there yet, or the node is down: ask again
         if not response.HasField("receipt") or response.receipt.tx_id != tx_id:
             return None
