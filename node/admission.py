@@ -131,8 +131,10 @@ class Admission:
         verifier: SignatureVerifier,
         is_committed: Callable[[bytes], bool],
         is_member: Callable[[bytes], bool],
+        on_refused: Callable[[str, int], None] = lambda code, txs: None,
     ) -> None:
         self.chain_id = chain_id
+        self.on_refused = on_refused  # (gRPC status name, txs in the request): for metrics
         self.limits = limits
         self.mempool = mempool
         self.verifier = verifier
@@ -206,6 +208,26 @@ class Admission:
     async def check(
         self, txs: Sequence[types_pb2.SignedTx], *, signatures_checked: bool = False
     ) -> list[Checked]:
+        """`_check`, counting a refusal."""
+        try:
+            return await self._check(txs, signatures_checked=signatures_checked)
+        except AdmissionError as exc:
+            self.on_refused(exc.status, len(txs))
+            raise
+
+    async def admit(
+        self, txs: Sequence[types_pb2.SignedTx], *, signatures_checked: bool = False
+    ) -> list[bytes]:
+        """`_admit`, counting a refusal."""
+        try:
+            return await self._admit(txs, signatures_checked=signatures_checked)
+        except AdmissionError as exc:
+            self.on_refused(exc.status, len(txs))
+            raise
+
+    async def _check(
+        self, txs: Sequence[types_pb2.SignedTx], *, signatures_checked: bool = False
+    ) -> list[Checked]:
         """Parse and verify signatures; raises AdmissionError on the first bad tx.
 
         `signatures_checked`: a crash-fault peer (Raft, authenticated by mutual TLS) already
@@ -226,7 +248,7 @@ class Admission:
                 )
         return checked
 
-    async def admit(
+    async def _admit(
         self, txs: Sequence[types_pb2.SignedTx], *, signatures_checked: bool = False
     ) -> list[bytes]:
         # Refuse what cannot fit before spending CPU on signatures: under a flood, a full
@@ -238,7 +260,7 @@ class Admission:
                 f"the mempool is full ({len(self.mempool)} of {self.mempool.txs_max} txs); "
                 "retry later",
             )
-        checked = await self.check(txs, signatures_checked=signatures_checked)
+        checked = await self._check(txs, signatures_checked=signatures_checked)
         # Re-check duplicates: another request may have admitted the same tx meanwhile.
         for index, item in enumerate(checked):
             if item.tx_id in self.mempool:

@@ -26,7 +26,7 @@ from node.executor import Executor
 from node.inbox import STALL_WARN_MS, Inbox
 from node.mempool import Mempool
 from node.notifier import Notifier
-from node.ports import NodeObserver
+from node.ports import BlockMetrics, NodeObserver
 from node.snapshots import Snapshotter
 from node.state import StoreState
 from node.storage import ChainHead, Storage
@@ -49,6 +49,7 @@ class Committer:
         epochs: Epochs | None = None,
         params: ChainParams | None = None,
         snapshotter: Snapshotter | None = None,
+        metrics: BlockMetrics | None = None,
     ) -> None:
         self.storage = storage
         self.executor = executor
@@ -60,6 +61,7 @@ class Committer:
         self.epochs = epochs
         self.params = params
         self.snapshotter = snapshotter  # a state snapshot every so many blocks
+        self.metrics = metrics
         self._head: ChainHead = storage.head()
         self._state = StoreState(storage.get_state_for_execution, storage.iter_state)
         self._commits: asyncio.Queue[Commit] = asyncio.Queue(COMMIT_QUEUE_MAX)
@@ -170,7 +172,9 @@ class Committer:
             )
         if header.time_ms <= head.time_ms:
             raise FatalError(f"block {header.height}: time does not move forward")
+        executing = time.monotonic()
         outcome = self.executor.execute(block, self._state, head.app_hash, self.storage.has_tx)
+        execute_s = time.monotonic() - executing
         committed = types_pb2.CommittedBlock(
             block=block,
             block_hash=block_hash,
@@ -183,6 +187,8 @@ class Committer:
         started = time.monotonic()
         self.storage.commit_block(committed, outcome.writes, outcome.indexed, sync=sync)
         took_ms = (time.monotonic() - started) * 1000
+        if self.metrics is not None:
+            self.metrics.block_committed(len(block.txs), execute_s, took_ms / 1000)
         if took_ms >= STALL_WARN_MS:
             log.warning("writing block %d (%d txs) took %.0f ms", header.height,
                         len(block.txs), took_ms)

@@ -26,6 +26,11 @@ class Mempool:
         self._in_flight: OrderedDict[bytes, types_pb2.SignedTx] = OrderedDict()
         self._bytes = 0
 
+    @property
+    def bytes(self) -> int:
+        """Bytes of the txs held (pending and in flight)."""
+        return self._bytes
+
     def __len__(self) -> int:
         return len(self._pending) + len(self._in_flight)
 

@@ -48,6 +48,20 @@ class SnapshotSource(Protocol):
     def chunk(self, height: int, index: int) -> bytes | None: ...
 
 
+class PeerMetrics(Protocol):
+    """Where the transport counts bytes per peer (node/metrics.py)."""
+
+    def sent(self, peer: str, size: int) -> None: ...
+
+    def received(self, peer: str, size: int) -> None: ...
+
+
+class BlockMetrics(Protocol):
+    """Where the committer counts what it commits and how long it took (node/metrics.py)."""
+
+    def block_committed(self, txs: int, execute_s: float, commit_s: float) -> None: ...
+
+
 class NodeObserver(Protocol):
     """Moments in the life of a node, called from the thread that reaches them."""
 

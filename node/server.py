@@ -13,6 +13,7 @@ validator voted out stops its engine between two blocks and follows.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -42,6 +43,7 @@ from node.follower import Follower
 from node.genesis import Genesis, load_genesis
 from node.inbox import Inbox
 from node.mempool import Mempool
+from node.metrics import MetricsServer, NodeMetrics, NodeReadings
 from node.notifier import Notifier
 from node.ports import NodeObserver, NullObserver, PeerTransport, SnapshotSource
 from node.proposer import HandOff, NoHandOff, PendingHandOff, Proposer
@@ -69,10 +71,23 @@ class _NodeIdFilter(logging.Filter):
         return True
 
 
-def setup_logging(node_id: str, level: str) -> None:
+class _JsonLines(logging.Formatter):
+    """One JSON object per line (`log_format = "json"`), for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"time": self.formatTime(record), "level": record.levelname,
+               "node": getattr(record, "node", ""), "logger": record.name,
+               "message": record.getMessage()}
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def setup_logging(node_id: str, level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_NodeIdFilter(node_id))
     handler.setFormatter(
+        _JsonLines() if log_format == "json" else
         logging.Formatter("%(asctime)s %(levelname)s node=%(node)s %(name)s: %(message)s")
     )
     root = logging.getLogger()
@@ -150,6 +165,7 @@ class Node:
         )
         self.inbox = inbox = Inbox(config.tick_ms)
         self.notifier = Notifier()
+        self.metrics = NodeMetrics(config.node_id)
         self.snapshots: SnapshotStore | None = None
         self.snapshotter: Snapshotter | None = None
         if config.tls is not None and genesis.consensus != "solo":
@@ -170,6 +186,7 @@ class Node:
             epochs,
             self.params,
             self.snapshotter,
+            self.metrics,
         )
         # A validator's engine is built now, so a bad key or genesis stops the start-up.
         self._engine = self._build_engine() if voting else None
@@ -185,6 +202,7 @@ class Node:
             self.verifier,
             storage.has_tx,
             membership(storage.get_state),
+            on_refused=lambda code, txs: self.metrics.refused(code, txs),
         )
         self.transport: PeerTransportGrpc | None = None
         self.sender: PeerTransport | None = None
@@ -259,6 +277,7 @@ class Node:
             roster=self.epochs,
             snapshots=(self._wrap_snapshots(self.snapshots)
                        if self._wrap_snapshots and self.snapshots else self.snapshots),
+            metrics=self.metrics,
         )
 
     def _deliver(self, sender: str, msg: object) -> bool:
@@ -371,6 +390,38 @@ class Node:
             log.info("%s is not a validator at height %d: observer",
                      self.config.node_id, self.chain.head.height + 1)
 
+    def _start_metrics(self, loop: asyncio.AbstractEventLoop) -> MetricsServer | None:
+        """Serve `/metrics` and `/healthz` when the config names `metrics_addr`. Readings are
+        taken on the event loop (the parts they read live there), asked from the HTTP thread."""
+        if self.config.metrics_addr is None:
+            return None
+
+        async def read() -> NodeReadings:
+            status = self.chain.status
+            processes = self.verifier.processes
+            return NodeReadings(
+                height=self.committer.head.height,
+                base_height=self.storage.base_height(),
+                mempool_txs=len(self.mempool),
+                mempool_bytes=self.mempool.bytes,
+                role=status.role,
+                round=status.round,
+                validator=self.role.validator,
+                verify_queue=processes.in_flight if processes is not None else 0,
+                peers=self.transport.link_states() if self.transport is not None else {},
+            )
+
+        def readings() -> NodeReadings:
+            return asyncio.run_coroutine_threadsafe(read(), loop).result(timeout=5)
+
+        def healthy() -> bool:
+            return self.server is not None and not loop.is_closed()
+
+        self.metrics.watch(readings, self.config.data_dir)
+        server = MetricsServer(self.metrics, self.config.metrics_addr, healthy)
+        server.start()
+        return server
+
     async def run(self) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -380,6 +431,7 @@ class Node:
         if self.transport is not None:
             await self.transport.start(self.config.peer_addr)
         await self.start_api()
+        metrics_server = self._start_metrics(loop)
         driver_task = asyncio.create_task(self._run_consensus(), name="consensus")
         stop_task = asyncio.create_task(stop.wait(), name="stop")
         try:
@@ -390,6 +442,8 @@ class Node:
                 driver_task.result()  # re-raises why the driver stopped
         finally:
             log.info("stopping")
+            if metrics_server is not None:
+                metrics_server.stop()
             await self.health.enter_graceful_shutdown()
             if self.server is not None:
                 await self.server.stop(grace=1.0)
@@ -419,7 +473,7 @@ def run_node(
     except ConfigError as exc:
         print(f"scfchain node: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.node_id, config.log_level)
+    setup_logging(config.node_id, config.log_level, config.log_format)
     # Block execution and LevelDB reads run in worker threads that drop and re-take the GIL
     # around each store read; a short switch interval keeps them from waiting up to 5 ms for
     # the event loop thread each time.

@@ -33,7 +33,7 @@ from node.admission import Admission, AdmissionError
 from node.client.identity import Account, verify_signature
 from node.config import TlsFiles
 from node.genesis import Genesis
-from node.ports import Roster, SnapshotSource
+from node.ports import PeerMetrics, Roster, SnapshotSource
 from node.storage import Storage
 from node.tls import read
 from proto import peer_pb2, peer_pb2_grpc, types_pb2
@@ -280,6 +280,7 @@ class PeerTransportGrpc:
         is_leader: Callable[[], bool],
         roster: Roster,
         snapshots: SnapshotSource | None = None,
+        metrics: PeerMetrics | None = None,
     ) -> None:
         self.node_id = node_id
         self.genesis = genesis
@@ -291,6 +292,7 @@ class PeerTransportGrpc:
         self.is_leader = is_leader
         self.roster = roster
         self.snapshots = snapshots  # None: this node serves no state snapshots
+        self.metrics = metrics  # bytes sent and received per peer
         self._ca = read(tls.ca_cert)
         self._cert = read(tls.cert)
         self._key = read(tls.key)
@@ -431,6 +433,8 @@ class PeerTransportGrpc:
             batch = peer_pb2.PeerBatch(from_node=self.node_id, envelopes=envelopes)
             try:
                 await link.stub.Deliver(batch, timeout=DELIVER_TIMEOUT_S)
+                if self.metrics is not None:
+                    self.metrics.sent(link.peer_id, batch.ByteSize())
                 log.debug("delivered %d %s messages to %s", len(envelopes), lane.name,
                           link.peer_id)
                 delay = RETRY_DELAY_MIN_S
@@ -477,7 +481,14 @@ class PeerTransportGrpc:
 
     # --- inbound ----------------------------------------------------------------------------
 
+    def link_states(self) -> dict[str, bool]:
+        """Each peer link, and whether its channel is connected now."""
+        return {peer: link.channel.get_state(try_to_connect=False)
+                == grpc.ChannelConnectivity.READY for peer, link in self._links.items()}
+
     async def accept(self, batch: peer_pb2.PeerBatch) -> int:
+        if self.metrics is not None:
+            self.metrics.received(batch.from_node, batch.ByteSize())
         envelopes = [e for e in batch.envelopes if e.from_node == batch.from_node]
         if self.sign_messages:
             key = self.roster.public_key(batch.from_node)

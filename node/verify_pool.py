@@ -50,6 +50,8 @@ class VerifyPool:
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
+        self._lock = threading.Lock()
+        self._in_flight = 0
         self._pool = ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
@@ -60,7 +62,20 @@ class VerifyPool:
             self._pool.submit(_ready)
 
     def submit(self, items: Sequence[Item]) -> Future[list[bool]]:
-        return self._pool.submit(verify_chunk, list(items))
+        with self._lock:
+            self._in_flight += 1
+        future = self._pool.submit(verify_chunk, list(items))
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future: Future[list[bool]]) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    @property
+    def in_flight(self) -> int:
+        """Chunks submitted and not yet checked (the metrics' queue length)."""
+        return self._in_flight
 
     def verify(self, groups: Sequence[Sequence[Item]]) -> list[list[bool]]:
         """Blocking: each group checked in a worker, results in order."""

@@ -71,6 +71,7 @@ class ClusterNode:
     data_dir: str
     log_file: str
     config_path: str
+    metrics_addr: str = ""  # host:port of /metrics and /healthz
 
     def layout(self) -> NodeLayout:
         return NodeLayout(
@@ -80,6 +81,7 @@ class ClusterNode:
             config_path=self.config_path,
             data_dir=self.data_dir,
             log_file=self.log_file,
+            metrics_addr=self.metrics_addr,
         )
 
 
@@ -251,6 +253,7 @@ def create_cluster(
                 data_dir=layout.data_dir,
                 log_file=layout.log_file,
                 config_path=layout.config_path,
+                metrics_addr=layout.metrics_addr,
             )
             for layout in net.nodes
         ],
@@ -509,7 +512,7 @@ async def start_cluster(
 
 # What a node's config says about itself; every other setting is the cluster's and is copied.
 _OWN_CONFIG_KEYS = frozenset({"node_id", "data_dir", "genesis", "client_addr", "peer_addr",
-                              "signing_key", "tls"})
+                              "metrics_addr", "signing_key", "tls"})
 
 
 def next_node_id(cluster: Cluster) -> str:
@@ -585,7 +588,7 @@ async def add_node(
         raise ClusterError(f"cannot write {node_id}: {exc}") from None
     node = ClusterNode(id=node_id, client_addr=layout.client_addr, peer_addr=layout.peer_addr,
                        pid=None, data_dir=layout.data_dir, log_file=layout.log_file,
-                       config_path=layout.config_path)
+                       config_path=layout.config_path, metrics_addr=layout.metrics_addr)
     cluster.nodes.append(node)
     cluster.save()
     local = LocalCluster(cluster.network())

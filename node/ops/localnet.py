@@ -69,6 +69,7 @@ class NodeLayout:
     config_path: str
     data_dir: str
     log_file: str
+    metrics_addr: str = ""  # Prometheus metrics and /healthz (empty: not served)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,8 @@ class NetworkLayout:
 
 
 def _node_layout(node_id: str, node_dir: str, client_port: int, peer_port: int) -> NodeLayout:
-    """Where a node of a local network keeps its config, data and log, and its loopback ports."""
+    """Where a node of a local network keeps its config, data and log, and its loopback ports
+    (metrics on a free one: `--base-port` numbers the client and peer ports only)."""
     return NodeLayout(
         node_id=node_id,
         client_addr=f"{LOOPBACK}:{client_port}",
@@ -93,6 +95,7 @@ def _node_layout(node_id: str, node_dir: str, client_port: int, peer_port: int) 
         config_path=os.path.join(node_dir, "config.toml"),
         data_dir=os.path.join(node_dir, "data"),
         log_file=os.path.join(node_dir, "node.log"),
+        metrics_addr=f"{LOOPBACK}:{free_port()}",
     )
 
 
@@ -204,6 +207,8 @@ def _write_config(layout: NodeLayout, genesis_path: str, options: dict[str, obje
         f"peer_addr = {_toml_value(layout.peer_addr)}",
         'signing_key = "node_key.pem"',
     ]
+    if layout.metrics_addr:
+        lines.append(f"metrics_addr = {_toml_value(layout.metrics_addr)}")
     tables: dict[str, dict[str, object]] = {}
     for key, value in sorted(options.items()):
         if "." in key:

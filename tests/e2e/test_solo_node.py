@@ -5,6 +5,7 @@ SIGKILL and restart with every acknowledged tx and the same app hash.
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 
 import grpc
 import pytest
@@ -90,6 +91,33 @@ async def test_health_and_reflection_services_answer(solo_net) -> None:
             names = {s.name for s in response.list_services_response.service}
             assert "scfchain.Ledger" in names
             break
+
+
+async def test_the_node_serves_prometheus_metrics_and_healthz(solo_net) -> None:
+    await solo_net.start()
+    net, layout = solo_net.net, solo_net.procs[0].layout
+    assert layout.metrics_addr
+    bank, payee = net.account("bank"), net.account("supplier1")
+    async with LedgerClient(layout.client_addr) as client:
+        receipt = await client.call(bank, net.chain_id, "cash", "transfer",
+                                    {"to": payee.account_id, "amount": 5})
+        assert receipt.ok, receipt
+        height = (await client.chain_info()).height
+
+    def get(path: str) -> tuple[int, str]:
+        with urllib.request.urlopen(f"http://{layout.metrics_addr}{path}", timeout=5) as reply:
+            return reply.status, reply.read().decode()
+
+    status, text = await asyncio.to_thread(get, "/metrics")
+    assert status == 200
+    values = {line.split(" ")[0]: float(line.split(" ")[1])
+              for line in text.splitlines() if line and not line.startswith("#")}
+    assert values["scfchain_block_height"] >= height
+    assert values["scfchain_txs_committed_total"] >= 1
+    assert values["scfchain_mempool_txs"] == 0
+    assert values['scfchain_consensus_role{role="solo"}'] == 1
+    assert values["scfchain_store_bytes"] > 0
+    assert await asyncio.to_thread(get, "/healthz") == (200, "ok\n")
 
 
 async def test_sigterm_stops_the_node_cleanly(solo_net) -> None:
