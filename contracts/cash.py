@@ -20,6 +20,7 @@ from contracts.runtime import (
     encode,
     require_role,
 )
+from contracts.visibility import require_own_balance
 
 cash = Contract("cash")
 
@@ -127,12 +128,15 @@ def balance_internal(ctx: Context, args: Args) -> JsonValue:
 
 @cash.view
 def balance(ctx: ReadContext, args: Args) -> JsonValue:
+    """A member's own balance (the auditor reads any)."""
     account = args.account("account")
+    require_own_balance(ctx, account)
     return {"account": account, "balance": balance_of(ctx, account)}
 
 
 @cash.view
 def supply(ctx: ReadContext, args: Args) -> JsonValue:
+    """Consortium-wide totals, public: they name no member (docs/visibility.md)."""
     totals = _supply(ctx)
     return {**totals, "outstanding": totals["deposits"] - totals["withdrawals"]}
 

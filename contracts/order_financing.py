@@ -29,6 +29,7 @@ from contracts.runtime import (
     require_role,
 )
 from contracts.schedule import BPS, due_key, falling_due, interest
+from contracts.visibility import ORDER, readable, require_readable
 
 order_financing = Contract("order_financing")
 
@@ -363,17 +364,21 @@ def flag_overdue_loans(ctx: Context) -> None:
 
 @order_financing.view
 def order(ctx: ReadContext, args: Args) -> JsonValue:
-    return _load(ctx, args.hex_id("order_id"))
+    """An order, for its supplier, buyer, current loan's financier and the auditor."""
+    return require_readable(ctx, ORDER, _load(ctx, args.hex_id("order_id")))
 
 
 @order_financing.view
 def orders_of(ctx: ReadContext, args: Args) -> JsonValue:
-    """Orders where the account is supplier, buyer or financier (at most 500), in id order."""
-    return listed(ctx, PARTY_INDEX, args.account("account"), _load, LIST_MAX)
+    """Orders where the account is supplier, buyer or financier (at most 500), in id order;
+    those the reader may see (an earlier financier whose application ended sees it no more)."""
+    found = listed(ctx, PARTY_INDEX, args.account("account"), _load, LIST_MAX)
+    return readable(ctx.reader, ORDER, found)
 
 
 @order_financing.view
 def terms(ctx: ReadContext, args: Args) -> JsonValue:
+    """A financier's ratio: a public offer, so suppliers know what they may ask for."""
     financier = args.account("financier")
     found = ctx.get(f"terms/{financier}")
     return {"financier": financier, "ratio_bps": None if found is None else found["ratio_bps"]}

@@ -34,6 +34,7 @@ from contracts.runtime import (
     require_role,
 )
 from contracts.schedule import BPS, due_key, falling_due, interest
+from contracts.visibility import DEAL, readable, require_readable
 
 prepayment = Contract("prepayment")
 
@@ -329,15 +330,19 @@ def run_due_buybacks(ctx: Context) -> None:
 
 @prepayment.view
 def deal(ctx: ReadContext, args: Args) -> JsonValue:
-    return _load(ctx, args.hex_id("deal_id"))
+    """A deal, for its dealer, core, financier and warehouse, and the auditor."""
+    return require_readable(ctx, DEAL, _load(ctx, args.hex_id("deal_id")))
 
 
 @prepayment.view
 def deals_of(ctx: ReadContext, args: Args) -> JsonValue:
-    """Deals where the account is dealer, core, financier or warehouse (at most 500)."""
-    return listed(ctx, PARTY_INDEX, args.account("account"), _load, LIST_MAX)
+    """Deals where the account is dealer, core, financier or warehouse (at most 500); those
+    the reader may see."""
+    found = listed(ctx, PARTY_INDEX, args.account("account"), _load, LIST_MAX)
+    return readable(ctx.reader, DEAL, found)
 
 
 @prepayment.view
 def config(ctx: ReadContext, args: Args) -> JsonValue:
+    """The least margin: a consortium-wide rule, public."""
     return {"margin_bps_min": _margin_bps_min(ctx)}

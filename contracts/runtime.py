@@ -12,9 +12,12 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from contracts.ids import derive_id
+
+if TYPE_CHECKING:  # visibility imports this module; the runtime needs its Reader lazily
+    from contracts.visibility import Reader
 
 # Limits on what a tx may carry into a contract.
 ARGS_BYTES_MAX = 16_384
@@ -413,12 +416,14 @@ Hook = Callable[[Context], None]
 
 @dataclass(slots=True)
 class ReadContext:
-    """A read-only view for queries: reads this contract's keys or calls other views."""
+    """A read-only view for queries: reads this contract's keys or calls other views, for one
+    reader (contracts/visibility.py says what it may see)."""
 
     runtime: Runtime
     state: StateView
     contract: str
     height: int
+    reader: Reader
 
     def get(self, key: str) -> JsonValue:
         raw = self.state.get(f"{self.contract}/{key}")
@@ -432,7 +437,7 @@ class ReadContext:
             yield key[cut:], decode(raw)
 
     def view(self, contract: str, view: str, args: Mapping[str, JsonValue]) -> JsonValue:
-        return self.runtime.query(self.state, contract, view, args, self.height)
+        return self.runtime.query(self.state, contract, view, args, self.height, self.reader)
 
 
 @dataclass(slots=True)
@@ -581,12 +586,18 @@ class Runtime:
         view: str,
         args: Mapping[str, JsonValue],
         height: int,
+        reader: Reader | None = None,
     ) -> JsonValue:
+        """Run a view for reader (None: `Reader.internal()`, which sees everything)."""
         target = self._contract(contract)
         handler = target.views.get(view)
         if handler is None:
             raise ContractError("UNKNOWN_VIEW", f"{contract} has no view {view!r}")
-        return handler(ReadContext(self, state, contract, height), Args(args))
+        if reader is None:
+            from contracts.visibility import Reader
+
+            reader = Reader.internal()
+        return handler(ReadContext(self, state, contract, height, reader), Args(args))
 
     def hooks(self) -> list[tuple[str, Hook]]:
         """Every block-end hook with its contract's name, in a fixed order (contract name)."""

@@ -26,6 +26,15 @@ from contracts.runtime import (
     require_role,
     roles_of,
 )
+from contracts.visibility import (
+    VOUCHER,
+    may_read,
+    partial_summary,
+    pruned,
+    require_in_tree,
+    require_lineage,
+    visible_lines,
+)
 from contracts.voucher_settlement import settle_block
 from contracts.voucher_state import (
     ACTIVE,
@@ -466,33 +475,41 @@ def cancel_discount(ctx: Context, args: Args) -> JsonValue:
 
 @voucher.view
 def get(ctx: ReadContext, args: Args) -> JsonValue:
-    """One voucher's record."""
-    return load_voucher(ctx, args.hex_id("voucher"))
+    """One voucher's record, for a reader who may see it (contracts/visibility.py)."""
+    record = load_voucher(ctx, args.hex_id("voucher"))
+    return require_in_tree(ctx, VOUCHER, record, lambda: _tree(ctx, record["root"]))
 
 
-def _page(
-    ctx: ReadContext, prefix: str, args: Args
-) -> tuple[list[str], str | None]:
-    """Ids under prefix after `after`, at most `limit`, and the cursor for the next page."""
+def _tree(ctx: ReadContext, root_id: str) -> list[Record]:
+    """Every voucher of a root in creation order, read from state (not through a view)."""
+    return [load_voucher(ctx, voucher_id) for _, voucher_id in ctx.scan(f"r/{root_id}/")]
+
+
+def _page(ctx: ReadContext, prefix: str, args: Args) -> tuple[list[Record], str | None]:
+    """Vouchers under prefix after `after` that the reader may see, at most `limit`, and the
+    cursor for the next page (hidden vouchers are skipped, never counted or named)."""
     limit = args.integer("limit", minimum=1, maximum=PAGE_MAX, default=PAGE_MAX)
     after = args.hex_id("after") if "after" in args.raw() else ""
-    ids: list[str] = []
+    found: list[Record] = []
     for key, _ in ctx.scan(prefix):
         voucher_id = key[len(prefix):]
         if voucher_id <= after:
             continue
-        if len(ids) == limit:
-            return ids, ids[-1]
-        ids.append(voucher_id)
-    return ids, None
+        record = load_voucher(ctx, voucher_id)
+        if not may_read(ctx.reader, VOUCHER, record):
+            continue
+        if len(found) == limit:
+            return found, found[-1]["id"]
+        found.append(record)
+    return found, None
 
 
 @voucher.view
 def holdings(ctx: ReadContext, args: Args) -> JsonValue:
-    """A holder's live vouchers (ACTIVE, DISCOUNT_PENDING, OVERDUE), paged by voucher id."""
+    """A holder's live vouchers (ACTIVE, DISCOUNT_PENDING, OVERDUE), paged by voucher id; those
+    the reader may see (all for the holder itself and the auditor)."""
     holder = args.account("holder")
-    ids, cursor = _page(ctx, f"h/{holder}/", args)
-    vouchers = [load_voucher(ctx, voucher_id) for voucher_id in ids]
+    vouchers, cursor = _page(ctx, f"h/{holder}/", args)
     return {
         "holder": holder,
         "vouchers": vouchers,
@@ -503,40 +520,38 @@ def holdings(ctx: ReadContext, args: Args) -> JsonValue:
 
 @voucher.view
 def pending_discounts(ctx: ReadContext, args: Args) -> JsonValue:
-    """The discount applications awaiting a financier, paged by voucher id."""
+    """The discount applications awaiting a financier, paged by id (those the reader may see)."""
     financier = args.account("financier")
-    ids, cursor = _page(ctx, f"pend/{financier}/", args)
-    return {
-        "financier": financier,
-        "vouchers": [load_voucher(ctx, voucher_id) for voucher_id in ids],
-        "next_after": cursor,
-    }
+    vouchers, cursor = _page(ctx, f"pend/{financier}/", args)
+    return {"financier": financier, "vouchers": vouchers, "next_after": cursor}
 
 
 @voucher.view
 def lineage(ctx: ReadContext, args: Args) -> JsonValue:
-    """The whole tree of a root in creation order: who holds what at which tier, and states."""
+    """The whole tree of a root in creation order: who holds what at which tier, and states.
+    A reader other than the core and the auditor gets its vouchers and their paths to the root
+    (`"partial": true`, without the root's totals)."""
     root_id = args.hex_id("root")
     summary = load_root(ctx, root_id)
-    nodes = []
-    live = 0
-    for _, voucher_id in ctx.scan(f"r/{root_id}/"):
-        record = load_voucher(ctx, voucher_id)
-        if record["state"] in LIVE_STATES:
-            live += record["amount"]
-        nodes.append(
-            {
-                key: record[key]
-                for key in ("id", "parent", "tier", "holder", "amount", "state", "children")
-            }
-        )
+    records = _tree(ctx, root_id)
+    shown = require_lineage(ctx, VOUCHER, root_id, records)
+    live = sum(record["amount"] for record in records if record["state"] in LIVE_STATES)
     assert live + summary["redeemed"] == summary["amount"], "per-root conservation"
+    fields = ("id", "parent", "tier", "holder", "amount", "state", "children")
+    nodes = [
+        pruned({key: record[key] for key in fields}, shown)
+        for record in records
+        if shown is None or record["id"] in shown
+    ]
+    if shown is not None:
+        return {**partial_summary(VOUCHER, summary), "tree": nodes}
     return {**summary, "live": live, "tree": nodes}
 
 
 @voucher.view
 def document(ctx: ReadContext, args: Args) -> JsonValue:
-    """Which root voucher a trade document backs (null if none): the double-financing check."""
+    """Which root voucher a trade document backs (null if none): the double-financing check.
+    Public: asking needs the document's hash, and the root it names stays protected."""
     document_hash = args.hex_id("document")
     return {"document": document_hash, "root": ctx.get(f"doc/{document_hash}")}
 
@@ -546,7 +561,8 @@ def position(ctx: ReadContext, args: Args) -> JsonValue:
     """A core's outstanding and overdue totals and its credit lines.
 
     Views have no block time, so `at_ms` says when to judge line expiry; without it every line
-    counts as open. Remaining credit = sum over open lines of (limit - used).
+    counts as open. Remaining credit = sum over open lines of (limit - used). A financier
+    other than the auditor gets its own lines only, without the core's totals.
     """
     core = args.account("core")
     at_ms = args.integer("at_ms", minimum=0, maximum=TIME_MS_MAX, default=0)
@@ -562,6 +578,15 @@ def position(ctx: ReadContext, args: Args) -> JsonValue:
         if is_open:
             remaining += line["limit"] - line["used"]
     assert used_total == totals["outstanding"] <= limit_total
+    own = visible_lines(ctx, core, lines)
+    if own is not None:
+        return {
+            "core": core,
+            "credit_limit": sum(line["limit"] for line in own),
+            "remaining_credit": sum(line["limit"] - line["used"] for line in own if line["open"]),
+            "lines": own,
+            "partial": True,
+        }
     return {
         "core": core,
         "outstanding": totals["outstanding"],

@@ -25,6 +25,14 @@ from contracts.runtime import (
     require_role,
 )
 from contracts.schedule import due_key, falling_due, interest
+from contracts.visibility import (
+    RECEIPT,
+    partial_summary,
+    pruned,
+    readable,
+    require_in_tree,
+    require_lineage,
+)
 from contracts.warehouse_receipt_state import (
     ACTIVE,
     DEFAULTED,
@@ -463,22 +471,35 @@ def release_pledge(ctx: Context, args: Args) -> JsonValue:
 
 @warehouse_receipt.view
 def receipt(ctx: ReadContext, args: Args) -> JsonValue:
-    return load(ctx, args.hex_id("receipt_id"))
+    """A receipt, for a reader who may see it (contracts/visibility.py)."""
+    found = load(ctx, args.hex_id("receipt_id"))
+    return require_in_tree(ctx, RECEIPT, found, lambda: _tree(ctx, str(found["root"])))
+
+
+def _tree(ctx: ReadContext, root: str) -> list[Receipt]:
+    """Every receipt of a lineage in id order, read from state (not through a view)."""
+    return listed(ctx, "tree", root, load, LIST_MAX)
 
 
 @warehouse_receipt.view
 def receipts_of(ctx: ReadContext, args: Args) -> JsonValue:
-    """An owner's live receipts (at most 500), in id order."""
-    return listed(ctx, "own", args.account("owner"), load, LIST_MAX)
+    """An owner's live receipts (at most 500), in id order; those the reader may see."""
+    return readable(ctx.reader, RECEIPT, listed(ctx, "own", args.account("owner"), load, LIST_MAX))
 
 
 @warehouse_receipt.view
 def lineage(ctx: ReadContext, args: Args) -> JsonValue:
-    """A root's issued and redeemed quantities and every receipt descended from it."""
+    """A root's issued and redeemed quantities and every receipt descended from it. A reader
+    other than the warehouse and the auditor gets its receipts and their paths to the root
+    (`"partial": true`, without the lineage's totals)."""
     root = args.hex_id("root_id")
     totals = ctx.get(f"root/{root}")
     if totals is None:
         raise ContractError("UNKNOWN_RECEIPT", f"no receipt lineage rooted at {root[:16]}…")
-    members = listed(ctx, "tree", root, load, LIST_MAX)
+    members = _tree(ctx, root)
+    shown = require_lineage(ctx, RECEIPT, root, members)
+    if shown is not None:
+        receipts = [pruned(r, shown) for r in members if r["id"] in shown]
+        return {**partial_summary(RECEIPT, {"root_id": root, **totals}), "receipts": receipts}
     live = sum(int(r["quantity"]) for r in members if r["state"] in LIVE_STATES)
     return {"root_id": root, **totals, "live": live, "receipts": members}
