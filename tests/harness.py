@@ -22,6 +22,7 @@ from contracts.cash import seed_balances
 from contracts.consortium import seed_members
 from contracts.governance import proposal_id_of, seed_governance
 from contracts.runtime import Runtime, decode
+from contracts.visibility import reader_of
 from node.chain import app_hash_after, block_hash_of, txs_hash
 from node.client.identity import Account, tx_id_of
 from node.executor import Executor
@@ -190,6 +191,12 @@ class LocalChain:
     def query(self, call: str, **args: Any) -> Any:
         contract, view = call.split(".", 1)
         return self.runtime.query(self.state, contract, view, args, self.height)
+
+    def query_as(self, who: str, call: str, **args: Any) -> Any:
+        """A view as member `who` reads it (contracts/visibility.py); `query` reads everything."""
+        contract, view = call.split(".", 1)
+        reader = reader_of(self.state, self.id(who))
+        return self.runtime.query(self.state, contract, view, args, self.height, reader)
 
     def raw(self, key: str) -> Any:
         value = self.state.get(key)
