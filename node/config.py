@@ -60,10 +60,15 @@ class Snapshots:
     state_sync: bool = True
     sync_min_blocks: int = 100
     chunk_bytes: int = 4 * 1024 * 1024
+    # A running node asks its peers this often whether it fell `sync_min_blocks` behind a
+    # snapshot, and if so restarts from it (0: never; it keeps replaying).
+    fall_behind_check_s: int = 60
 
     def validate(self) -> None:
-        if self.interval < 0 or self.keep < 1 or self.sync_min_blocks < 1:
-            raise ConfigError("snapshots: interval >= 0, keep >= 1, sync_min_blocks >= 1")
+        if (self.interval < 0 or self.keep < 1 or self.sync_min_blocks < 1
+                or self.fall_behind_check_s < 0):
+            raise ConfigError("snapshots: interval >= 0, keep >= 1, sync_min_blocks >= 1, "
+                              "fall_behind_check_s >= 0")
         if not 1_024 <= self.chunk_bytes <= 16 * 1024 * 1024:
             raise ConfigError("snapshots: chunk_bytes must be 1024..16777216")
 

@@ -362,6 +362,7 @@ class Node:
             self.contracts,
             limits,
             [v.node_id for v in self.genesis.validators],
+            reads=self.config.reads,
         )
         ledger_pb2_grpc.add_LedgerServicer_to_server(service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -422,7 +423,33 @@ class Node:
         server.start()
         return server
 
-    async def run(self) -> None:
+    async def _watch_fall_behind(self) -> None:
+        """Return when this node has fallen `sync_min_blocks` behind a snapshot its peers
+        offer (checked every `fall_behind_check_s`); never, when state sync is off."""
+        config, genesis = self.config, self.genesis
+        every = config.snapshots.fall_behind_check_s
+        if (every <= 0 or not config.snapshots.state_sync or config.tls is None
+                or genesis.consensus == "solo"):
+            await asyncio.Event().wait()
+        assert config.tls is not None
+        while True:
+            await asyncio.sleep(every)
+            sync = StateSync(
+                config.node_id, genesis.chain_id, genesis.consensus, self.storage, self.sets,
+                config.tls, min_blocks=config.snapshots.sync_min_blocks,
+                observer=self.observer,
+            )
+            try:
+                if await sync.far_behind():
+                    log.warning("fell %d or more blocks behind a snapshot the validators offer: "
+                                "restarting from it", config.snapshots.sync_min_blocks)
+                    return
+            except Exception as exc:  # a failed check must not stop the node: try next time
+                log.info("fall-behind check failed: %s", exc)
+
+    async def run(self) -> bool:
+        """Serve until SIGTERM or SIGINT (False), or until this node fell far behind a state
+        snapshot (True: the caller restores it and builds the node again)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -434,12 +461,14 @@ class Node:
         metrics_server = self._start_metrics(loop)
         driver_task = asyncio.create_task(self._run_consensus(), name="consensus")
         stop_task = asyncio.create_task(stop.wait(), name="stop")
+        behind_task = asyncio.create_task(self._watch_fall_behind(), name="fall-behind")
         try:
             done, _ = await asyncio.wait(
-                {driver_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+                {driver_task, stop_task, behind_task}, return_when=asyncio.FIRST_COMPLETED
             )
             if driver_task in done:
                 driver_task.result()  # re-raises why the driver stopped
+            return behind_task in done and not stop.is_set()
         finally:
             log.info("stopping")
             if metrics_server is not None:
@@ -449,9 +478,9 @@ class Node:
                 await self.server.stop(grace=1.0)
             if self.transport is not None:
                 await self.transport.stop()
-            for task in (driver_task, stop_task):
+            for task in (driver_task, stop_task, behind_task):
                 task.cancel()
-            await asyncio.gather(driver_task, stop_task, return_exceptions=True)
+            await asyncio.gather(driver_task, stop_task, behind_task, return_exceptions=True)
             self.verifier.close()
             if self.snapshotter is not None and not self.snapshotter.wait_idle(60):
                 log.warning("a snapshot is still being written; closing the store anyway")
@@ -505,10 +534,12 @@ async def _serve(
     wrap_transport: TransportWrapper | None,
     wrap_snapshots: SnapshotWrapper | None,
 ) -> None:
-    await state_sync(config, observer or NullObserver())
-    node = Node(config, observer=observer, wrap_transport=wrap_transport,
-                wrap_snapshots=wrap_snapshots)
-    await node.run()
+    while True:
+        await state_sync(config, observer or NullObserver())
+        node = Node(config, observer=observer, wrap_transport=wrap_transport,
+                    wrap_snapshots=wrap_snapshots)
+        if not await node.run():
+            return
 
 
 async def state_sync(config: NodeConfig, observer: NodeObserver) -> int | None:

@@ -82,18 +82,8 @@ class StateSync:
 
     async def run(self) -> int | None:
         """Restore the best snapshot far enough ahead; its height, or None (nothing to do)."""
-        peers = {v.node_id: v.peer_addr for v in self.sets.state.known()
-                 if v.node_id != self.node_id}
-        if not peers:
+        if not self._open():
             return None
-        creds = grpc.ssl_channel_credentials(read(self.tls.ca_cert), read(self.tls.key),
-                                             read(self.tls.cert))
-        for peer, addr in sorted(peers.items()):
-            options = [("grpc.ssl_target_name_override", peer),
-                       ("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES_MAX)]
-            channel = grpc.aio.secure_channel(addr, creds, options=options)
-            self._channels.append(channel)
-            self._stubs[peer] = peer_pb2_grpc.PeerStub(channel)
         try:
             chosen = await self._choose()
             if chosen is None:
@@ -102,8 +92,38 @@ class StateSync:
             await self._restore(snapshot, sources)
             return snapshot.height
         finally:
-            for channel in self._channels:
-                await channel.close()
+            await self._close()
+
+    async def far_behind(self) -> bool:
+        """Whether enough validators offer a snapshot `min_blocks` or more above the head (a
+        running node that fell that far behind restarts from it: node/server.py)."""
+        if not self._open():
+            return False
+        try:
+            return await self._choose(quiet=True) is not None
+        finally:
+            await self._close()
+
+    def _open(self) -> bool:
+        peers = {v.node_id: v.peer_addr for v in self.sets.state.known()
+                 if v.node_id != self.node_id}
+        if not peers:
+            return False
+        creds = grpc.ssl_channel_credentials(read(self.tls.ca_cert), read(self.tls.key),
+                                             read(self.tls.cert))
+        for peer, addr in sorted(peers.items()):
+            options = [("grpc.ssl_target_name_override", peer),
+                       ("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES_MAX)]
+            channel = grpc.aio.secure_channel(addr, creds, options=options)
+            self._channels.append(channel)
+            self._stubs[peer] = peer_pb2_grpc.PeerStub(channel)
+        return True
+
+    async def _close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+        self._channels.clear()
+        self._stubs.clear()
 
     async def _offers(self, peer: str) -> list[peer_pb2.SignedManifest]:
         try:
@@ -114,7 +134,9 @@ class StateSync:
             return []
         return list(response.snapshots)
 
-    async def _choose(self) -> tuple[Snapshot, list[str]] | None:
+    async def _choose(self, quiet: bool = False) -> tuple[Snapshot, list[str]] | None:
+        """The snapshot to restore and its signers; `quiet`: a periodic check, which logs
+        only what it finds wrong, not that there is nothing to do."""
         head = self.storage.head().height
         peers = sorted(self._stubs)
         answers = await asyncio.gather(*(self._offers(p) for p in peers))
@@ -155,8 +177,9 @@ class StateSync:
                          height, len(signers[best]), needed)
                 continue
             return by_digest[best], sorted(signers[best])
-        log.info("state sync: no snapshot at least %d blocks above height %d; replaying",
-                 self.min_blocks, head)
+        log.log(logging.DEBUG if quiet else logging.INFO,
+                "state sync: no snapshot at least %d blocks above height %d; replaying",
+                self.min_blocks, head)
         return None
 
     async def _restore(self, snapshot: Snapshot, sources: list[str]) -> None:
