@@ -1,14 +1,18 @@
 """The client API: the `Ledger` gRPC service every node serves.
 
 This is the one place that chooses gRPC status codes. Admission errors carry the status name;
-contract errors in queries map to INVALID_ARGUMENT (INVALID_ARGS), NOT_FOUND (UNKNOWN_*: the
-named contract, view, member, voucher, receipt, order or deal does not exist) or
-FAILED_PRECONDITION (any other code), with details "CODE: message".
+contract errors in queries map to INVALID_ARGUMENT (INVALID_ARGS), PERMISSION_DENIED (the reader
+may not see it), NOT_FOUND (UNKNOWN_*: the named contract, view, member, voucher, receipt, order
+or deal does not exist) or FAILED_PRECONDITION (any other code), with details "CODE: message".
 Queries read a LevelDB snapshot of one committed height, never the execution cache.
 A follower (or an observer, which forwards to the proposer of its head block) checks a batch
 itself (parse and signatures), then forwards it to the leader, so a client may talk to any node.
 A node restored from a state snapshot, or pruned, holds blocks from its base height on
 (`ChainInfo.base_height`); a block, tx or stream below it answers NOT_FOUND naming that height.
+Reads (Query, GetTx, GetBlock, Subscribe) are signed by a member (node/read_auth.py, unless
+`[reads] signed = false`) and answer what that member may see (contracts/visibility.py): a view
+runs for the reader, GetTx of a tx it may not see is PERMISSION_DENIED, and a block shows such a
+tx reduced (`visible_block`), so heights, tx ids and hashes still verify.
 """
 
 from __future__ import annotations
@@ -16,17 +20,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from contracts.runtime import ContractError, JsonValue, Runtime, encode, json_problem
+from contracts.visibility import Reader, event_visible, reader_of, tx_visible
 from node.admission import Admission, AdmissionError
 from node.chain_view import ChainView
-from node.config import Limits
+from node.config import Limits, Reads
 from node.notifier import Notifier
 from node.ports import Forwarder
+from node.read_auth import GET_BLOCK, GET_TX, QUERY, SUBSCRIBE, ReadAuth, ReadAuthError
 from proto import ledger_pb2, ledger_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
@@ -80,10 +89,86 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
         return handler
 
 
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _event_tuple(event: types_pb2.Event) -> tuple[str, str, Any]:
+    try:
+        attrs = json.loads(event.attrs_json) if event.attrs_json else {}
+    except ValueError:
+        attrs = {}
+    return event.contract, event.name, attrs
+
+
+def tx_shown(reader: Reader, tx: types_pb2.SignedTx, receipt: types_pb2.Receipt) -> bool:
+    """Whether `reader` may see this committed tx (`contracts.visibility.tx_visible`)."""
+    if reader.everything:
+        return True
+    try:
+        body = types_pb2.TxBody.FromString(tx.body)
+        sender, contract = body.sender.hex(), body.contract
+    except DecodeError:  # a MALFORMED_TX: nobody's tx
+        sender, contract = "", ""
+    events = (_event_tuple(event) for event in receipt.events)
+    return tx_visible(reader, sender, events, contract=contract)
+
+
+def reduced_receipt(receipt: types_pb2.Receipt) -> types_pb2.Receipt:
+    """What a reader who may not see a tx learns of it: its id, place and status."""
+    return types_pb2.Receipt(
+        tx_id=receipt.tx_id, height=receipt.height, index=receipt.index, status=receipt.status
+    )
+
+
+def visible_block(block: types_pb2.CommittedBlock, reader: Reader) -> types_pb2.CommittedBlock:
+    """The block as `reader` may see it. A tx it may not see keeps its place: an empty SignedTx
+    (no body, no signature) and its receipt reduced to tx id, height, index and status; end-block
+    events it may not see are left out. The header, block hash, app hash and certificate are
+    untouched, and `header.txs_hash` is still sha256 over the receipts' tx ids in order."""
+    if reader.everything:
+        return block
+    txs: list[types_pb2.SignedTx] = []
+    receipts: list[types_pb2.Receipt] = []
+    for tx, receipt in zip(block.block.txs, block.receipts, strict=True):
+        if tx_shown(reader, tx, receipt):
+            txs.append(tx)
+            receipts.append(receipt)
+        else:
+            txs.append(types_pb2.SignedTx())
+            receipts.append(reduced_receipt(receipt))
+    return types_pb2.CommittedBlock(
+        block=types_pb2.Block(header=block.block.header, txs=txs),
+        block_hash=block.block_hash,
+        receipts=receipts,
+        end_block_events=[
+            event for event in block.end_block_events
+            if event_visible(reader, _event_tuple(event))
+        ],
+        app_hash=block.app_hash,
+        certificate=block.certificate,
+    )
+
+
+async def _visible(block: types_pb2.CommittedBlock, reader: Reader) -> types_pb2.CommittedBlock:
+    """`visible_block`, off the event loop when it has txs to decode."""
+    if reader.everything or not block.block.txs:
+        return visible_block(block, reader)
+    return await asyncio.to_thread(visible_block, block, reader)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shown:
+    block: types_pb2.CommittedBlock
+    reader: Reader
+
+
 def _query_status(code: str) -> str:
     """The gRPC status for a contract error in a query."""
     if code == "INVALID_ARGS":
         return "INVALID_ARGUMENT"
+    if code == "PERMISSION_DENIED":
+        return "PERMISSION_DENIED"  # the reader may not see what it asked for
     if code.startswith("UNKNOWN_") or code.endswith("NOT_FOUND"):
         return "NOT_FOUND"  # what the query names does not exist (at the height read)
     return "FAILED_PRECONDITION"
@@ -101,7 +186,11 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
         contracts: Runtime,
         limits: Limits,
         validators: list[str],
+        *,
+        reads: Reads | None = None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
+        """`reads`: the `[reads]` config; by default reads are signed (node/read_auth.py)."""
         self.node_id = node_id
         self.consensus = consensus
         self.chain = chain
@@ -111,6 +200,31 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
         self.contracts = contracts
         self.limits = limits
         self.validators = validators
+        reads = reads or Reads()
+        self.read_auth: ReadAuth[Reader] | None = (
+            ReadAuth(chain.chain_id, self._member, wall_clock_ms=clock_ms,
+                     window_ms=reads.window_ms)
+            if reads.signed
+            else None
+        )
+
+    def _member(self, account: str) -> Reader:
+        """The reader for a member, judged on committed state (ContractError otherwise)."""
+        with self.chain.committed_view() as state:
+            return reader_of(state, account)
+
+    async def _reader(self, context: Ctx, method: str, request: Any) -> Reader:
+        """Who asks: the member who signed this read; everything when reads are not signed
+        (development only). Aborts the call for a read the node refuses."""
+        if self.read_auth is None:
+            return Reader.internal()
+        try:
+            metadata = context.invocation_metadata() or ()
+            _, reader = self.read_auth.authenticate(method, request, metadata)
+        except ReadAuthError as exc:
+            log.debug("read refused: %s", exc)
+            return await self._abort(context, exc.status, exc.message)
+        return reader
 
     async def _abort(self, context: Ctx, status: str, msg: str) -> Any:
         await context.abort(getattr(grpc.StatusCode, status), msg)
@@ -183,6 +297,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
     async def GetTx(
         self, request: ledger_pb2.GetTxRequest, context: Ctx
     ) -> ledger_pb2.GetTxResponse:
+        reader = await self._reader(context, GET_TX, request)
         location = self.chain.tx_location(request.tx_id)
         if location is None:
             pending = self.chain.is_pending(request.tx_id)
@@ -198,11 +313,20 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
                 return await self._abort(context, "NOT_FOUND", self._pruned(what, base))
             msg = f"the tx index names block {height}, which this node does not hold"
             return await self._abort(context, "INTERNAL", msg)
-        return ledger_pb2.GetTxResponse(tx=block.block.txs[index], receipt=block.receipts[index])
+        tx, receipt = block.block.txs[index], block.receipts[index]
+        if not tx_shown(reader, tx, receipt):
+            return await self._abort(
+                context,
+                "PERMISSION_DENIED",
+                f"member {reader.account[:16]}… may not read tx {request.tx_id.hex()}: a tx is "
+                "read by its sender, the members its events name, and the auditor",
+            )
+        return ledger_pb2.GetTxResponse(tx=tx, receipt=receipt)
 
     async def Query(
         self, request: ledger_pb2.QueryRequest, context: Ctx
     ) -> ledger_pb2.QueryResponse:
+        reader = await self._reader(context, QUERY, request)
         if len(request.args_json) > self.limits.query_args_bytes_max:
             return await self._abort(context, "INVALID_ARGUMENT", "query args are too large")
         text = request.args_json or "{}"
@@ -217,24 +341,29 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
             )
         try:
             height, result = await asyncio.to_thread(
-                self._run_view, request.contract, request.view, args
+                self._run_view, request.contract, request.view, args, reader
             )
         except ContractError as exc:
             return await self._abort(context, _query_status(exc.code), f"{exc.code}: {exc.message}")
         return ledger_pb2.QueryResponse(result_json=encode(result).decode(), height=height)
 
     def _run_view(
-        self, contract: str, view: str, args: dict[str, JsonValue]
+        self, contract: str, view: str, args: dict[str, JsonValue], reader: Reader
     ) -> tuple[int, JsonValue]:
-        """Run a view on a snapshot of one committed height (worker thread): it sees no half of
-        a later block and never fills the execution cache, which only block execution may
-        write (a value read here could be replaced by a commit before it was stored)."""
+        """Run a view for `reader` on a snapshot of one committed height (worker thread): it
+        sees no half of a later block and never fills the execution cache, which only block
+        execution may write (a value read here could be replaced by a commit before it was
+        stored)."""
         with self.chain.committed_view() as state:
-            return state.height, self.contracts.query(state, contract, view, args, state.height)
+            result = self.contracts.query(
+                state, contract, view, args, state.height, reader=reader
+            )
+            return state.height, result
 
     async def GetBlock(
         self, request: ledger_pb2.GetBlockRequest, context: Ctx
     ) -> types_pb2.CommittedBlock:
+        reader = await self._reader(context, GET_BLOCK, request)
         height = request.height or self.chain.head.height
         block = await asyncio.to_thread(self.chain.get_block, height)
         if block is None:
@@ -246,7 +375,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
             at = self.chain.head.height
             msg = f"no block {height}; the chain is at {at}"
             return await self._abort(context, "NOT_FOUND", msg)
-        return block
+        return await _visible(block, reader)
 
     async def GetChainInfo(
         self, request: ledger_pb2.GetChainInfoRequest, context: Ctx
@@ -270,9 +399,25 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
             base_height=self.chain.base_height(),
         )
 
+    async def _for_stream(
+        self, context: Ctx, block: types_pb2.CommittedBlock, reader: Reader
+    ) -> _Shown:
+        """The next block of a stream as its reader may see it. Membership is judged again on
+        every block: a member suspended (or whose roles changed) while its stream runs gets no
+        further block it may not see."""
+        if self.read_auth is not None:
+            try:
+                reader = self._member(reader.account)
+            except ContractError as exc:
+                return await self._abort(
+                    context, "PERMISSION_DENIED", f"{exc.message}; the stream ends"
+                )
+        return _Shown(await _visible(block, reader), reader)
+
     async def Subscribe(
         self, request: ledger_pb2.SubscribeRequest, context: Ctx
     ) -> Any:
+        reader = await self._reader(context, SUBSCRIBE, request)
         head = self.chain.head.height
         ahead_max = self.limits.subscribe_ahead_blocks_max
         if request.from_height > head + ahead_max:
@@ -309,7 +454,9 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
                     else:
                         await self._abort(context, "INTERNAL", f"block {next_height} is missing")
                     return
-                yield block
+                shown = await self._for_stream(context, block, reader)
+                reader = shown.reader
+                yield shown.block
                 next_height += 1
             while True:
                 committed = await sub.queue.get()
@@ -321,7 +468,9 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):
                 if height > next_height:  # cannot happen unless blocks were skipped
                     await self._abort(context, "INTERNAL", "subscription lost its place")
                     return
-                yield committed
+                shown = await self._for_stream(context, committed, reader)
+                reader = shown.reader
+                yield shown.block
                 next_height += 1
                 if sub.overflowed and sub.queue.empty():
                     await self._abort(

@@ -14,43 +14,47 @@ nonce it has not seen from that reader in the window, so a captured read can be 
 neither later nor (to the same node) within the window. Membership is judged on committed
 state at each read: a member suspended on chain reads nothing from the next read on.
 
-`read_metadata` builds the metadata (clients); `ReadAuth.check` verifies it (the node).
+`read_metadata` (defined with the client SDK in node/client/identity.py, re-exported here)
+builds the metadata; `ReadAuth.check` verifies it (the node).
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import logging
-import os
 import re
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 
 from contracts.runtime import ContractError
-from node.client.identity import Account, verify_signature
+from node.client.identity import (  # the client's side, defined once for both
+    GET_BLOCK,
+    GET_TX,
+    ISSUED_AT_KEY,
+    NONCE_BYTES,
+    NONCE_KEY,
+    QUERY,
+    READ_KEYS,
+    READER_KEY,
+    SIGNATURE_KEY,
+    SUBSCRIBE,
+    read_metadata,
+    read_statement,
+    verify_signature,
+)
+
+__all__ = [
+    "GET_BLOCK", "GET_TX", "ISSUED_AT_KEY", "NONCE_BYTES", "NONCE_KEY", "QUERY", "READER_KEY",
+    "READ_KEYS", "READ_WINDOW_MS", "SIGNATURE_KEY", "SUBSCRIBE", "ReadAuth", "ReadAuthError",
+    "read_metadata", "read_statement",
+]
 
 log = logging.getLogger(__name__)
 
-READ_DOMAIN = b"scfchain-read\0"
 READ_WINDOW_MS = 30_000  # how far a read's issued_at may be from the node's clock, either way
-NONCE_BYTES = 16
 SEEN_READS_MAX = 262_144  # nonces remembered at once (about 9,000 reads/s over a 30 s window)
-
-READER_KEY = "scf-reader"
-ISSUED_AT_KEY = "scf-issued-at-ms"
-NONCE_KEY = "scf-nonce"
-SIGNATURE_KEY = "scf-signature-bin"
-READ_KEYS = (READER_KEY, ISSUED_AT_KEY, NONCE_KEY, SIGNATURE_KEY)
-
-LEDGER_SERVICE = "scfchain.Ledger"
-QUERY = f"/{LEDGER_SERVICE}/Query"
-GET_TX = f"/{LEDGER_SERVICE}/GetTx"
-GET_BLOCK = f"/{LEDGER_SERVICE}/GetBlock"
-SUBSCRIBE = f"/{LEDGER_SERVICE}/Subscribe"
 SIGNED_METHODS = frozenset({QUERY, GET_TX, GET_BLOCK, SUBSCRIBE})
 
 HOW_TO_SIGN = (
@@ -66,48 +70,6 @@ _DECIMAL = re.compile(r"[0-9]{1,20}")
 
 Metadata = Sequence[tuple[str, str | bytes]]
 R = TypeVar("R")
-
-
-def read_statement(
-    chain_id: str, method: str, request: Message, issued_at_ms: int, nonce: bytes
-) -> bytes:
-    """The bytes a member signs for one read."""
-    if len(nonce) != NONCE_BYTES:
-        raise ValueError(f"a read nonce is {NONCE_BYTES} bytes, got {len(nonce)}")
-    request_hash = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
-    return b"".join((
-        READ_DOMAIN,
-        chain_id.encode(),
-        b"\0",
-        method.encode(),
-        b"\0",
-        request_hash,
-        issued_at_ms.to_bytes(8, "big"),
-        nonce,
-    ))
-
-
-def read_metadata(
-    account: Account,
-    chain_id: str,
-    method: str,
-    request: Message,
-    *,
-    issued_at_ms: int | None = None,
-    nonce: bytes | None = None,
-) -> list[tuple[str, str | bytes]]:
-    """The gRPC metadata that signs one read as `account` (`method`: e.g. QUERY), issued now
-    with a random nonce unless they are given."""
-    if issued_at_ms is None:
-        issued_at_ms = time.time_ns() // 1_000_000
-    nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
-    signature = account.sign(read_statement(chain_id, method, request, issued_at_ms, nonce))
-    return [
-        (READER_KEY, account.account_id),
-        (ISSUED_AT_KEY, str(issued_at_ms)),
-        (NONCE_KEY, nonce.hex()),
-        (SIGNATURE_KEY, signature),
-    ]
 
 
 class ReadAuthError(Exception):

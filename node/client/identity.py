@@ -1,4 +1,5 @@
-"""Keys and signed transactions: Ed25519 accounts, PEM files, building and checking txs.
+"""Keys and signed transactions: Ed25519 accounts, PEM files, building and checking txs, and
+the statement a member signs to read (`read_metadata`).
 
 The signature covers the exact serialized `TxBody` bytes and `tx_id = sha256(body)`, so no one
 ever re-serializes to verify.
@@ -9,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf.message import Message
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 
@@ -133,3 +136,65 @@ def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> boo
     except (BadSignatureError, ValueError, TypeError):
         return False
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Signed reads: what a member signs to read (the node checks it in node/read_auth.py).
+
+READ_DOMAIN = b"scfchain-read\0"
+NONCE_BYTES = 16
+
+READER_KEY = "scf-reader"  # gRPC metadata: the account id, hex
+ISSUED_AT_KEY = "scf-issued-at-ms"  # decimal milliseconds since the epoch
+NONCE_KEY = "scf-nonce"  # 16 bytes, lower-case hex
+SIGNATURE_KEY = "scf-signature-bin"  # the 64-byte Ed25519 signature (binary metadata)
+READ_KEYS = (READER_KEY, ISSUED_AT_KEY, NONCE_KEY, SIGNATURE_KEY)
+
+LEDGER_SERVICE = "scfchain.Ledger"
+QUERY = f"/{LEDGER_SERVICE}/Query"
+GET_TX = f"/{LEDGER_SERVICE}/GetTx"
+GET_BLOCK = f"/{LEDGER_SERVICE}/GetBlock"
+SUBSCRIBE = f"/{LEDGER_SERVICE}/Subscribe"
+
+
+def read_statement(
+    chain_id: str, method: str, request: Message, issued_at_ms: int, nonce: bytes
+) -> bytes:
+    """The bytes a member signs for one read: the domain, the chain, the full gRPC method name,
+    the sha256 of the serialized request, when (8 bytes, big-endian) and a 16-byte nonce."""
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError(f"a read nonce is {NONCE_BYTES} bytes, got {len(nonce)}")
+    request_hash = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+    return b"".join((
+        READ_DOMAIN,
+        chain_id.encode(),
+        b"\0",
+        method.encode(),
+        b"\0",
+        request_hash,
+        issued_at_ms.to_bytes(8, "big"),
+        nonce,
+    ))
+
+
+def read_metadata(
+    account: Account,
+    chain_id: str,
+    method: str,
+    request: Message,
+    *,
+    issued_at_ms: int | None = None,
+    nonce: bytes | None = None,
+) -> list[tuple[str, str | bytes]]:
+    """The gRPC metadata that signs one read as `account` (`method`: e.g. QUERY), issued now
+    with a random nonce unless they are given."""
+    if issued_at_ms is None:
+        issued_at_ms = time.time_ns() // 1_000_000
+    nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
+    signature = account.sign(read_statement(chain_id, method, request, issued_at_ms, nonce))
+    return [
+        (READER_KEY, account.account_id),
+        (ISSUED_AT_KEY, str(issued_at_ms)),
+        (NONCE_KEY, nonce.hex()),
+        (SIGNATURE_KEY, signature),
+    ]

@@ -6,7 +6,7 @@
         balance = await client.query("cash", "balance", {"account": account.account_id})
 
 Reads (`query`, `get_tx`, `get_block`, `subscribe`) are signed by `reader`, a member's account
-(node/read_auth.py); a node answers them only for a member, and only what that member may see.
+(`read_metadata`); a node answers them only for a member, and only what that member may see.
 Without a reader only `submit`, `chain_info` and `healthy` work on a node that enforces signed
 reads (the default). RPC failures raise `LedgerError` with the gRPC status name and the node's
 message.
@@ -23,8 +23,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.client.identity import Account
-from node.read_auth import GET_BLOCK, GET_TX, QUERY, SUBSCRIBE, read_metadata
+from node.client.identity import GET_BLOCK, GET_TX, QUERY, SUBSCRIBE, Account, read_metadata
 from proto import ledger_pb2, ledger_pb2_grpc, types_pb2
 
 MESSAGE_BYTES_MAX = 128 * 1024 * 1024

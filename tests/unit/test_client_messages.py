@@ -22,13 +22,15 @@ from node.admission import NAME_CHARS_MAX, Admission, AdmissionError, SignatureV
 from node.api import LedgerService
 from node.chain_view import ChainView
 from node.client.identity import Account
-from node.config import Limits
+from node.config import Limits, Reads
 from node.mempool import Mempool
 from node.notifier import Notifier
 from node.storage import Storage
 from proto import ledger_pb2, types_pb2
 from tests.unit.test_voucher_scenario import grant, issue
 from tests.unit.test_voucher_scenario import make_chain as voucher_chain
+
+UNSIGNED = Reads(signed=False)  # who reads is not what these tests check (test_read_api.py)
 
 PYTHON_WORDS = ("line 1", "(char", "Expecting", "sys.", "utf-8-sig", "codec", "column")
 
@@ -126,7 +128,8 @@ def service(tmp_path) -> Any:
     unused: Any = None  # what Query never touches: mempool, engine, head, admission
     chain = ChainView("n1", "c", storage, unused, unused, unused)
     yield LedgerService(
-        "n1", "solo", chain, Notifier(), unused, None, default_runtime(), Limits(), ["n1"]
+        "n1", "solo", chain, Notifier(), unused, None, default_runtime(), Limits(), ["n1"],
+        reads=UNSIGNED,
     )
     storage.close()
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from contracts import default_runtime
 from node.api import LedgerService
 from node.chain_view import ChainView
-from node.config import Limits
+from node.config import Limits, Reads
 from node.mempool import Mempool
 from node.notifier import Notifier
 from node.ops import cli
@@ -31,6 +31,8 @@ from node.ops.cluster_status import NodeStatus, node_status
 from node.ops.launcher import Cluster, ClusterNode
 from node.storage import ChainHead, Storage, StorageError
 from proto import ledger_pb2, types_pb2
+
+UNSIGNED = Reads(signed=False)  # who reads is not what these tests check (test_read_api.py)
 
 HEAD = 10
 
@@ -136,7 +138,7 @@ def service_for(storage: Storage, node_id: str = "node3") -> LedgerService:
     chain = ChainView(node_id, "c", storage, Mempool(100, 1_000_000), engine, _Head(storage))
     unused: Any = None  # admission: nothing here submits
     return LedgerService(node_id, "solo", chain, Notifier(), unused, None, default_runtime(),
-                         Limits(), [node_id])
+                         Limits(), [node_id], reads=UNSIGNED)
 
 
 def pruned_text(what: str) -> str:

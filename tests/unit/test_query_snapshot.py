@@ -27,10 +27,12 @@ from contracts.runtime import (
 )
 from node.api import LedgerService
 from node.chain_view import ChainView
-from node.config import Limits
+from node.config import Limits, Reads
 from node.notifier import Notifier
 from node.storage import Storage
 from proto import ledger_pb2, types_pb2
+
+UNSIGNED = Reads(signed=False)  # who reads is not what these tests check (test_read_api.py)
 
 A, B = "probe/a", "probe/b"
 
@@ -109,7 +111,8 @@ def _service(storage: Storage) -> LedgerService:
     unused: Any = None  # what Query never touches: mempool, engine, head, admission
     chain = ChainView("n1", "c", storage, unused, unused, unused)
     return LedgerService(
-        "n1", "solo", chain, Notifier(), unused, None, Runtime([probe]), Limits(), ["n1"]
+        "n1", "solo", chain, Notifier(), unused, None, Runtime([probe]), Limits(), ["n1"],
+        reads=UNSIGNED,
     )
 
 
