@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from bench.signing import account_for
 from bench.workloads import Member
 from node.client.identity import Account
+from node.client.ledger import LedgerClient
 from node.ops.localcluster import LocalCluster
 from node.ops.localnet import MemberSpec, tail, write_network
 
 CHAIN_ID = "scf-bench"
+READER = "auditor"  # a fresh cluster's member whose signed reads see every tx
 STOP_GRACE_S = 10.0
 HEALTHY_WITHIN_S = 60.0
 
@@ -43,6 +45,15 @@ class Cluster:
     roles: dict[str, str] = field(default_factory=dict)  # account name -> role (target)
     local: LocalCluster | None = None  # the node processes of a fresh cluster
     fresh: bool = True
+    reader: Account | None = None  # signs the bench's reads (GetBlock, Subscribe, Query)
+
+    def reading_client(self, addr: str, timeout_s: float) -> LedgerClient:
+        """A client whose reads are the auditor's: the bench follows every member's txs."""
+        if self.reader is None:
+            raise BenchError("the target's cluster.json holds no member with the auditor role; "
+                             "the bench reads blocks as one (reads are signed by a member)")
+        return LedgerClient(addr, timeout_s=timeout_s, reader=self.reader,
+                            chain_id=self.chain_id)
 
     def stop(self) -> None:
         if self.local is not None:
@@ -71,9 +82,10 @@ async def start_fresh(
     block_interval_ms: int,
     node_options: dict[str, object] | None = None,
 ) -> Cluster:
-    """Write a network whose members are the workload's (plus an admin), start every node."""
+    """Write a network whose members are the workload's (plus an admin and an auditor, who
+    reads), start every node."""
     os.makedirs(os.path.join(root, "keys"), exist_ok=True)
-    specs = [MemberSpec("admin", ("admin",))]
+    specs = [MemberSpec("admin", ("admin",)), MemberSpec(READER, ("auditor",))]
     specs += [MemberSpec(m.name, m.roles, m.balance) for m in members]
     for spec in specs:  # seeded keys: write_network keeps keys it finds
         path = os.path.join(root, "keys", f"{spec.name}.pem")
@@ -95,6 +107,7 @@ async def start_fresh(
         nodes=[],
         accounts={},
         local=local,
+        reader=account_for(seed, READER),
     )
     _STARTED.append(cluster)
     try:
@@ -145,6 +158,7 @@ def load_target(directory: str) -> Cluster:
             accounts=accounts,
             roles=roles,
             fresh=False,
+            reader=next((accounts[n] for n, role in roles.items() if role == "auditor"), None),
         )
     except (KeyError, TypeError) as exc:
         raise BenchError(f"--target {directory}: cluster.json lacks {exc}") from None

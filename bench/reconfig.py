@@ -39,6 +39,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from node.client.identity import Account
 from node.client.ledger import LedgerClient, LedgerError, ReceiptView
 from node.ops.cli_client import ClientCommandError, submit_tx
 from node.ops.cli_gov import validator_params
@@ -246,9 +247,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 class Sampler:
     """Polls one node's head every interval and fetches each new block's figures."""
 
-    def __init__(self, addrs: list[str], interval_s: float) -> None:
+    def __init__(self, addrs: list[str], interval_s: float, *, reader: Account | None = None,
+                 chain_id: str | None = None) -> None:
         self.addrs = addrs  # the first answers; the next ones if it stops answering
         self.interval_s = interval_s
+        self.reader = reader  # signs the block reads (the cluster's auditor)
+        self.chain_id = chain_id
         self.series = Series()
         self.next_height = 0
         self.txs_total = 0
@@ -258,7 +262,8 @@ class Sampler:
         while True:
             started = time.monotonic()
             try:
-                async with LedgerClient(self.addrs[index], timeout_s=5.0) as client:
+                async with LedgerClient(self.addrs[index], timeout_s=5.0, reader=self.reader,
+                                        chain_id=self.chain_id) as client:
                     head = int((await client.chain_info()).height)
                     if not self.next_height:
                         self.next_height = head + 1  # the series starts at the next block
@@ -313,7 +318,11 @@ async def measure(
         raise ReconfigError(f"no node of {cluster_dir} runs; `scfchain cluster up --dir "
                            f"{cluster_dir} --detach` first")
     marks = Marks(start_ms=_now_ms())
-    sampler = Sampler(watched, sample_s)
+    auditor = cluster.auditor()
+    if auditor is None:
+        raise ReconfigError(f"{cluster_dir} has no member with the auditor role; the sampler "
+                            "reads blocks as one (reads are signed by a member)")
+    sampler = Sampler(watched, sample_s, reader=auditor, chain_id=cluster.chain_id)
     sampling = asyncio.create_task(sampler.run())
     try:
         say(f"sampling the chain at {watched[0]} for {before_s:.0f} s before the add")

@@ -205,7 +205,7 @@ async def _committee_of(cluster: Cluster) -> tuple[list[tuple[str, int]], int]:
     """The governance committee of a target cluster, as the names cluster.json gives its
     members (those whose keys the bench holds), and the threshold."""
     names = {account.account_id: name for name, account in cluster.accounts.items()}
-    async with LedgerClient(cluster.nodes[0].client_addr, timeout_s=30) as client:
+    async with cluster.reading_client(cluster.nodes[0].client_addr, 30) as client:
         committee = await client.query("governance", "committee", {})
     voters = [(names[m["account"]], int(m["weight"])) for m in committee["members"]
               if m["account"] in names]
@@ -275,7 +275,7 @@ class Round:
         if cfg.submit_to == "leader":
             addrs = [await _leader_addr(cluster)]
         clients = [LedgerClient(addrs[i % len(addrs)], timeout_s=120) for i in range(cfg.clients)]
-        watcher = LedgerClient(cluster.nodes[0].client_addr, timeout_s=120)
+        watcher = cluster.reading_client(cluster.nodes[0].client_addr, 120)
         tracker = Tracker(watcher)
         try:
             height = (await watcher.chain_info()).height

@@ -4,6 +4,8 @@ Each command finds the cluster through `--dir DIR/cluster.json`, signs with the 
 key from `DIR/keys/`, and talks to the first node that answers (or `--node ID`); on PBFT, `tx`
 accepts a receipt only once f + 1 nodes return matching ones (`node.client.quorum`). In `--args`,
 a string `"@name"` stands for that member's account id, so `{"to": "@tier1a"}` works.
+Reads are signed by a member (node/read_auth.py) and show what that member may see: `--as NAME`
+(default: the cluster's auditor, if it has one); `tx` reads its receipt as its signer.
 People get names instead of hex, amounts as money; `--json` prints one JSON document
 (`watch --json`: one per block, a line each).
 """
@@ -22,6 +24,7 @@ from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
+from node.client.identity import Account
 from node.client.ledger import LedgerClient, LedgerError, ReceiptView, event_dict
 from node.client.quorum import QuorumClient
 from node.ops.cli_cluster import make_console
@@ -63,11 +66,27 @@ def guarded(command: str, func: Callable[[argparse.Namespace], int]) -> Callable
 # Finding a node, reading arguments, showing names.
 
 
-async def connect(cluster: Cluster, node_id: str | None = None) -> LedgerClient:
-    """A client of the named node, or of the first node that answers a health check."""
+def reader_for(cluster: Cluster, name: str | None = None) -> Account:
+    """The member whose key signs reads: `name` (`--as`), else the cluster's auditor."""
+    if name:
+        return cluster.account(name)
+    auditor = cluster.auditor()
+    if auditor is None:
+        members = ", ".join(account.name for account in cluster.accounts)
+        raise ClientCommandError(f"reads are signed by a member and {cluster.root} has no "
+                                 f"auditor to read as by default: pass --as NAME ({members})")
+    return auditor
+
+
+async def connect(
+    cluster: Cluster, node_id: str | None = None, reader: Account | None = None
+) -> LedgerClient:
+    """A client of the named node, or of the first node that answers a health check; its
+    reads are signed by `reader`."""
     nodes = [cluster.node(node_id)] if node_id else cluster.nodes
     for node in nodes:
-        client = LedgerClient(node.client_addr, timeout_s=60.0)
+        client = LedgerClient(node.client_addr, timeout_s=60.0, reader=reader,
+                              chain_id=cluster.chain_id)
         if await client.healthy(timeout_s=1.0):
             return client
         await client.close()
@@ -145,7 +164,7 @@ def _tx(args: argparse.Namespace) -> int:
     account = cluster.account(args.as_name)
     call_args = parse_args_json(args.args, cluster)
     tx = account.build_tx(cluster.chain_id, contract, method, call_args)
-    receipt, confirmed_by = asyncio.run(submit_tx(cluster, tx, args.node))
+    receipt, confirmed_by = asyncio.run(submit_tx(cluster, tx, args.node, reader=account))
     if args.json:
         doc = receipt.to_json()
         if confirmed_by is not None:
@@ -161,14 +180,19 @@ def _tx(args: argparse.Namespace) -> int:
 
 
 async def submit_tx(
-    cluster: Cluster, tx: types_pb2.SignedTx, node_id: str | None = None
+    cluster: Cluster,
+    tx: types_pb2.SignedTx,
+    node_id: str | None = None,
+    *,
+    reader: Account | None = None,
 ) -> tuple[ReceiptView, list[str] | None]:
     """Submit one signed tx and wait for its receipt; (receipt, confirming node ids or None).
 
     On PBFT (unless one node is named) the receipt counts only once f + 1 nodes return
     matching ones, and the node ids that did are returned; elsewhere one node's word is taken.
     While no leader is elected yet the node answers UNAVAILABLE (not admitted), so resending
-    is safe and done for up to NO_LEADER_RETRY_S.
+    is safe and done for up to NO_LEADER_RETRY_S. The receipts are read (GetTx) as `reader`,
+    by default the cluster's auditor.
     """
     quorum = cluster.consensus == "pbft" and not node_id
     node_ids = {node.client_addr: node.id for node in cluster.nodes}
@@ -179,7 +203,8 @@ async def submit_tx(
             # (cluster add-node) answer too, but do not make the set tolerate more faults.
             faults_max = (len(await validator_ids(cluster)) - 1) // 3
             async with QuorumClient([node.client_addr for node in cluster.nodes],
-                                    faults_max=faults_max) as nodes:
+                                    faults_max=faults_max, chain_id=cluster.chain_id,
+                                    reader=reader or reader_for(cluster)) as nodes:
                 confirmed = (await nodes.submit_and_confirm([tx], timeout_ms=60_000))[0]
             return confirmed.receipt, [node_ids[a] for a in confirmed.vouchers]
         client = await connect(cluster, node_id)
@@ -213,10 +238,11 @@ async def validator_ids(cluster: Cluster) -> list[str]:
 
 async def query_view(
     cluster: Cluster, contract: str, view: str, call_args: dict[str, Any],
-    node_id: str | None = None,
+    node_id: str | None = None, *, reader: Account | None = None,
 ) -> Any:
-    """A contract view's result from the named node or the first that answers."""
-    client = await connect(cluster, node_id)
+    """A contract view's result from the named node or the first that answers, as `reader`
+    sees it (by default the cluster's auditor)."""
+    client = await connect(cluster, node_id, reader or reader_for(cluster))
     async with client:
         return await client.query(contract, view, call_args)
 
@@ -239,8 +265,9 @@ def _query(args: argparse.Namespace) -> int:
     cluster = load_cluster(args.dir)
     contract, view = parse_call(args.call, "view")
     call_args = parse_args_json(args.args, cluster)
-
-    result = asyncio.run(query_view(cluster, contract, view, call_args, args.node))
+    reader = reader_for(cluster, args.as_name)
+    result = asyncio.run(query_view(cluster, contract, view, call_args, args.node,
+                                    reader=reader))
     if args.json:
         print(json.dumps(result))
     else:
@@ -256,11 +283,12 @@ def _watch(args: argparse.Namespace) -> int:
     cluster = load_cluster(args.dir)
     names = cluster.names()
     console = make_console()
+    reader = reader_for(cluster, args.as_name)
 
     async def run() -> None:
         next_height, shown, failures = args.from_height, 0, 0
         while True:
-            client = await connect(cluster, args.node)
+            client = await connect(cluster, args.node, reader)
             try:
                 async with client:
                     async for committed in client.subscribe(from_height=next_height):
@@ -299,8 +327,8 @@ def block_json(committed: types_pb2.CommittedBlock) -> dict[str, Any]:
         "block_hash": committed.block_hash.hex(),
         "app_hash": committed.app_hash.hex(),
         "txs": [
-            ReceiptView.of(receipt).to_json() | {"result": None}
-            for receipt in committed.receipts
+            ReceiptView.of(receipt).to_json() | {"result": None, "visible": bool(tx.body)}
+            for tx, receipt in zip(committed.block.txs, committed.receipts, strict=True)
         ],
         "end_block_events": [event_dict(event) for event in committed.end_block_events],
     }
@@ -315,10 +343,11 @@ def print_block(
         f" · {len(committed.receipts)} txs · by {header.proposer} (round {header.round}) · "
         f"app hash {committed.app_hash.hex()[:16]}…",
     ))
-    for receipt in committed.receipts:
+    for tx, receipt in zip(committed.block.txs, committed.receipts, strict=True):
         view = ReceiptView.of(receipt)
-        outcome = "ok" if view.ok else f"FAILED {view.error_code}"
-        console.print(f"  tx {view.tx_id[:12]}… {outcome}")
+        outcome = "ok" if view.ok else f"FAILED {view.error_code}".rstrip()
+        hidden = "" if tx.body else " (not visible to you)"
+        console.print(f"  tx {view.tx_id[:12]}… {outcome}{hidden}")
         for attrs in view.events:
             console.print(f"    {event_line(attrs, names)}")
     for event in committed.end_block_events:
@@ -359,8 +388,10 @@ def voucher_tree(lineage: dict[str, Any], names: dict[str, str]) -> Tree:
 def _voucher_tree(args: argparse.Namespace) -> int:
     cluster = load_cluster(args.dir)
 
+    reader = reader_for(cluster, args.as_name)
+
     async def run() -> Any:
-        client = await connect(cluster, args.node)
+        client = await connect(cluster, args.node, reader)
         async with client:
             return await client.query("voucher", "lineage", {"root": args.root_id})
 
@@ -375,7 +406,11 @@ def _voucher_tree(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add `tx`, `query`, `watch` and `voucher tree` to the `scfchain` parser."""
 
-    def common(parser: argparse.ArgumentParser) -> None:
+    def common(parser: argparse.ArgumentParser, *, reads: bool = True) -> None:
+        if reads:
+            parser.add_argument("--as", dest="as_name", metavar="NAME",
+                                help="the member who signs the read and whose view it shows "
+                                "(default: the cluster's auditor)")
         parser.add_argument("--dir", required=True, help="the cluster directory")
         parser.add_argument("--node", help="ask this node (default: the first that answers)")
         parser.add_argument("--json", action="store_true", help="print JSON")
@@ -385,7 +420,7 @@ def register(sub: Any) -> None:
     tx.add_argument("--as", dest="as_name", required=True, metavar="NAME",
                     help="the member who signs (a name from cluster.json)")
     tx.add_argument("--args", default="{}", help='JSON object; "@name" = that member\'s account')
-    common(tx)
+    common(tx, reads=False)
     tx.set_defaults(func=guarded("tx", _tx))
 
     query = sub.add_parser("query", help="call a read-only contract view")

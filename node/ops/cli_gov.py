@@ -154,7 +154,7 @@ def _send(cluster: Cluster, args: argparse.Namespace, method: str, call_args: di
           ) -> tuple[ReceiptView, list[str] | None]:
     signer = cluster.account(args.as_name)
     tx = signer.build_tx(cluster.chain_id, CONTRACT, method, call_args)
-    return asyncio.run(submit_tx(cluster, tx, args.via))
+    return asyncio.run(submit_tx(cluster, tx, args.via, reader=signer))
 
 
 def outcome_json(receipt: ReceiptView, confirmed_by: list[str] | None) -> dict[str, Any]:

@@ -117,9 +117,11 @@ async def app_hash_divergence(cluster: Cluster, statuses: list[NodeStatus]) -> s
     if common == 0:
         return None
     hashes: dict[str, str] = {}
+    reader = cluster.any_reader()  # a block's app hash shows whatever the reader may see
     for status in up:
         try:
-            async with LedgerClient(status.client_addr, timeout_s=2.0) as client:
+            async with LedgerClient(status.client_addr, timeout_s=2.0, reader=reader,
+                                    chain_id=cluster.chain_id) as client:
                 block = await client.get_block(common)
         except LedgerError:
             continue

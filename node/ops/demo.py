@@ -29,7 +29,7 @@ from rich.table import Table
 from node.client.identity import tx_id_of
 from node.client.ledger import LedgerClient, LedgerError, ReceiptView
 from node.client.quorum import QuorumClient
-from node.ops.cli_client import ClientCommandError, voucher_tree
+from node.ops.cli_client import ClientCommandError, reader_for, voucher_tree
 from node.ops.cli_cluster import make_console, status_table
 from node.ops.cluster_status import node_statuses
 from node.ops.demo_governance import ChapterError, run_chapter
@@ -83,10 +83,16 @@ class Story:
         self.cluster = cluster
         self.names = cluster.names()
         self.node = cluster.nodes[-1]
-        self.client = LedgerClient(self.node.client_addr, timeout_s=30.0)
+        self.reader = reader_for(cluster)  # the auditor: the narrator reads what it may see
+        self.client = self.client_of(self.node.client_addr)
         self.victim = ""
         self.issued_height = 0
         self.rejoining: asyncio.Task[object] | None = None
+
+    def client_of(self, addr: str, timeout_s: float = 30.0) -> LedgerClient:
+        """A client whose reads are the auditor's."""
+        return LedgerClient(addr, timeout_s=timeout_s, reader=self.reader,
+                            chain_id=self.cluster.chain_id)
 
     def who(self, name: str) -> str:
         return sample_member(name).title
@@ -103,7 +109,7 @@ class Story:
     async def use_node(self, node_id: str) -> None:
         await self.client.close()
         self.node = self.cluster.node(node_id)
-        self.client = LedgerClient(self.node.client_addr, timeout_s=30.0)
+        self.client = self.client_of(self.node.client_addr)
 
     async def call(self, name: str, contract: str, method: str, args: dict[str, Any]
                    ) -> ReceiptView:
@@ -147,7 +153,8 @@ class Story:
     async def confirm_with_quorum(self, receipt: ReceiptView) -> None:
         """On PBFT, one node's receipt is only as honest as that node: ask f + 1 of them."""
         addresses = {node.client_addr: node.id for node in self.cluster.nodes}
-        async with QuorumClient(list(addresses)) as quorum:
+        async with QuorumClient(list(addresses), reader=self.reader,
+                                chain_id=self.cluster.chain_id) as quorum:
             confirmed = (await quorum.confirm([bytes.fromhex(receipt.tx_id)]))[0]
         if confirmed.receipt != receipt:
             raise DemoError(f"the quorum's receipt differs from {self.node.id}'s")
@@ -345,7 +352,7 @@ class Story:
         assert self.rejoining is not None
         await self.rejoining
         deadline = time.monotonic() + LEADER_TIMEOUT_S
-        async with LedgerClient(self.cluster.node(self.victim).client_addr) as back:
+        async with self.client_of(self.cluster.node(self.victim).client_addr, 60.0) as back:
             while True:
                 info = await back.chain_info()
                 if info.height >= head:

@@ -24,6 +24,7 @@ from consensus.codec import MESSAGES
 from consensus.pbft_messages import CommitCertificate
 from node.client.identity import Account
 from node.client.ledger import LedgerClient, LedgerError, ReceiptView
+from node.ops.cli_client import reader_for
 from node.ops.cli_cluster import make_console, status_table
 from node.ops.cli_gov import record_member, validator_params
 from node.ops.cluster_status import node_statuses
@@ -212,10 +213,11 @@ class GovernanceChapter:
         say(f"• it is an observer (role {info.role}, validator {str(info.validator).lower()}): "
             f"it serves clients but never votes; the validators are "
             f"{', '.join(info.validators)} (epoch {info.validator_epoch})")
-        async with LedgerClient(node.client_addr) as client:
+        async with LedgerClient(node.client_addr, reader=self.cluster.account(NEW_BANK),
+                                chain_id=self.cluster.chain_id) as client:
             balance = await client.query("cash", "balance",
                                          {"account": self.cluster.account_id(NEW_BANK)})
-        say(f"• asked directly, {node.id} answers {NEW_BANK}'s balance: "
+        say(f"• asked directly (a read signed by {NEW_BANK}), {node.id} answers its balance: "
             f"{money(int(balance['balance']))}")
 
     async def vote_in(self) -> None:
@@ -241,7 +243,8 @@ class GovernanceChapter:
         primary = await self.story.client.chain_info()
         if info.round != primary.round:
             await self.next_view(node_id, info.round, primary)
-        async with LedgerClient(addr) as client:
+        async with LedgerClient(addr, reader=reader_for(self.cluster),
+                                chain_id=self.cluster.chain_id) as client:
             block = await first_signed_block(client, node_id, effective, FIRST_VOTE_TIMEOUT_S)
         signers = sorted(certificate_signers(block))
         say(f"• it votes: block {block.block.header.height}'s commit certificate carries its "

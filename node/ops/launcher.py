@@ -144,6 +144,22 @@ class Cluster:
                 return account.account_id
         raise ClusterError(f"no member {name!r} in {self.root}")
 
+    def auditor(self) -> Account | None:
+        """The first member with the auditor role (whose signed reads see everything), if
+        any: what the tools read as when no member is named."""
+        for account in self.accounts:
+            if account.role == "auditor":
+                return Account.load(account.key_file)
+        return None
+
+    def any_reader(self) -> Account | None:
+        """A member to sign reads whose answer every member gets (a block's hashes): the
+        auditor, else the first member; None for a directory without members."""
+        auditor = self.auditor()
+        if auditor is not None or not self.accounts:
+            return auditor
+        return Account.load(self.accounts[0].key_file)
+
     def names(self) -> dict[str, str]:
         """account id -> member name, for showing people names instead of hex."""
         return {account.account_id: account.name for account in self.accounts}

@@ -32,6 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from node.client.identity import Account
 from node.client.ledger import LedgerClient, LedgerError
 from node.ops.localcluster import LocalCluster
 from node.ops.localnet import MemberSpec, write_network
@@ -66,6 +67,17 @@ class SoakStats:
         line = f"{time.monotonic() - self.started_s:8.1f}s {text}"
         self.events.append(line)
         print(line, flush=True)
+
+
+def reader(cluster: LocalCluster) -> Account:
+    """Who the soak's reads are signed by: the payee, party to every transfer (a block's hashes
+    and receipt statuses show through whatever the reader may see)."""
+    return cluster.net.account("payee")
+
+
+def reading_client(cluster: LocalCluster, addr: str, timeout_s: float) -> LedgerClient:
+    return LedgerClient(addr, timeout_s=timeout_s, reader=reader(cluster),
+                        chain_id=cluster.net.chain_id)
 
 
 async def build(root: str, consensus: str, seed: int) -> LocalCluster:
@@ -117,7 +129,7 @@ async def auditor(cluster: LocalCluster, stats: SoakStats, stop: asyncio.Event) 
             hashes = {}
             for node_id in infos:
                 with contextlib.suppress(LedgerError):
-                    async with LedgerClient(cluster.addr(node_id), timeout_s=2) as client:
+                    async with reading_client(cluster, cluster.addr(node_id), 2) as client:
                         hashes[node_id] = (await client.get_block(height)).block_hash.hex()
             if height and len(set(hashes.values())) > 1:
                 stats.disagreements.append(f"height {height}: {hashes}")
@@ -135,7 +147,7 @@ async def converge(cluster: LocalCluster, stats: SoakStats, within_s: float) -> 
         hashes = set()
         for node_id in cluster.ids:
             try:
-                async with LedgerClient(cluster.addr(node_id), timeout_s=2) as client:
+                async with reading_client(cluster, cluster.addr(node_id), 2) as client:
                     hashes.add((await client.get_block(target)).block_hash)
             except LedgerError:
                 hashes.add(b"missing")
@@ -236,10 +248,10 @@ async def final_checks(cluster: LocalCluster, stats: SoakStats) -> dict[str, Any
     height = min(heights.values())
     app_hashes = set()
     for node_id in cluster.ids:
-        async with LedgerClient(cluster.addr(node_id), timeout_s=10) as client:
+        async with reading_client(cluster, cluster.addr(node_id), 10) as client:
             app_hashes.add((await client.get_block(height)).app_hash.hex())
     successes: Counter[bytes] = Counter()
-    async with LedgerClient(cluster.addr(cluster.ids[0]), timeout_s=60) as client:
+    async with reading_client(cluster, cluster.addr(cluster.ids[0]), 60) as client:
         stream = client.subscribe(from_height=1)
         async for block in stream:
             successes.update(r.tx_id for r in block.receipts if r.status == types_pb2.SUCCESS)

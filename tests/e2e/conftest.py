@@ -22,6 +22,7 @@ MEMBERS = [
     MemberSpec("core", ("core_enterprise",), balance=5_000_000),
     MemberSpec("supplier1", ("supplier",)),
     MemberSpec("supplier2", ("supplier",)),
+    MemberSpec("auditor", ("auditor",)),  # signs the tests' reads: it sees every tx
 ]
 HEALTHY_WITHIN_S = 30.0
 
@@ -53,6 +54,13 @@ def solo_net(tmp_path) -> Iterator[Cluster]:
         cluster.stop()
 
 
+def reading_client(net: NetworkLayout, addr: str, *, timeout_s: float = 60.0,
+                   name: str = "auditor") -> LedgerClient:
+    """A client of addr whose reads are signed by member `name` of net (reads are signed)."""
+    return LedgerClient(addr, timeout_s=timeout_s, reader=net.account(name),
+                        chain_id=net.chain_id)
+
+
 async def chain_info(addr: str) -> ledger_pb2.ChainInfo:
     async with LedgerClient(addr, timeout_s=2.0) as client:
         return await client.chain_info()
@@ -80,15 +88,17 @@ def add_validator_params(joined: NodeLayout) -> dict[str, Any]:
             "tls_cert_pem": cert_pem, "peer_addr": joined.peer_addr}
 
 
-async def assert_converged(addrs: list[str], within_s: float) -> int:
+async def assert_converged(addrs: list[str], within_s: float,
+                           reader: Account | None = None) -> int:
     """Every node reaches one height past the highest now, and all agree on that block and the
-    app hash after it; returns the height."""
+    app hash after it; returns the height. `reader` signs the block reads (None: the nodes
+    serve unsigned reads)."""
     target = max([(await chain_info(a)).height for a in addrs]) + 1
     for addr in addrs:
         await wait_height(addr, target, within_s)
     seen = {}
     for addr in addrs:
-        async with LedgerClient(addr, timeout_s=5.0) as client:
+        async with LedgerClient(addr, timeout_s=5.0, reader=reader) as client:
             block = await client.get_block(target)
         seen[addr] = (block.block_hash, block.app_hash)
     assert len(set(seen.values())) == 1, f"nodes disagree at height {target}: {seen}"

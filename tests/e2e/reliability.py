@@ -18,9 +18,10 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from node.client.identity import Account
 from node.client.ledger import LedgerClient, LedgerError
 from node.ops.localcluster import READY_TIMEOUT_S, STOP_GRACE_S, LocalCluster
-from node.ops.localnet import MemberSpec, NodeProcess, write_network
+from node.ops.localnet import MemberSpec, NetworkLayout, NodeProcess, write_network
 from proto import types_pb2
 from tests.e2e.proxy import NetworkFaults
 
@@ -161,12 +162,28 @@ async def converge(cluster: FaultCluster, within_s: float = 20.0) -> tuple[int, 
     return height, app_hash
 
 
-async def read_chain(addr: str, height: int) -> list[types_pb2.CommittedBlock]:
-    """Blocks 1..height from one node, over one Subscribe stream."""
+def reader(net: NetworkLayout) -> LedgerReader:
+    """Who the fault tests read as: the payee, party to every transfer they send (a tx it may
+    not see would still count: reduced, it keeps its id and status)."""
+    return LedgerReader(net.account(PAYEE), net.chain_id)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerReader:
+    account: Account
+    chain_id: str
+
+    def client(self, addr: str, timeout_s: float) -> LedgerClient:
+        return LedgerClient(addr, timeout_s=timeout_s, reader=self.account,
+                            chain_id=self.chain_id)
+
+
+async def read_chain(addr: str, height: int, as_: LedgerReader) -> list[types_pb2.CommittedBlock]:
+    """Blocks 1..height from one node, over one Subscribe stream, read as `as_`."""
     blocks: list[types_pb2.CommittedBlock] = []
     if height == 0:
         return blocks
-    async with LedgerClient(addr, timeout_s=30) as client:
+    async with as_.client(addr, timeout_s=30) as client:
         stream = client.subscribe(from_height=1)
         async for block in stream:
             blocks.append(block)
@@ -182,7 +199,7 @@ async def check_ledger(cluster: FaultCluster, load: Load | None,
     """The invariants every fault test ends with; returns figures for the report."""
     height, app_hash = await converge(cluster, within_s)
     reference = cluster.ids[0]
-    blocks = await read_chain(cluster.addr(reference), height)
+    blocks = await read_chain(cluster.addr(reference), height, reader(cluster.net))
     successes: Counter[bytes] = Counter()
     for block in blocks:
         for receipt in block.receipts:
@@ -192,7 +209,7 @@ async def check_ledger(cluster: FaultCluster, load: Load | None,
     assert not twice, f"txs executed twice: {twice[:5]}"
     net = cluster.net
     for node_id in cluster.ids:  # the same chain everywhere, byte for byte at the head
-        async with LedgerClient(cluster.addr(node_id), timeout_s=10) as client:
+        async with reader(net).client(cluster.addr(node_id), timeout_s=10) as client:
             block = await client.get_block(height)
             assert block.app_hash == app_hash and block.block_hash == blocks[-1].block_hash
             balance = await client.query("cash", "balance",

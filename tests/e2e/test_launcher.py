@@ -176,6 +176,16 @@ def test_up_calls_down_and_resume_leave_no_process(cluster_dir: str, run: InProc
     balance = run.json("query", "cash.balance", "--dir", cluster_dir,
                        "--args", '{"account": "@tier1a"}')
     assert balance["balance"] == 12_400
+    # Reads are signed by a member (by default the auditor) and show what it may see.
+    denied = run("query", "cash.balance", "--as", "tier3", "--dir", cluster_dir,
+                 "--args", '{"account": "@core"}')
+    assert denied.returncode == 1, denied.stdout
+    assert "the node answered PERMISSION_DENIED" in denied.stderr
+    own = run.json("query", "cash.balance", "--as", "core", "--dir", cluster_dir,
+                   "--args", '{"account": "@core"}')
+    audited = run.json("query", "cash.balance", "--as", "auditor", "--dir", cluster_dir,
+                       "--args", '{"account": "@core"}')
+    assert own == audited and own["balance"] > 0
 
     # A voucher passed up one tier, shown as a tree.
     expiry = int(time.time() * 1000) + 86_400_000

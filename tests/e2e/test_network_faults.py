@@ -23,6 +23,7 @@ from tests.e2e.reliability import (
     consensuses,
     heads,
     make_cluster,
+    reader,
     wait_until,
 )
 
@@ -49,9 +50,10 @@ class Auditor:
         if height == 0:
             return
         hashes = {}
+        as_payee = reader(self.cluster.net)
         for node_id in found:
             try:
-                async with LedgerClient(self.cluster.addr(node_id), timeout_s=2) as client:
+                async with as_payee.client(self.cluster.addr(node_id), timeout_s=2) as client:
                     hashes[node_id] = (await client.get_block(height)).block_hash
             except LedgerError:
                 continue
@@ -87,7 +89,7 @@ async def converged_past(cluster: FaultCluster, target: int) -> float:
             return False
         hashes = set()
         for node_id in cluster.ids:
-            async with LedgerClient(cluster.addr(node_id), timeout_s=2) as client:
+            async with reader(cluster.net).client(cluster.addr(node_id), timeout_s=2) as client:
                 hashes.add((await client.get_block(target)).block_hash)
         return len(hashes) == 1
 

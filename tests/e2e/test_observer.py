@@ -22,6 +22,7 @@ from tests.e2e.conftest import (
     add_validator_params,
     assert_converged,
     chain_info,
+    reading_client,
     wait_height,
 )
 
@@ -85,12 +86,12 @@ async def test_an_observer_follows_serves_is_voted_in_and_votes(pbft4: Cluster) 
 
         # It serves clients: a transfer submitted to it commits, and it answers queries.
         bank, payee = net.account("bank"), net.account("supplier1")
-        async with LedgerClient(addr5) as client:
+        async with reading_client(net, addr5, name="supplier1") as client:
             receipt = await client.call(bank, net.chain_id, "cash", "transfer",
                                         {"to": payee.account_id, "amount": 1_234})
             assert receipt.ok, receipt
             balance = await client.query("cash", "balance", {"account": payee.account_id})
-        async with LedgerClient(node1) as client:
+        async with reading_client(net, node1, name="supplier1") as client:
             assert await client.query("cash", "balance", {"account": payee.account_id}) == (
                 balance
             )
@@ -114,7 +115,7 @@ async def test_an_observer_follows_serves_is_voted_in_and_votes(pbft4: Cluster) 
         async def wait_signed_by_node5(within_s: float) -> None:
             deadline = time.monotonic() + within_s
             seen = (await chain_info(addr5)).height
-            async with LedgerClient(addr5) as client:
+            async with reading_client(net, addr5) as client:
                 while time.monotonic() < deadline:
                     height = (await client.chain_info()).height
                     for h in range(seen + 1, height + 1):
@@ -141,7 +142,7 @@ async def test_an_observer_follows_serves_is_voted_in_and_votes(pbft4: Cluster) 
         # node1 comes back and catches up: all five agree on the same blocks and state.
         await cluster.local.restart("node1")
         addrs = [cluster.local.addr(f"node{i}") for i in range(1, 5)] + [addr5]
-        await assert_converged(addrs, 30)
+        await assert_converged(addrs, 30, net.account("auditor"))
         assert (await chain_info(node1)).validator_epoch == 1
     finally:
         node5.stop()

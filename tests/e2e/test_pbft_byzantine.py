@@ -59,8 +59,9 @@ async def test_equivocating_primary_cannot_split_the_honest_replicas(tmp_path) -
             async with LedgerClient(addrs[node_id]) as client:
                 target = max(target, (await client.chain_info()).height)
         hashes = set()
-        for node_id in HONEST:
-            async with LedgerClient(addrs[node_id]) as client:
+        for node_id in HONEST:  # reads are signed: the sample consortium's auditor reads
+            async with LedgerClient(addrs[node_id], reader=cluster.auditor(),
+                                    chain_id=cluster.chain_id) as client:
                 until = time.monotonic() + 30
                 while (await client.chain_info()).height < target:
                     assert time.monotonic() < until, f"{node_id} stuck below {target}"

@@ -12,7 +12,7 @@ import pytest
 
 from node.client.ledger import LedgerClient
 from node.ops.localnet import write_network
-from tests.e2e.conftest import MEMBERS, Cluster
+from tests.e2e.conftest import MEMBERS, Cluster, reading_client
 from tests.e2e.test_raft_cluster import Load, check_each_tx_applied_once, wait_leader
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -73,7 +73,7 @@ async def test_kill_primary_new_view_serves_and_nothing_acknowledged_is_lost(pbf
     deadline = time.monotonic() + 30
     app_hashes, block_hashes = set(), set()
     for proc in cluster.procs:
-        async with LedgerClient(proc.layout.client_addr) as client:
+        async with reading_client(cluster.net, proc.layout.client_addr) as client:
             while await _height(client) < target:
                 assert time.monotonic() < deadline, f"{proc.layout.node_id} is behind {target}"
                 await asyncio.sleep(0.2)
@@ -82,7 +82,7 @@ async def test_kill_primary_new_view_serves_and_nothing_acknowledged_is_lost(pbf
             block_hashes.add(block.block_hash)
     assert len(app_hashes) == 1 and len(block_hashes) == 1
     for proc in cluster.procs:
-        async with LedgerClient(proc.layout.client_addr) as client:
+        async with reading_client(cluster.net, proc.layout.client_addr) as client:
             for start in range(0, len(load.acknowledged), 200):
                 chunk = load.acknowledged[start : start + 200]
                 found = await asyncio.gather(*(client.get_tx(bytes.fromhex(t)) for t in chunk))

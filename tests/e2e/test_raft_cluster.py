@@ -15,8 +15,8 @@ import pytest
 from node.client.ledger import LedgerClient, LedgerError
 from node.ops.localnet import write_network
 from proto import types_pb2
-from tests.e2e.conftest import MEMBERS, Cluster
-from tests.e2e.reliability import read_chain
+from tests.e2e.conftest import MEMBERS, Cluster, reading_client
+from tests.e2e.reliability import LedgerReader, read_chain
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -135,13 +135,14 @@ async def check_each_tx_applied_once(
     is also the number of distinct transfer txs.
     """
     payee_id = cluster.net.account(payee).account_id
+    as_payee = LedgerReader(cluster.net.account(payee), cluster.net.chain_id)  # sees its pay
     balances: dict[str, tuple[int, int]] = {}
     for proc in cluster.procs:
-        async with LedgerClient(proc.layout.client_addr) as client:
+        async with as_payee.client(proc.layout.client_addr, timeout_s=60) as client:
             balances[proc.layout.node_id] = await _balance_at_head(client, payee_id)
     top = max(height for height, _ in balances.values())
     paid: dict[bytes, tuple[int, int]] = {}  # tx id -> (height, amount paid to the payee)
-    for block in await read_chain(cluster.procs[0].layout.client_addr, top):
+    for block in await read_chain(cluster.procs[0].layout.client_addr, top, as_payee):
         for receipt in block.receipts:
             if receipt.status != types_pb2.SUCCESS:
                 continue
@@ -208,14 +209,14 @@ async def test_kill_leader_then_follower_loses_nothing(raft3) -> None:
     deadline = time.monotonic() + 30
     hashes = set()
     for proc in cluster.procs:
-        async with LedgerClient(proc.layout.client_addr) as client:
+        async with reading_client(cluster.net, proc.layout.client_addr) as client:
             while (await client.chain_info()).height < target:
                 assert time.monotonic() < deadline, f"{proc.layout.node_id} is behind {target}"
                 await asyncio.sleep(0.2)
             hashes.add((await client.get_block(target)).app_hash)
     assert len(hashes) == 1
     for proc in cluster.procs:
-        async with LedgerClient(proc.layout.client_addr) as client:
+        async with reading_client(cluster.net, proc.layout.client_addr) as client:
             for tx_id in load.acknowledged:
                 found = await client.get_tx(bytes.fromhex(tx_id))
                 assert found.receipt.status == 1, (proc.layout.node_id, tx_id)

@@ -102,7 +102,7 @@ async def test_a_learner_is_voted_in_survives_a_crash_and_the_leader_is_voted_ou
         await _until(lambda: _transfer_ok(cluster, node2), 30, "no commit without node1")
         await cluster.local.restart("node1")
         addrs = [cluster.local.addr(f"node{i}") for i in (1, 2, 3)] + [addr4]
-        await assert_converged(addrs, 30)
+        await assert_converged(addrs, 30, cluster.net.account("auditor"))
 
         # The committee removes whoever leads now: it hands leadership to another voter,
         # commits go on, and it stays on as an observer that follows the chain.
@@ -130,7 +130,8 @@ async def test_a_learner_is_voted_in_survives_a_crash_and_the_leader_is_voted_ou
         assert not gone.validator and leader not in gone.validators, gone
         # It forwards txs like any observer (once a block of the new leader names it).
         await _until(lambda: _transfer_ok(cluster, leader_addr), 30, "the observer's tx failed")
-        await assert_converged([*others.values(), leader_addr], 30)
+        await assert_converged([*others.values(), leader_addr], 30,
+                               cluster.net.account("auditor"))
     finally:
         node4.stop()
 

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.client.ledger import LedgerClient, LedgerError
 from proto import types_pb2
+from tests.e2e.conftest import reading_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -21,7 +22,8 @@ async def test_submit_query_subscribe_kill_restart(solo_net) -> None:
     await solo_net.start()
     net, node = solo_net.net, solo_net.procs[0]
     core, s1 = net.account("core"), net.account("supplier1")
-    async with LedgerClient(node.layout.client_addr) as client:
+    # Reads are signed: supplier1 reads, the payee of every transfer here.
+    async with reading_client(net, node.layout.client_addr, name="supplier1") as client:
         info = await client.chain_info()
         assert info.chain_id == "e2e-solo" and info.role == "solo" and info.leader == "node1"
         start = info.height + 1
@@ -62,7 +64,7 @@ async def test_submit_query_subscribe_kill_restart(solo_net) -> None:
     node.kill()
     node.start()
     await node.wait_healthy()
-    async with LedgerClient(node.layout.client_addr) as client:
+    async with reading_client(net, node.layout.client_addr, name="supplier1") as client:
         after = await client.chain_info()
         assert after.height >= before.height
         assert (await client.get_block(before.height)).app_hash == before.app_hash

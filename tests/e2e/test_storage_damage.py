@@ -34,6 +34,7 @@ from tests.e2e.reliability import (
     Load,
     check_ledger,
     make_cluster,
+    reader,
     wait_exit,
 )
 
@@ -145,7 +146,7 @@ async def _acknowledged_until_failure(net, proc: NodeProcess, seconds_max: float
 
 
 async def _all_present(net, proc: NodeProcess, acknowledged: set[bytes]) -> None:
-    async with LedgerClient(proc.layout.client_addr, timeout_s=10) as client:
+    async with reader(net).client(proc.layout.client_addr, timeout_s=10) as client:
         for tx_id in acknowledged:
             got = await client.get_tx(tx_id)
             assert got.receipt.status == 1

@@ -21,7 +21,7 @@ import pytest_asyncio
 
 from node.client.ledger import LedgerClient, ReceiptView, event_dict
 from node.ops.localnet import MemberSpec, NetworkLayout, write_network
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import Cluster, reading_client
 
 pytestmark = [
     pytest.mark.e2e,
@@ -47,6 +47,8 @@ MEMBERS = [
     MemberSpec("pp_dealer", ("dealer",), balance=8_000_000),
     MemberSpec("pp_core", ("core_enterprise",), balance=5_000_000),
     MemberSpec("pp_bank", ("financier",), balance=10_000_000),
+    # signs the reads: every record, balance and end-block event
+    MemberSpec("auditor", ("auditor",)),
 ]
 
 
@@ -126,7 +128,7 @@ async def ledger(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ledg
     cluster = Cluster(net)
     try:
         await cluster.start()
-        async with LedgerClient(net.nodes[0].client_addr) as client:
+        async with reading_client(net, net.nodes[0].client_addr) as client:
             yield Ledger(net, client)
     finally:
         cluster.stop()

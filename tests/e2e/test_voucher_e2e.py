@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from node.client.ledger import LedgerClient
 from node.ops.localnet import MemberSpec, write_network
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import Cluster, reading_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -28,6 +27,7 @@ MEMBERS = [
     MemberSpec("t1", ("supplier",)),
     MemberSpec("t2", ("supplier",)),
     MemberSpec("t3", ("supplier",)),
+    MemberSpec("auditor", ("auditor",)),  # reads every balance and the whole lineage
 ]
 
 
@@ -47,7 +47,7 @@ async def test_worked_example_over_grpc_settles_at_maturity(voucher_net: Cluster
     await voucher_net.start()
     net, node = voucher_net.net, voucher_net.procs[0]
     ids = {m.name: net.account(m.name).account_id for m in MEMBERS}
-    async with LedgerClient(node.layout.client_addr) as client:
+    async with reading_client(net, node.layout.client_addr) as client:
 
         async def call(who: str, method: str, **args: Any) -> Any:
             receipt = await client.call(net.account(who), net.chain_id, "voucher", method, args)

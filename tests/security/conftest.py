@@ -23,6 +23,7 @@ MEMBERS = [
     MemberSpec("supplier1", ("supplier",)),
     MemberSpec("supplier2", ("supplier",), balance=1_000),
     MemberSpec("suspended", ("supplier",), balance=1_000),
+    MemberSpec("auditor", ("auditor",)),  # signs the reads of node.client(): sees everything
 ]
 
 LIMITS = {
@@ -50,8 +51,11 @@ class LiveNode:
     def addr(self) -> str:
         return self.proc.layout.client_addr
 
-    def client(self, timeout_s: float = 20) -> LedgerClient:
-        return LedgerClient(self.addr, timeout_s=timeout_s)
+    def client(self, timeout_s: float = 20, *, as_: str | None = "auditor") -> LedgerClient:
+        """A client whose reads are signed by member `as_` (None: unsigned reads)."""
+        reader = self.net.account(as_) if as_ is not None else None
+        return LedgerClient(self.addr, timeout_s=timeout_s, reader=reader,
+                            chain_id=self.net.chain_id)
 
 
 async def _suspend_member(node: LiveNode) -> None:

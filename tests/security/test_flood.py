@@ -38,6 +38,7 @@ def flood_node(tmp_path):
     members = [MemberSpec("admin", ("admin",)),
                MemberSpec("core", ("core_enterprise",), balance=1_000_000),
                MemberSpec("supplier1", ("supplier",)),
+               MemberSpec("auditor", ("auditor",)),  # reads every tx at the end
                *(MemberSpec(f"flood{i:04d}", ("supplier",)) for i in range(FLOOD_KEYS))]
     net = write_network(str(tmp_path), nodes=1, consensus="solo", members=members,
                         chain_id="flood", block={"interval_ms": 200, "txs_max": 100},
@@ -146,7 +147,8 @@ async def test_flood_keeps_mempool_and_memory_bounded_and_honest_tx_commits(floo
     assert {status for (_, status) in outcomes} <= {"OK", "RESOURCE_EXHAUSTED",
                                                     "PERMISSION_DENIED"}
     # Every admitted flood tx committed, once.
-    async with LedgerClient(addr, timeout_s=30) as client:
+    async with LedgerClient(addr, timeout_s=30, reader=net.account("auditor"),
+                            chain_id=net.chain_id) as client:
         for tx in floods["one_key"][:50] + floods["many_keys"][:50]:
             tx_id = hashlib.sha256(tx.body).digest()
             if tx_id in admitted:

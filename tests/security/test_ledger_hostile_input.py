@@ -21,7 +21,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.client.identity import Account
+from node.client.identity import QUERY, SUBSCRIBE, Account, read_metadata
 from node.client.ledger import LedgerClient, LedgerError
 from proto import ledger_pb2, types_pb2
 from tests.security.conftest import LiveNode
@@ -165,11 +165,18 @@ async def read_to(stream: Any, height: int) -> Any:
             return block
 
 
-async def opened(stub: Any, from_height: int, within_s: float = 10.0) -> Any:
+def signed_subscribe(stub: Any, node: LiveNode, from_height: int = 0, **kwargs: Any) -> Any:
+    """A raw Subscribe stream whose read is signed by the auditor (reads are signed)."""
+    request = ledger_pb2.SubscribeRequest(from_height=from_height)
+    metadata = read_metadata(node.net.account("auditor"), node.net.chain_id, SUBSCRIBE, request)
+    return stub.Subscribe(request, metadata=metadata, **kwargs)
+
+
+async def opened(stub: Any, node: LiveNode, from_height: int, within_s: float = 10.0) -> Any:
     """A Subscribe stream that delivered its first block, retrying while slots are full."""
     deadline = asyncio.get_running_loop().time() + within_s
     while True:
-        stream = stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=from_height))
+        stream = signed_subscribe(stub, node, from_height=from_height)
         try:
             await asyncio.wait_for(stream.read(), 20)
             return stream
@@ -534,8 +541,10 @@ async def test_hostile_queries_get_defined_statuses(live_node, contract, view, a
 
         stub = ledger_pb2_grpc.LedgerStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.Query(ledger_pb2.QueryRequest(contract=contract, view=view,
-                                                     args_json=args_json), timeout=10)
+            request = ledger_pb2.QueryRequest(contract=contract, view=view, args_json=args_json)
+            metadata = read_metadata(live_node.net.account("auditor"), live_node.net.chain_id,
+                                     QUERY, request)
+            await stub.Query(request, timeout=10, metadata=metadata)
     assert caught.value.code().name == status, caught.value.details()
     await assert_serving(live_node)
 
@@ -597,11 +606,11 @@ async def test_zero_deadline_and_cancelled_calls_leave_the_node_serving(live_nod
         assert cancelled > 0, "no submit was cancelled mid-wait; the test proved nothing"
         # Subscribe streams cancelled right away, and after their first block.
         for _ in range(100):
-            stream = stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=1))
+            stream = signed_subscribe(stub, live_node, from_height=1)
             await stream.read()
             stream.cancel()
         for _ in range(100):
-            stub.Subscribe(ledger_pb2.SubscribeRequest()).cancel()
+            signed_subscribe(stub, live_node).cancel()
     await assert_serving(live_node)
     # A cancelled submit may have been admitted or not; either way its tx ends up committed
     # exactly once or unknown, never stuck as pending.
@@ -629,13 +638,13 @@ async def test_hundreds_of_concurrent_subscribe_streams_are_served_or_refused(li
         stub = ledger_pb2_grpc.LedgerStub(channel)
         async with live_node.client() as client:
             start = (await client.chain_info()).height + 1
-        streams = [stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=0))
+        streams = [signed_subscribe(stub, live_node, from_height=0)
                    for _ in range(open_max)]
         # Every stream is registered (it has had a block) before the next ones arrive.
         registered = await first_blocks_while_committing(live_node, streams)
         assert all(b.block.header.height >= start for b in registered)
         async with live_node.client() as client:
-            refused_streams = [stub.Subscribe(ledger_pb2.SubscribeRequest())
+            refused_streams = [signed_subscribe(stub, live_node)
                                for _ in range(extra)]
             codes = []
             for stream in refused_streams:
@@ -659,7 +668,8 @@ async def test_hundreds_of_concurrent_subscribe_streams_are_served_or_refused(li
             stream.cancel()
         # A cancelled stream's slot is freed as the node notices the cancellation: each new
         # stream retries a refusal until then.
-        again = await asyncio.gather(*(opened(stub, from_height=1) for _ in range(open_max)))
+        again = await asyncio.gather(*(opened(stub, live_node, from_height=1)
+                                       for _ in range(open_max)))
         for stream in again:
             stream.cancel()
     await assert_serving(live_node)
@@ -679,7 +689,7 @@ async def test_subscribe_far_beyond_the_head_is_refused_at_once_and_holds_no_slo
         async with live_node.client() as client:
             head = (await client.chain_info()).height
         far = [head + ahead_max + 1, head + 10**9, 2**63, 2**64 - 1] * 75
-        streams = [stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=h), timeout=60)
+        streams = [signed_subscribe(stub, live_node, from_height=h, timeout=60)
                    for h in far]
         details = []
         for stream in streams:
@@ -689,12 +699,12 @@ async def test_subscribe_far_beyond_the_head_is_refused_at_once_and_holds_no_slo
             details.append(caught.value.details() or "")
         assert all("blocks beyond this node's head" in d for d in details), details[:4]
         # None of them kept a slot: the full 600 subscribers_max can still open and follow.
-        within = stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=head + 1))
-        streams = [stub.Subscribe(ledger_pb2.SubscribeRequest()) for _ in range(599)]
+        within = signed_subscribe(stub, live_node, from_height=head + 1)
+        streams = [signed_subscribe(stub, live_node) for _ in range(599)]
         firsts = await first_blocks_while_committing(live_node, [within, *streams])
         assert all(b.block.header.height > head for b in firsts)
         # A start within the bound (but not yet reached) is accepted and waits, not refused.
-        waiting = stub.Subscribe(ledger_pb2.SubscribeRequest(from_height=head + ahead_max))
+        waiting = signed_subscribe(stub, live_node, from_height=head + ahead_max)
         for stream in [within, *streams]:
             stream.cancel()
         read = asyncio.ensure_future(waiting.read())

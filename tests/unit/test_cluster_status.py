@@ -19,7 +19,7 @@ HASHES: dict[str, dict[int, bytes]] = {}
 
 
 class FakeClient:
-    def __init__(self, address: str, *, timeout_s: float = 0) -> None:
+    def __init__(self, address: str, *, timeout_s: float = 0, **signing: object) -> None:
         self.address = address
 
     async def __aenter__(self) -> FakeClient:

@@ -62,8 +62,11 @@ class FakeChain:
         self.views: dict[str, Any] = {}
         self.view_calls: list[tuple[str, str, dict[str, Any]]] = []
 
-    async def submit_tx(self, cluster: Cluster, tx: types_pb2.SignedTx, node_id: str | None
+    async def submit_tx(self, cluster: Cluster, tx: types_pb2.SignedTx, node_id: str | None,
+                        *, reader: Account | None = None
                         ) -> tuple[ReceiptView, list[str] | None]:
+        assert reader is not None and reader.public_key == types_pb2.TxBody.FromString(
+            tx.body).sender, "the signer reads its own receipt"
         self.txs.append(tx)
         code, message = self.failure or ("", "")
         receipt = ReceiptView(tx_id="ab" * 32, ok=self.failure is None, error_code=code,
