@@ -3,7 +3,9 @@
 The Python blocks marked `<!-- checked by tests/unit/test_client_api_doc.py -->` are executed
 into one namespace; the functions they define must read key files the node tools write, make
 key files the node tools read, and sign txs that admission admits and the executor runs. A
-non-member sender is refused at admission with PERMISSION_DENIED, as the page says.
+non-member sender is refused at admission with PERMISSION_DENIED, as the page says. Reads
+signed by the page's `read_metadata` pass the node's `ReadAuth`; its `block_verifies` accepts
+blocks as the node reduces them for a reader, and refuses a tampered one.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from typing import Any
 
 import pytest
 
+from contracts.visibility import Reader
 from node.admission import Admission, AdmissionError, SignatureVerifier
-from node.client.identity import Account, verify_signature
+from node.api import visible_block
+from node.chain import block_hash_of, txs_hash
+from node.client.identity import QUERY, Account, verify_signature
 from node.config import Limits
 from node.mempool import Mempool
+from node.read_auth import ReadAuth, ReadAuthError
+from proto import ledger_pb2, types_pb2
 from tests.harness import CHAIN_ID, LocalChain
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "client-api.md"
@@ -27,7 +34,7 @@ MARKER = "<!-- checked by tests/unit/test_client_api_doc.py -->"
 
 def doc_code() -> dict[str, Any]:
     blocks = re.findall(re.escape(MARKER) + r"\n```python\n(.*?)```", DOC.read_text(), re.S)
-    assert len(blocks) == 2, "the key and the signing snippets"
+    assert len(blocks) == 4, "the key, tx signing, read signing and block checking snippets"
     namespace: dict[str, Any] = {}
     exec(compile("\n".join(blocks), str(DOC), "exec"), namespace)
     return namespace
@@ -91,3 +98,41 @@ async def test_doc_signed_tx_passes_admission_and_a_stranger_is_permission_denie
         assert "not a consortium member" in refused.value.message
     finally:
         verifier.close()
+
+
+def test_doc_signed_read_passes_the_nodes_check(tmp_path: Path) -> None:
+    doc = doc_code()
+    member = Account.generate()
+    member.save(str(tmp_path / "member.pem"))
+    key = doc["load_key"](str(tmp_path / "member.pem"))
+    request = ledger_pb2.QueryRequest(contract="cash", view="balance", args_json="{}")
+    metadata = doc["read_metadata"](key, CHAIN_ID, QUERY, request.SerializeToString())
+    auth = ReadAuth(CHAIN_ID, lambda account: account,
+                    wall_clock_ms=lambda: int(metadata[1][1]))
+    assert auth.check(QUERY, request, metadata) == member.account_id
+    other_chain = ReadAuth("another-chain", lambda account: account,
+                           wall_clock_ms=lambda: int(metadata[1][1]))
+    with pytest.raises(ReadAuthError) as refused:
+        other_chain.check(QUERY, request, metadata)
+    assert refused.value.status == "UNAUTHENTICATED"
+
+
+def test_doc_block_check_accepts_reduced_blocks_and_refuses_tampering() -> None:
+    doc = doc_code()
+    alice, bob, carol = (Account.generate() for _ in range(3))
+    txs = [alice.build_tx(CHAIN_ID, "cash", "transfer", {"to": bob.account_id, "amount": 1}),
+           carol.build_tx(CHAIN_ID, "cash", "transfer", {"to": bob.account_id, "amount": 2})]
+    ids = [hashlib.sha256(tx.body).digest() for tx in txs]
+    header = types_pb2.BlockHeader(chain_id=CHAIN_ID, height=1, txs_hash=txs_hash(ids))
+    receipts = [types_pb2.Receipt(tx_id=i, height=1, index=n, status=types_pb2.SUCCESS)
+                for n, i in enumerate(ids)]
+    block = types_pb2.CommittedBlock(block=types_pb2.Block(header=header, txs=txs),
+                                     block_hash=block_hash_of(header), receipts=receipts)
+    assert doc["block_verifies"](block)
+    for_carol = visible_block(block, Reader(carol.account_id))
+    assert for_carol.block.txs[0] == types_pb2.SignedTx() and for_carol.block.txs[1] == txs[1]
+    assert doc["block_verifies"](for_carol)
+    tampered = types_pb2.CommittedBlock()
+    tampered.CopyFrom(for_carol)
+    tampered.receipts[0].tx_id = b"x" * 32
+    assert not doc["block_verifies"](tampered)
