@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from node.client.identity import Account
@@ -141,30 +142,21 @@ def write_network(
             {"id": node_id, "public_key": signer.public_key.hex(), "peer_addr": layout.peer_addr}
         )
     genesis_path = os.path.join(root, "genesis.json")
-    genesis: dict[str, object] = {
-        "chain_id": chain_id,
-        "genesis_time_ms": int(time.time() * 1000),
-        "consensus": {"engine": consensus, "params": consensus_params or {}},
-        "validators": validators,
-        "members": member_docs,
-        "balances": balances,
-        "block": block or {},
-    }
+    ca_cert_pem: str | None = None
     if consensus != "solo":  # peer links use mutual TLS with certificates from the CA
         ca = make_ca(os.path.join(root, "ca"))
         for layout, validator in zip(layouts, validators, strict=True):
             files = issue_node_cert(ca, layout.node_id, os.path.dirname(layout.config_path))
             validator["tls_cert_pem"] = _read_text(files.cert)
-        # Governance checks a new validator's certificate against this CA (contracts/
-        # governance_actions.py), so genesis carries it.
-        genesis["ca_cert_pem"] = _read_text(ca.cert)
+        ca_cert_pem = _read_text(ca.cert)
     committee = [
         {"name": m.name, "weight": m.committee_weight} for m in members if m.committee_weight
     ]
-    if committee:  # otherwise genesis makes the admins the committee
-        genesis["committee"] = {"members": committee}
-    with open(genesis_path, "w") as handle:
-        json.dump(genesis, handle, indent=2)
+    write_genesis(genesis_path, genesis_document(
+        chain_id=chain_id, consensus=consensus, consensus_params=consensus_params,
+        validators=validators, members=member_docs, balances=balances, block=block,
+        ca_cert_pem=ca_cert_pem, committee=committee,
+    ))
     for layout in layouts:
         options = dict(node_options or {})
         if consensus != "solo":
@@ -176,6 +168,50 @@ def write_network(
     return NetworkLayout(
         root, chain_id, consensus, genesis_path, tuple(layouts), accounts
     )
+
+
+def genesis_document(
+    *,
+    chain_id: str,
+    consensus: str,
+    validators: Sequence[Mapping[str, object]],
+    members: Sequence[Mapping[str, object]],
+    balances: Sequence[Mapping[str, object]],
+    block: dict[str, int] | None = None,
+    consensus_params: dict[str, int] | None = None,
+    ca_cert_pem: str | None = None,
+    committee: Sequence[Mapping[str, object]] | None = None,
+    committee_threshold: int | None = None,
+    time_ms: int | None = None,
+) -> dict[str, object]:
+    """The genesis document (node/genesis.py reads it) for validators `{id, public_key,
+    peer_addr, tls_cert_pem?}`, members `{name, account, roles}` and balances `{account,
+    amount}`. `write_network` and the consortium bundles (node/ops/consortium_bundles.py)
+    both write theirs with it."""
+    genesis: dict[str, object] = {
+        "chain_id": chain_id,
+        "genesis_time_ms": int(time.time() * 1000) if time_ms is None else time_ms,
+        "consensus": {"engine": consensus, "params": consensus_params or {}},
+        "validators": list(validators),
+        "members": list(members),
+        "balances": list(balances),
+        "block": block or {},
+    }
+    if ca_cert_pem is not None:
+        # Governance checks a new validator's certificate against this CA (contracts/
+        # governance_actions.py), so genesis carries it.
+        genesis["ca_cert_pem"] = ca_cert_pem
+    if committee:  # otherwise genesis makes the admins the committee
+        committee_doc: dict[str, object] = {"members": list(committee)}
+        if committee_threshold is not None:
+            committee_doc["threshold"] = committee_threshold
+        genesis["committee"] = committee_doc
+    return genesis
+
+
+def write_genesis(path: str, genesis: dict[str, object]) -> None:
+    with open(path, "w") as handle:
+        json.dump(genesis, handle, indent=2)
 
 
 def _read_text(path: str) -> str:
