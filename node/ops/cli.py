@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_cluster.register(sub)
     cli_client.register(sub)
     cli_gov.register(sub)
+    from node.ops import consortium_cli  # `scfchain consortium init|check|csr|sign`
+
+    consortium_cli.register(sub)
 
     from bench.cli import add_parser as add_bench_parser  # `scfchain bench` lives in bench/
 
