@@ -1,0 +1,182 @@
+"""A consortium from `examples/consortium.toml` on namespace hosts: the sample's hosts become
+the namespaces' addresses, `scfchain consortium init` writes the bundles, and each node runs
+from its organisation's bundle inside its own namespace (`ip netns exec NS python -m
+node.ops.cli node --config ...`). The test process is the root namespace: its clients reach the
+nodes at their namespace addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from node.client.identity import Account
+from node.client.ledger import LedgerClient, LedgerError
+from proto import ledger_pb2
+from tests.multihost.netns import Host, Lab, kill, stop
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SAMPLE = os.path.join(REPO, "examples", "consortium.toml")
+HEALTHY_WITHIN_S = 30.0
+
+
+def sample_on_hosts(addrs: list[str], *, overrides: dict[str, str] | None = None) -> str:
+    """The sample consortium.toml with its nodes' hosts replaced, in order, by `addrs`, and
+    any `key = value` line whose key is in `overrides` replaced (the first such line)."""
+    with open(SAMPLE) as handle:
+        text = handle.read()
+    hosts = iter(addrs)
+    text, count = re.subn(r'(?m)^(\s*host = )"[^"]*"', lambda m: f'{m[1]}"{next(hosts)}"', text)
+    assert count == len(addrs), f"the sample has {count} nodes, not {len(addrs)}"
+    for key, value in (overrides or {}).items():
+        text, found = re.subn(rf"(?m)^(\s*{re.escape(key)} = ).*$", rf"\g<1>{value}", text,
+                              count=1)
+        assert found, f"no {key} in the sample"
+    return text
+
+
+@dataclass
+class HostedNode:
+    node_id: str
+    org: str
+    host: Host
+    node_dir: str
+    client_addr: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config(self) -> str:
+        return os.path.join(self.node_dir, "config.toml")
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.node_dir, "node.log")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        with open(self.log_path, errors="replace") as handle:
+            return handle.read()
+
+
+@dataclass
+class HostedConsortium:
+    lab: Lab
+    out: str  # the bundles
+    chain_id: str
+    nodes: dict[str, HostedNode] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, lab: Lab, workdir: str, *, overrides: dict[str, str] | None = None
+               ) -> HostedConsortium:
+        toml_path = os.path.join(workdir, "consortium.toml")
+        with open(toml_path, "w") as handle:
+            handle.write(sample_on_hosts([h.addr for h in lab.hosts], overrides=overrides))
+        out = os.path.join(workdir, "bundles")
+        result = subprocess.run(
+            [sys.executable, "-m", "node.ops.cli", "consortium", "init", "--config", toml_path,
+             "--out", out, "--json"],
+            capture_output=True, text=True, timeout=60, cwd=REPO,
+        )
+        assert result.returncode == 0, result.stderr
+        hosted = cls(lab, out, chain_id="")
+        by_addr = {h.addr: h for h in lab.hosts}
+        for org in json.loads(result.stdout)["orgs"]:
+            with open(os.path.join(out, org, "bundle.json")) as handle:
+                bundle = json.load(handle)
+            hosted.chain_id = bundle["chain_id"]
+            for node in bundle["nodes"]:
+                hosted.nodes[node["id"]] = HostedNode(
+                    node["id"], org, by_addr[node["host"]],
+                    os.path.join(out, org, node["dir"]), node["client_addr"],
+                )
+        return hosted
+
+    def addr(self, node_id: str) -> str:
+        return self.nodes[node_id].client_addr
+
+    def addrs(self, node_ids: list[str] | None = None) -> list[str]:
+        return [self.nodes[n].client_addr for n in (node_ids or list(self.nodes))]
+
+    def account(self, member: str) -> Account:
+        """A member's key, from its own organisation's bundle."""
+        for org in os.listdir(self.out):
+            path = os.path.join(self.out, org, "keys", f"{member}.pem")
+            if os.path.exists(path):
+                return Account.load(path)
+        raise KeyError(member)
+
+    def client(self, node_id: str, *, reader: str | None = "auditor",
+               timeout_s: float = 30.0) -> LedgerClient:
+        """A client in the root namespace; reads signed by `reader` (a member name)."""
+        return LedgerClient(self.addr(node_id), timeout_s=timeout_s,
+                            reader=None if reader is None else self.account(reader),
+                            chain_id=self.chain_id)
+
+    def start(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        assert not node.alive(), f"{node_id} is running"
+        node.proc = self.lab.spawn(
+            node.host, [sys.executable, "-m", "node.ops.cli", "node", "--config", node.config],
+            node.log_path,
+        )
+
+    def kill(self, node_id: str) -> None:
+        proc = self.nodes[node_id].proc
+        assert proc is not None
+        kill(proc)
+
+    def stop(self, node_id: str) -> int | None:
+        proc = self.nodes[node_id].proc
+        return None if proc is None else stop(proc)
+
+    async def wait_healthy(self, node_ids: list[str] | None = None,
+                           within_s: float = HEALTHY_WITHIN_S) -> None:
+        deadline = time.monotonic() + within_s
+        for node_id in node_ids or list(self.nodes):
+            node = self.nodes[node_id]
+            async with LedgerClient(node.client_addr, timeout_s=2.0) as client:
+                while not await client.healthy(timeout_s=1.0):
+                    assert node.alive(), f"{node_id} exited:\n{node.log_text()[-3000:]}"
+                    assert time.monotonic() < deadline, (
+                        f"{node_id} not healthy within {within_s}s:\n{node.log_text()[-3000:]}")
+                    await asyncio.sleep(0.1)
+
+
+async def chain_info(addr: str) -> ledger_pb2.ChainInfo:
+    async with LedgerClient(addr, timeout_s=2.0) as client:
+        return await client.chain_info()
+
+
+async def wait_height(addr: str, height: int, within_s: float) -> ledger_pb2.ChainInfo:
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            info = await chain_info(addr)
+            if info.height >= height:
+                return info
+        except LedgerError:
+            pass
+        assert time.monotonic() < deadline, f"{addr} did not reach height {height}"
+        await asyncio.sleep(0.1)
+
+
+async def converged(hosted: HostedConsortium, node_ids: list[str], within_s: float) -> int:
+    """Every node reaches one height past the highest now, and all agree on that block's hash
+    and the app hash after it (read as the auditor); returns the height."""
+    target = max([(await chain_info(a)).height for a in hosted.addrs(node_ids)]) + 1
+    seen = {}
+    for node_id in node_ids:
+        await wait_height(hosted.addr(node_id), target, within_s)
+        async with hosted.client(node_id) as client:
+            block = await client.get_block(target)
+        seen[node_id] = (block.block_hash.hex(), block.app_hash.hex())
+    assert len(set(seen.values())) == 1, f"nodes disagree at height {target}: {seen}"
+    return target
