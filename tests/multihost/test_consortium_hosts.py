@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 
 import pytest
+from cryptography import x509
 
 from tests.multihost.hosted import HostedConsortium, chain_info, converged, wait_height
 
@@ -79,7 +82,11 @@ async def test_pbft_consortium_across_four_hosts(consortium: HostedConsortium) -
         assert ups == {peer: 1.0 for peer in nodes if peer != node_id}, (node_id, ups)
 
 
-async def test_killed_host_restarts_and_catches_up(consortium: HostedConsortium) -> None:
+async def test_killed_host_restarts_and_catches_up(consortium: HostedConsortium,
+                                                   tmp_path) -> None:
+    """A host's node is killed; while it is down its organisation rotates its TLS certificate
+    as docs/deploy.md says (`consortium csr --tls-only`, the CA's `consortium sign
+    --genesis`); it restarts with the new one and catches up."""
     await _start(consortium)
     await _transfer(consortium, "node1", 2)
     primary = (await chain_info(consortium.addr("node1"))).leader
@@ -90,6 +97,7 @@ async def test_killed_host_restarts_and_catches_up(consortium: HostedConsortium)
     for node_id in others:
         await _transfer(consortium, node_id, 4)  # three of four still commit
     behind = (await chain_info(consortium.addr(others[0]))).height
+    old_serial = _rotate_certificate(consortium, victim, str(tmp_path / "rotate"))
 
     started = time.monotonic()
     consortium.start(victim)  # from the same bundle directory, in the same namespace
@@ -100,6 +108,28 @@ async def test_killed_host_restarts_and_catches_up(consortium: HostedConsortium)
     assert height > behind
     assert await _balance(consortium, victim, "tier1a") == (2 + 3 * 4) * AMOUNT
     assert caught_up_s < 30
+    with open(os.path.join(consortium.nodes[victim].node_dir, "tls.crt"), "rb") as handle:
+        assert x509.load_pem_x509_certificate(handle.read()).serial_number != old_serial
+
+
+def _rotate_certificate(consortium: HostedConsortium, node_id: str, work: str) -> int:
+    """The node's organisation makes a new TLS key and request, the founding CA signs it
+    (checked against genesis), and the node's tls.key and tls.crt are replaced; returns the
+    old certificate's serial number."""
+    node = consortium.nodes[node_id]
+    scfchain = [sys.executable, "-m", "node.ops.cli", "consortium"]
+    subprocess.run([*scfchain, "csr", "--org", node.org, "--node", node_id, "--host",
+                    node.host.addr, "--out", work, "--tls-only"], check=True, timeout=60,
+                   capture_output=True)
+    subprocess.run([*scfchain, "sign", "--ca", os.path.join(consortium.out, "ca"), "--csr",
+                    os.path.join(work, "tls.csr"), "--out", os.path.join(work, "tls.crt"),
+                    "--genesis", os.path.join(node.node_dir, "genesis.json")],
+                   check=True, timeout=60, capture_output=True)
+    with open(os.path.join(node.node_dir, "tls.crt"), "rb") as handle:
+        old_serial = x509.load_pem_x509_certificate(handle.read()).serial_number
+    for name in ("tls.key", "tls.crt"):
+        os.replace(os.path.join(work, name), os.path.join(node.node_dir, name))
+    return old_serial
 
 
 async def test_certificate_without_the_node_id_is_refused(consortium: HostedConsortium) -> None:
