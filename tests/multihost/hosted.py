@@ -99,6 +99,38 @@ class HostedConsortium:
                 )
         return hosted
 
+    async def delay_peer_links(self, delay_ms: float, within_s: float = 20.0) -> None:
+        """A delay proxy (tests/multihost/delay_proxy.py) in front of every node's peer port,
+        inside the node's namespace, and every copy of genesis naming the proxies as the peer
+        addresses: every inter-host link then holds each byte `delay_ms` one way. Before any
+        node starts."""
+        assert not any(node.alive() for node in self.nodes.values())
+        ports: dict[str, int] = {}
+        for node_id, node in self.nodes.items():
+            log_path = os.path.join(self.out, f"proxy-{node_id}.log")
+            peer_port = int(node.client_addr.rpartition(":")[2]) + 1  # the sample: 7001, 7002
+            proc = self.lab.spawn(node.host, [
+                sys.executable, "-m", "tests.multihost.delay_proxy", "--host", node.host.addr,
+                "--target-port", str(peer_port), "--delay-ms", str(delay_ms)], log_path)
+            deadline = time.monotonic() + within_s
+            while not ports.get(node_id):
+                assert proc.poll() is None, f"the proxy of {node_id} exited: {_read(log_path)}"
+                assert time.monotonic() < deadline, f"the proxy of {node_id} did not start"
+                for line in _read(log_path).splitlines():
+                    if line.startswith("{"):
+                        ports[node_id] = int(json.loads(line)["port"])
+                await asyncio.sleep(0.05)
+        copies = [os.path.join(root, "genesis.json") for root, _, files in os.walk(self.out)
+                  if "genesis.json" in files]
+        with open(copies[0]) as handle:
+            genesis = json.load(handle)
+        for validator in genesis["validators"]:
+            node = self.nodes[validator["id"]]
+            validator["peer_addr"] = f"{node.host.addr}:{ports[node.node_id]}"
+        for path in copies:
+            with open(path, "w") as handle:
+                json.dump(genesis, handle, indent=2)
+
     def addr(self, node_id: str) -> str:
         return self.nodes[node_id].client_addr
 
@@ -148,6 +180,14 @@ class HostedConsortium:
                     assert time.monotonic() < deadline, (
                         f"{node_id} not healthy within {within_s}s:\n{node.log_text()[-3000:]}")
                     await asyncio.sleep(0.1)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ""
 
 
 async def chain_info(addr: str) -> ledger_pb2.ChainInfo:
