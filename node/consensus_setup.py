@@ -82,13 +82,15 @@ def build_engine(
     """`verified`: tx ids whose signatures admission already checked (PBFT backups skip them);
     `verify_pool`: worker processes for the signatures a PBFT backup must still check; `sets`:
     the validator keys the chain's state names (a validator added later signs with one that
-    genesis does not know). A new engine starts from the set voting on the block after the
-    store's head (an engine with persisted membership keeps its own history); the node then
-    hands it the newest stored change with `reconfigure`, so a change still pending at start
-    is known too."""
+    genesis does not know). The node hands every engine the newest stored change with
+    `reconfigure` at start. A new Raft engine starts from the set voting on the block after the
+    store's head: Raft judges nothing below its commit height, and a pending change must differ
+    from the set before it by one voter. A new PBFT engine starts from the genesis set: view
+    changes carry certificates of past heights, which must be judged by the set that signed
+    them (an engine with persisted records keeps its own history either way)."""
     sets = sets or ValidatorSets(genesis, storage.get_state)
     head = storage.head()
-    validators = list(sets.ids_at(head.height + 1))
+    validators = list(sets.ids_at(head.height + 1))  # Raft's; PBFT's below
     if genesis.consensus == "solo":
         return SoloEngine(config.node_id, head.height, head.block_hash)
     if genesis.consensus == "raft":
@@ -136,7 +138,7 @@ def _build_pbft(
     checker = BlockChecker(genesis, storage, verified, pool=verify_pool, params=params)
     return PbftEngine(
         config.node_id,
-        list(sets.ids_at(head.height + 1)),
+        [v.node_id for v in genesis.validators],
         storage.consensus_records(),
         validate=checker.validate,
         inspect=checker.inspect,
