@@ -23,8 +23,6 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from cryptography import x509
-
 from node.client.identity import Account
 from node.config import ConfigError, load_config
 from node.ops.consortium import (
@@ -250,8 +248,3 @@ def _bundle_doc(spec: Consortium, org_name: str, genesis_id: str,
 def _read(path: str) -> str:
     with open(path) as handle:
         return handle.read()
-
-
-def cert_of(node_dir: str) -> x509.Certificate:
-    with open(os.path.join(node_dir, "tls.crt"), "rb") as handle:
-        return x509.load_pem_x509_certificate(handle.read())
