@@ -288,6 +288,25 @@ def _flatten_options(doc: Any) -> dict[str, object]:
     return options
 
 
+def _check_node_options(options: Mapping[str, object]) -> None:
+    """[node] as `node.config.parse_config` takes it (nothing is read from disk)."""
+    from node.config import ConfigError, parse_config
+
+    doc: dict[str, Any] = {"node_id": "check", "data_dir": "data", "genesis": "genesis.json",
+                           "signing_key": "node_key.pem", "client_addr": "127.0.0.1:1",
+                           "peer_addr": "127.0.0.1:2"}
+    for key, value in options.items():
+        table, _, name = key.partition(".")
+        if name:
+            doc.setdefault(table, {})[name] = value
+        else:
+            doc[key] = value
+    try:
+        parse_config(doc, ".")
+    except (ConfigError, TypeError) as exc:
+        raise ConsortiumError(f"[node]: {exc}") from None
+
+
 def _consensus(doc: Any, nodes: int) -> tuple[str, dict[str, int]]:
     doc = _table(doc, "[consensus]", ("kind", "params"), ("kind",))
     kind = doc["kind"]
@@ -370,6 +389,8 @@ def parse_consortium(doc: dict[str, Any], base_dir: str = ".") -> Consortium:
     members = {m.name: m for org in orgs for m in org.members}
     kind, params = _consensus(doc["consensus"], sum(len(o.nodes) for o in orgs))
     committee, threshold = _committee(doc["committee"], members)
+    node_options = _flatten_options(doc.get("node", {}))
+    _check_node_options(node_options)
     return Consortium(
         chain_id=chain_id,
         consensus=kind,
@@ -378,7 +399,7 @@ def parse_consortium(doc: dict[str, Any], base_dir: str = ".") -> Consortium:
         committee=committee,
         committee_threshold=threshold,
         orgs=orgs,
-        node_options=_flatten_options(doc.get("node", {})),
+        node_options=node_options,
         genesis_time_ms=genesis_time,
         base_dir=base_dir,
     )

@@ -161,6 +161,10 @@ REFUSALS = [
      "organisation 'empty' has neither nodes nor members"),
     ("a node option set per node", lambda d: d.update(node={"client_addr": "x:1"}),
      "[node]: 'client_addr' is set per node"),
+    ("a node option the node refuses", lambda d: d.update(node={"log_format": "xml"}),
+     "[node]: config: log_format must be"),
+    ("an unknown snapshot setting", lambda d: d.update(node={"snapshots": {"every": 5}}),
+     "[node]: config: unknown [snapshots] settings ['every']"),
 ]
 
 
