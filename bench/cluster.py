@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from bench.signing import account_for
 from bench.workloads import Member
 from node.client.identity import Account
-from node.client.ledger import LedgerClient
+from node.client.ledger import ClientTls, LedgerClient
 from node.ops.localcluster import LocalCluster
 from node.ops.localnet import MemberSpec, tail, write_network
 
@@ -46,6 +46,11 @@ class Cluster:
     local: LocalCluster | None = None  # the node processes of a fresh cluster
     fresh: bool = True
     reader: Account | None = None  # signs the bench's reads (GetBlock, Subscribe, Query)
+    tls: ClientTls | None = None  # the nodes' client ports speak TLS (a `cluster up` target)
+
+    def client(self, addr: str, timeout_s: float) -> LedgerClient:
+        """A client for submitting txs and asking chain info (no reads)."""
+        return LedgerClient(addr, timeout_s=timeout_s, tls=self.tls)
 
     def reading_client(self, addr: str, timeout_s: float) -> LedgerClient:
         """A client whose reads are the auditor's: the bench follows every member's txs."""
@@ -53,7 +58,7 @@ class Cluster:
             raise BenchError("the target's cluster.json holds no member with the auditor role; "
                              "the bench reads blocks as one (reads are signed by a member)")
         return LedgerClient(addr, timeout_s=timeout_s, reader=self.reader,
-                            chain_id=self.chain_id)
+                            chain_id=self.chain_id, tls=self.tls)
 
     def stop(self) -> None:
         if self.local is not None:
@@ -144,6 +149,7 @@ def load_target(directory: str) -> Cluster:
             NodeEndpoint(n["id"], n["client_addr"], n.get("pid"), n.get("log_file", ""))
             for n in doc["nodes"]
         ]
+        client_ca = next((n["client_ca"] for n in doc["nodes"] if n.get("client_ca")), "")
         accounts, roles = {}, {}
         for item in doc.get("accounts", []):
             key_file = item["key_file"]
@@ -159,6 +165,7 @@ def load_target(directory: str) -> Cluster:
             roles=roles,
             fresh=False,
             reader=next((accounts[n] for n, role in roles.items() if role == "auditor"), None),
+            tls=ClientTls.load(client_ca) if client_ca else None,
         )
     except (KeyError, TypeError) as exc:
         raise BenchError(f"--target {directory}: cluster.json lacks {exc}") from None

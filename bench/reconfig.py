@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from node.client.identity import Account
-from node.client.ledger import LedgerClient, LedgerError, ReceiptView
+from node.client.ledger import ClientTls, LedgerClient, LedgerError, ReceiptView
 from node.ops.cli_client import ClientCommandError, submit_tx
 from node.ops.cli_gov import validator_params
 from node.ops.demo_governance import certificate_signers
@@ -248,11 +248,12 @@ class Sampler:
     """Polls one node's head every interval and fetches each new block's figures."""
 
     def __init__(self, addrs: list[str], interval_s: float, *, reader: Account | None = None,
-                 chain_id: str | None = None) -> None:
+                 chain_id: str | None = None, tls: ClientTls | None = None) -> None:
         self.addrs = addrs  # the first answers; the next ones if it stops answering
         self.interval_s = interval_s
         self.reader = reader  # signs the block reads (the cluster's auditor)
         self.chain_id = chain_id
+        self.tls = tls
         self.series = Series()
         self.next_height = 0
         self.txs_total = 0
@@ -263,7 +264,7 @@ class Sampler:
             started = time.monotonic()
             try:
                 async with LedgerClient(self.addrs[index], timeout_s=5.0, reader=self.reader,
-                                        chain_id=self.chain_id) as client:
+                                        chain_id=self.chain_id, tls=self.tls) as client:
                     head = int((await client.chain_info()).height)
                     if not self.next_height:
                         self.next_height = head + 1  # the series starts at the next block
@@ -322,7 +323,8 @@ async def measure(
     if auditor is None:
         raise ReconfigError(f"{cluster_dir} has no member with the auditor role; the sampler "
                             "reads blocks as one (reads are signed by a member)")
-    sampler = Sampler(watched, sample_s, reader=auditor, chain_id=cluster.chain_id)
+    sampler = Sampler(watched, sample_s, reader=auditor, chain_id=cluster.chain_id,
+                      tls=cluster.client_tls())
     sampling = asyncio.create_task(sampler.run())
     try:
         say(f"sampling the chain at {watched[0]} for {before_s:.0f} s before the add")

@@ -33,7 +33,7 @@ from bench.workloads import (
     make_plan,
     members_of,
 )
-from node.client.ledger import LedgerClient, LedgerError
+from node.client.ledger import LedgerError
 from node.ops.localcluster import ask_leader
 
 SETUP_BATCH_TXS = 1_000
@@ -139,7 +139,7 @@ async def _heights(cluster: Cluster) -> dict[str, tuple[int, int]]:
     """(height, Raft term or PBFT view) of every node; (-1, -1) for one that does not answer."""
     out = {}
     for node in cluster.nodes:
-        async with LedgerClient(node.client_addr, timeout_s=10) as client:
+        async with cluster.client(node.client_addr, 10) as client:
             try:
                 info = await client.chain_info()
                 out[node.node_id] = (int(info.height), int(info.round))
@@ -153,7 +153,7 @@ async def _leader_addr(cluster: Cluster, timeout_s: float = 30.0) -> str:
     by_id = {node.node_id: node.client_addr for node in cluster.nodes}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        leader = await ask_leader(by_id.values(), timeout_s=10)
+        leader = await ask_leader(by_id.values(), timeout_s=10, tls=cluster.tls)
         if leader in by_id:
             return by_id[leader]
         await asyncio.sleep(0.2)
@@ -274,7 +274,7 @@ class Round:
         addrs = [node.client_addr for node in cluster.nodes]
         if cfg.submit_to == "leader":
             addrs = [await _leader_addr(cluster)]
-        clients = [LedgerClient(addrs[i % len(addrs)], timeout_s=120) for i in range(cfg.clients)]
+        clients = [cluster.client(addrs[i % len(addrs)], 120) for i in range(cfg.clients)]
         watcher = cluster.reading_client(cluster.nodes[0].client_addr, 120)
         tracker = Tracker(watcher)
         try:

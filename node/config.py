@@ -112,6 +112,9 @@ class NodeConfig:
     reads: Reads = field(default_factory=Reads)
     # Prometheus metrics and /healthz over HTTP (node/metrics.py); None: not served.
     metrics_addr: str | None = None
+    # TLS on the client port with the node's certificate from the consortium CA ([tls]).
+    # Plaintext (`client_tls = false`, or no [tls] table) is for development on loopback only.
+    client_tls: bool = True
     log_format: str = "text"  # or "json": one JSON object per line
 
 
@@ -187,7 +190,26 @@ def parse_config(doc: dict[str, Any], base_dir: str) -> NodeConfig:
         metrics_addr=(None if doc.get("metrics_addr") is None
                       else _addr(doc.get("metrics_addr"), "metrics_addr")),
         log_format=_log_format(doc.get("log_format", "text")),
+        client_tls=_client_tls(doc, tls),
     )
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def _client_tls(doc: dict[str, Any], tls: TlsFiles | None) -> bool:
+    wanted = doc.get("client_tls", tls is not None)
+    if not isinstance(wanted, bool):
+        raise ConfigError("config: client_tls must be true or false")
+    if wanted and tls is None:
+        raise ConfigError("config: client_tls needs a [tls] table (ca_cert, cert, key)")
+    host = str(doc.get("client_addr", "")).rpartition(":")[0]
+    if not wanted and host not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            f"config: the client port {doc.get('client_addr')} would be plaintext: a client "
+            "port off loopback needs TLS (a [tls] table, and no client_tls = false)"
+        )
+    return wanted
 
 
 def _log_format(value: Any) -> str:

@@ -51,6 +51,7 @@ from node.snapshots import SnapshotStore, Snapshotter
 from node.state_sync import StateSync, StateSyncError
 from node.storage import Storage, StorageError
 from node.syncer import Syncer
+from node.tls import read as read_file
 from node.transport import PeerTransportGrpc
 from node.validator_set import ValidatorSets, ValidatorSetState
 from node.verify_pool import VerifyPool
@@ -373,7 +374,14 @@ class Node:
         )
         reflection.enable_server_reflection(names, server)
         try:
-            server.add_insecure_port(self.config.client_addr)
+            if self.config.client_tls:
+                assert self.config.tls is not None  # the config refuses client TLS without it
+                tls = self.config.tls
+                creds = grpc.ssl_server_credentials(
+                    [(read_file(tls.key), read_file(tls.cert))], require_client_auth=False)
+                server.add_secure_port(self.config.client_addr, creds)
+            else:
+                server.add_insecure_port(self.config.client_addr)
         except RuntimeError as exc:
             raise ConfigError(f"cannot listen on {self.config.client_addr}: {exc}") from exc
         await server.start()
@@ -381,10 +389,11 @@ class Node:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("scfchain.Ledger", health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving %s (%s) at %s, height %d",
+            "serving %s (%s) at %s (%s), height %d",
             self.genesis.chain_id,
             self.genesis.consensus,
             self.config.client_addr,
+            "TLS" if self.config.client_tls else "plaintext, loopback only",
             self.chain.head.height,
         )
         if not self.epochs.is_voter_next():

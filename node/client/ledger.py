@@ -85,9 +85,46 @@ def event_dict(event: types_pb2.Event) -> dict[str, Any]:
 Metadata = list[tuple[str, str | bytes]]
 
 
+_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+    ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+    # A node restarted after a long outage is redialed within a second, not after gRPC's
+    # default backoff (up to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+]
+
+
+def _channel(address: str, tls: ClientTls | None) -> grpc.aio.Channel:
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+    options = list(_CHANNEL_OPTIONS)
+    if tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    creds = grpc.ssl_channel_credentials(root_certificates=tls.ca_cert_pem)
+    return grpc.aio.secure_channel(address, creds, options=options)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    """How a client checks a node's TLS certificate: the consortium CA's certificate (PEM), and
+    the name to expect in it when the address does not carry it (e.g. the node id)."""
+
+    ca_cert_pem: bytes
+    server_name: str | None = None
+
+    @classmethod
+    def load(cls, ca_cert_path: str, server_name: str | None = None) -> ClientTls:
+        with open(ca_cert_path, "rb") as handle:
+            return cls(handle.read(), server_name)
+
+
 class LedgerClient:
     """A client of one node. `reader`: the member whose key signs every read; `chain_id`: the
-    chain those signatures name (default: asked of the node once, with GetChainInfo)."""
+    chain those signatures name (default: asked of the node once, with GetChainInfo); `tls`:
+    the node's client port speaks TLS (the default for `scfchain cluster up`); None:
+    plaintext, which a node allows on loopback only, for development."""
 
     def __init__(
         self,
@@ -96,23 +133,13 @@ class LedgerClient:
         timeout_s: float = 60.0,
         reader: Account | None = None,
         chain_id: str | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         self.address = address
         self.timeout_s = timeout_s
         self.reader = reader
         self._chain_id = chain_id
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
-                ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
-                # A node restarted after a long outage is redialed within a second, not after
-                # gRPC's default backoff (up to 120 s).
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 1_000),
-            ],
-        )
+        self._channel = _channel(address, tls)
         self._stub = ledger_pb2_grpc.LedgerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

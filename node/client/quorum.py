@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Protocol
 
 from node.client.identity import Account
-from node.client.ledger import LedgerClient, LedgerError, ReceiptView
+from node.client.ledger import ClientTls, LedgerClient, LedgerError, ReceiptView
 from proto import ledger_pb2, types_pb2
 
 POLL_INTERVAL_S = 0.05
@@ -78,9 +78,10 @@ class QuorumClient:
         timeout_s: float = 30.0,
         reader: Account | None = None,
         chain_id: str | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         sources: list[ReceiptSource] = [
-            LedgerClient(a, timeout_s=timeout_s, reader=reader, chain_id=chain_id)
+            LedgerClient(a, timeout_s=timeout_s, reader=reader, chain_id=chain_id, tls=tls)
             if isinstance(a, str) else a
             for a in addresses
         ]

@@ -49,10 +49,11 @@ def _node(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from node.client.ledger import LedgerClient
+    from node.client.ledger import ClientTls, LedgerClient
 
     async def run() -> int:
-        async with LedgerClient(args.addr, timeout_s=5) as client:
+        tls = ClientTls.load(args.ca) if args.ca else None
+        async with LedgerClient(args.addr, timeout_s=5, tls=tls) as client:
             info = await client.chain_info()
         doc = {
             "chain_id": info.chain_id,
@@ -109,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="chain info of one node")
     info.add_argument("--addr", required=True, help="the node's client address host:port")
+    info.add_argument("--ca", help="the consortium CA certificate (a TLS client port; the "
+                                   "nodes of `cluster up` use DIR/ca/ca.crt)")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_info)
 

@@ -28,7 +28,13 @@ from node.client.identity import Account
 from node.client.ledger import LedgerClient, LedgerError, ReceiptView, event_dict
 from node.client.quorum import QuorumClient
 from node.ops.cli_cluster import make_console
-from node.ops.launcher import Cluster, ClusterError, genesis_validator_ids, load_cluster
+from node.ops.launcher import (
+    Cluster,
+    ClusterError,
+    ClusterNode,
+    genesis_validator_ids,
+    load_cluster,
+)
 from node.ops.sample_consortium import money
 from proto import types_pb2
 
@@ -86,7 +92,7 @@ async def connect(
     nodes = [cluster.node(node_id)] if node_id else cluster.nodes
     for node in nodes:
         client = LedgerClient(node.client_addr, timeout_s=60.0, reader=reader,
-                              chain_id=cluster.chain_id)
+                              chain_id=cluster.chain_id, tls=node.client_tls())
         if await client.healthy(timeout_s=1.0):
             return client
         await client.close()
@@ -204,7 +210,8 @@ async def submit_tx(
             faults_max = (len(await validator_ids(cluster)) - 1) // 3
             async with QuorumClient([node.client_addr for node in cluster.nodes],
                                     faults_max=faults_max, chain_id=cluster.chain_id,
-                                    reader=reader or reader_for(cluster)) as nodes:
+                                    reader=reader or reader_for(cluster),
+                                    tls=cluster.client_tls()) as nodes:
                 confirmed = (await nodes.submit_and_confirm([tx], timeout_ms=60_000))[0]
             return confirmed.receipt, [node_ids[a] for a in confirmed.vouchers]
         client = await connect(cluster, node_id)
@@ -225,14 +232,15 @@ async def validator_ids(cluster: Cluster) -> list[str]:
     """The largest validator set the nodes list (a node behind may list an older, smaller
     one, and a smaller f would accept a receipt on fewer nodes' word), else genesis's."""
 
-    async def listed(addr: str) -> list[str]:
+    async def listed(node: ClusterNode) -> list[str]:
         try:
-            async with LedgerClient(addr, timeout_s=2.0) as client:
+            async with LedgerClient(node.client_addr, timeout_s=2.0,
+                                    tls=node.client_tls()) as client:
                 return list((await client.chain_info()).validators)
         except LedgerError:
             return []
 
-    sets = await asyncio.gather(*(listed(node.client_addr) for node in cluster.nodes))
+    sets = await asyncio.gather(*(listed(node) for node in cluster.nodes))
     return max(sets, key=len) if any(sets) else genesis_validator_ids(cluster)
 
 

@@ -55,7 +55,8 @@ async def node_statuses(cluster: Cluster, *, timeout_s: float = 2.0) -> list[Nod
         if node.id not in pids:
             return None
         try:
-            async with LedgerClient(node.client_addr, timeout_s=timeout_s) as client:
+            async with LedgerClient(node.client_addr, timeout_s=timeout_s,
+                                    tls=node.client_tls()) as client:
                 return await client.chain_info()
         except LedgerError as exc:
             return str(exc)
@@ -121,7 +122,8 @@ async def app_hash_divergence(cluster: Cluster, statuses: list[NodeStatus]) -> s
     for status in up:
         try:
             async with LedgerClient(status.client_addr, timeout_s=2.0, reader=reader,
-                                    chain_id=cluster.chain_id) as client:
+                                    chain_id=cluster.chain_id,
+                                    tls=cluster.client_tls()) as client:
                 block = await client.get_block(common)
         except LedgerError:
             continue

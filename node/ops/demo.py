@@ -92,7 +92,7 @@ class Story:
     def client_of(self, addr: str, timeout_s: float = 30.0) -> LedgerClient:
         """A client whose reads are the auditor's."""
         return LedgerClient(addr, timeout_s=timeout_s, reader=self.reader,
-                            chain_id=self.cluster.chain_id)
+                            chain_id=self.cluster.chain_id, tls=self.cluster.client_tls())
 
     def who(self, name: str) -> str:
         return sample_member(name).title
@@ -154,7 +154,8 @@ class Story:
         """On PBFT, one node's receipt is only as honest as that node: ask f + 1 of them."""
         addresses = {node.client_addr: node.id for node in self.cluster.nodes}
         async with QuorumClient(list(addresses), reader=self.reader,
-                                chain_id=self.cluster.chain_id) as quorum:
+                                chain_id=self.cluster.chain_id,
+                                tls=self.cluster.client_tls()) as quorum:
             confirmed = (await quorum.confirm([bytes.fromhex(receipt.tx_id)]))[0]
         if confirmed.receipt != receipt:
             raise DemoError(f"the quorum's receipt differs from {self.node.id}'s")

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from consensus.codec import MESSAGES
 from consensus.pbft_messages import CommitCertificate
 from node.client.identity import Account
-from node.client.ledger import LedgerClient, LedgerError, ReceiptView
+from node.client.ledger import ClientTls, LedgerClient, LedgerError, ReceiptView
 from node.ops.cli_client import reader_for
 from node.ops.cli_cluster import make_console, status_table
 from node.ops.cli_gov import record_member, validator_params
@@ -129,8 +129,8 @@ async def wait_for(what: str, check: Callable[[], Awaitable[bool]], within_s: fl
         await asyncio.sleep(poll_s)
 
 
-async def info_of(addr: str) -> Any:
-    async with LedgerClient(addr, timeout_s=3.0) as client:
+async def info_of(addr: str, tls: ClientTls | None) -> Any:
+    async with LedgerClient(addr, timeout_s=3.0, tls=tls) as client:
         return await client.chain_info()
 
 
@@ -203,7 +203,7 @@ class GovernanceChapter:
         node, height = await add_node(self.cluster, timeout_s=JOIN_TIMEOUT_S,
                                       follow_timeout_s=FOLLOW_TIMEOUT_S)
         self.new_node = node.id
-        info = await info_of(node.client_addr)
+        info = await info_of(node.client_addr, self.cluster.client_tls())
         if info.validator:
             raise ChapterError(f"{node.id} votes before any vote made it a validator")
         say(f"• {node.id} starts (pid {node.pid}) with its own key and a TLS certificate from "
@@ -214,7 +214,8 @@ class GovernanceChapter:
             f"it serves clients but never votes; the validators are "
             f"{', '.join(info.validators)} (epoch {info.validator_epoch})")
         async with LedgerClient(node.client_addr, reader=self.cluster.account(NEW_BANK),
-                                chain_id=self.cluster.chain_id) as client:
+                                chain_id=self.cluster.chain_id,
+                                tls=self.cluster.client_tls()) as client:
             balance = await client.query("cash", "balance",
                                          {"account": self.cluster.account_id(NEW_BANK)})
         say(f"• asked directly (a read signed by {NEW_BANK}), {node.id} answers its balance: "
@@ -234,17 +235,18 @@ class GovernanceChapter:
         addr = self.cluster.node(node_id).client_addr
 
         async def votes_now() -> bool:
-            return bool((await info_of(addr)).validator)
+            return bool((await info_of(addr, self.cluster.client_tls())).validator)
 
         took = await wait_for(f"{node_id} becoming a validator", votes_now, EPOCH_TIMEOUT_S)
-        info = await info_of(addr)
+        info = await info_of(addr, self.cluster.client_tls())
         say(f"• {took:.1f} s after the vote, {node_id} reports validator true (height "
             f"{info.height}, role {info.role}, view {info.round}, epoch {info.validator_epoch})")
         primary = await self.story.client.chain_info()
         if info.round != primary.round:
             await self.next_view(node_id, info.round, primary)
         async with LedgerClient(addr, reader=reader_for(self.cluster),
-                                chain_id=self.cluster.chain_id) as client:
+                                chain_id=self.cluster.chain_id,
+                                tls=self.cluster.client_tls()) as client:
             block = await first_signed_block(client, node_id, effective, FIRST_VOTE_TIMEOUT_S)
         signers = sorted(certificate_signers(block))
         say(f"• it votes: block {block.block.header.height}'s commit certificate carries its "
@@ -308,7 +310,8 @@ class GovernanceChapter:
         addrs = {n: self.cluster.node(n).client_addr for n in remaining}
 
         async def all_past() -> bool:
-            heights = await asyncio.gather(*(info_of(a) for a in addrs.values()))
+            tls = self.cluster.client_tls()
+            heights = await asyncio.gather(*(info_of(a, tls) for a in addrs.values()))
             return all(h.height >= target for h in heights)
 
         took = await wait_for(f"{', '.join(remaining)} reaching height {target}", all_past,
@@ -339,7 +342,7 @@ class GovernanceChapter:
 
         async def observes() -> bool:
             nonlocal state
-            info = await info_of(addr)
+            info = await info_of(addr, self.cluster.client_tls())
             state = (f"at height {info.height}, role {info.role}, validator "
                      f"{str(info.validator).lower()}")
             return not info.validator and info.height >= effective

@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 
 from node.client.identity import Account
-from node.client.ledger import LedgerClient, LedgerError
+from node.client.ledger import ClientTls, LedgerClient, LedgerError
 from node.ops.localcluster import (
     LocalCluster,
     ProcessesSurvived,
@@ -72,6 +72,7 @@ class ClusterNode:
     log_file: str
     config_path: str
     metrics_addr: str = ""  # host:port of /metrics and /healthz
+    client_ca: str = ""  # CA certificate for its TLS client port ("": plaintext, loopback)
 
     def layout(self) -> NodeLayout:
         return NodeLayout(
@@ -82,7 +83,11 @@ class ClusterNode:
             data_dir=self.data_dir,
             log_file=self.log_file,
             metrics_addr=self.metrics_addr,
+            client_ca=self.client_ca,
         )
+
+    def client_tls(self) -> ClientTls | None:
+        return ClientTls.load(self.client_ca) if self.client_ca else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +178,16 @@ class Cluster:
             genesis_path=os.path.join(self.root, "genesis.json"),
             nodes=tuple(node.layout() for node in self.nodes),
             accounts={account.name: account.key_file for account in self.accounts},
+            client_ca=self.client_ca,
         )
+
+    @property
+    def client_ca(self) -> str:
+        """The CA certificate its nodes' TLS client ports are checked with ("": plaintext)."""
+        return next((node.client_ca for node in self.nodes if node.client_ca), "")
+
+    def client_tls(self) -> ClientTls | None:
+        return ClientTls.load(self.client_ca) if self.client_ca else None
 
 
 def load_cluster(root: str) -> Cluster:
@@ -245,6 +259,7 @@ def create_cluster(
         base_port=base_port,
         consensus_params=consensus_params,
         node_options=node_options,
+        client_tls=True,
     )
     accounts = [
         ClusterAccount(
@@ -270,6 +285,7 @@ def create_cluster(
                 log_file=layout.log_file,
                 config_path=layout.config_path,
                 metrics_addr=layout.metrics_addr,
+                client_ca=layout.client_ca,
             )
             for layout in net.nodes
         ],
@@ -604,7 +620,8 @@ async def add_node(
         raise ClusterError(f"cannot write {node_id}: {exc}") from None
     node = ClusterNode(id=node_id, client_addr=layout.client_addr, peer_addr=layout.peer_addr,
                        pid=None, data_dir=layout.data_dir, log_file=layout.log_file,
-                       config_path=layout.config_path, metrics_addr=layout.metrics_addr)
+                       config_path=layout.config_path, metrics_addr=layout.metrics_addr,
+                       client_ca=layout.client_ca)
     cluster.nodes.append(node)
     cluster.save()
     local = LocalCluster(cluster.network())
@@ -630,22 +647,22 @@ async def wait_following(node: ClusterNode, others: list[ClusterNode], timeout_s
     """Wait until node's height reaches the others' head as it was when the wait began and is
     within FOLLOW_BLOCKS_MAX of their head now; returns its height."""
 
-    async def height(addr: str) -> int | None:
+    async def height(of: ClusterNode) -> int | None:
         try:
-            async with LedgerClient(addr, timeout_s=2.0) as client:
+            async with LedgerClient(of.client_addr, timeout_s=2.0, tls=of.client_tls()) as client:
                 return int((await client.chain_info()).height)
         except LedgerError:
             return None
 
     async def head() -> int:
-        heights = await asyncio.gather(*(height(other.client_addr) for other in others))
+        heights = await asyncio.gather(*(height(other) for other in others))
         return max((h for h in heights if h is not None), default=0)
 
     target = await head()
     deadline = time.monotonic() + timeout_s
     own: int | None = None
     while time.monotonic() < deadline:
-        own = await height(node.client_addr)
+        own = await height(node)
         if own is not None and own >= target and own >= await head() - FOLLOW_BLOCKS_MAX:
             return own
         await asyncio.sleep(0.25)

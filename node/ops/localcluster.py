@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 
 import psutil
 
-from node.client.ledger import LedgerClient, LedgerError
+from node.client.ledger import ClientTls, LedgerClient, LedgerError
 from node.ops.localnet import NetworkLayout, NodeProcess, tail
 from node.ops.netfaults import LinkProxy, NetworkFaults, proxy_peer_links
 from proto import ledger_pb2
@@ -109,11 +109,12 @@ def reports_validator(info: ledger_pb2.ChainInfo) -> bool | None:
     return None
 
 
-async def ask_leader(addrs: Iterable[str], timeout_s: float = 2.0) -> str | None:
+async def ask_leader(addrs: Iterable[str], timeout_s: float = 2.0,
+                     tls: ClientTls | None = None) -> str | None:
     """The leader (or primary) the first node that knows one names; None if none does."""
     for addr in addrs:
         try:
-            async with LedgerClient(addr, timeout_s=timeout_s) as client:
+            async with LedgerClient(addr, timeout_s=timeout_s, tls=tls) as client:
                 info = await client.chain_info()
         except LedgerError:
             continue
@@ -174,14 +175,16 @@ class LocalCluster:
                    ) -> ledger_pb2.ChainInfo | None:
         """The node's chain info, or None when it does not answer."""
         try:
-            async with LedgerClient(self.addr(node_id), timeout_s=timeout_s) as client:
+            async with LedgerClient(self.addr(node_id), timeout_s=timeout_s,
+                                    tls=self.net.client_tls()) as client:
                 return await client.chain_info()
         except LedgerError:
             return None
 
     async def leader(self, timeout_s: float = 2.0) -> str | None:
         """The leader (or primary) the first live node that knows one names."""
-        return await ask_leader([self.addr(node_id) for node_id in self.live()], timeout_s)
+        return await ask_leader([self.addr(node_id) for node_id in self.live()], timeout_s,
+                                self.net.client_tls())
 
     async def wait_leader(self, within_s: float = 20.0,
                           exclude: frozenset[str] = frozenset()) -> str:
@@ -234,7 +237,9 @@ class LocalCluster:
         """
         deadline = time.monotonic() + timeout_s
         await self.wait_healthy(timeout_s=timeout_s)
-        clients = [LedgerClient(self.addr(node_id), timeout_s=2.0) for node_id in self.ids]
+        tls = self.net.client_tls()
+        clients = [LedgerClient(self.addr(node_id), timeout_s=2.0, tls=tls)
+                   for node_id in self.ids]
         try:
             while True:
                 leaders: list[str] = []

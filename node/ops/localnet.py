@@ -10,6 +10,7 @@ soak, the bench and the tests use that.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -22,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from node.client.identity import Account
+from node.client.ledger import ClientTls
 from node.tls import CertFiles, issue_node_cert, make_ca
 
 LOOPBACK = "127.0.0.1"
@@ -71,6 +73,10 @@ class NodeLayout:
     data_dir: str
     log_file: str
     metrics_addr: str = ""  # Prometheus metrics and /healthz (empty: not served)
+    client_ca: str = ""  # the CA certificate clients check its TLS client port with ("": plain)
+
+    def client_tls(self) -> ClientTls | None:
+        return ClientTls.load(self.client_ca) if self.client_ca else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +87,13 @@ class NetworkLayout:
     genesis_path: str
     nodes: tuple[NodeLayout, ...]
     accounts: dict[str, str]  # member name -> key file
+    client_ca: str = ""  # as NodeLayout's: every node's certificate comes from this CA
 
     def account(self, name: str) -> Account:
         return Account.load(self.accounts[name])
+
+    def client_tls(self) -> ClientTls | None:
+        return ClientTls.load(self.client_ca) if self.client_ca else None
 
 
 def _node_layout(node_id: str, node_dir: str, client_port: int, peer_port: int) -> NodeLayout:
@@ -111,8 +121,12 @@ def write_network(
     block: dict[str, int] | None = None,
     consensus_params: dict[str, int] | None = None,
     node_options: dict[str, object] | None = None,
+    client_tls: bool = False,
 ) -> NetworkLayout:
-    """Write keys, genesis and configs for `nodes` validators under root."""
+    """Write keys, genesis and configs for `nodes` validators under root. `client_tls`: the
+    nodes' client ports speak TLS with their certificates from the network's CA (what
+    `scfchain cluster up` makes); False: plaintext on loopback, for tests and development (a
+    solo network has no CA: always plaintext)."""
     os.makedirs(os.path.join(root, "keys"), exist_ok=True)
     accounts: dict[str, str] = {}
     member_docs, balances = [], []
@@ -157,6 +171,8 @@ def write_network(
         validators=validators, members=member_docs, balances=balances, block=block,
         ca_cert_pem=ca_cert_pem, committee=committee,
     ))
+    client_ca = os.path.join(root, "ca", "ca.crt") if client_tls and consensus != "solo" else ""
+    layouts = [dataclasses.replace(layout, client_ca=client_ca) for layout in layouts]
     for layout in layouts:
         options = dict(node_options or {})
         if consensus != "solo":
@@ -164,9 +180,10 @@ def write_network(
             options["tls.ca_cert"] = os.path.relpath(os.path.join(root, "ca", "ca.crt"), node_dir)
             options["tls.cert"] = "tls.crt"
             options["tls.key"] = "tls.key"
+            options["client_tls"] = bool(client_ca)
         _write_config(layout, genesis_path, options)
     return NetworkLayout(
-        root, chain_id, consensus, genesis_path, tuple(layouts), accounts
+        root, chain_id, consensus, genesis_path, tuple(layouts), accounts, client_ca
     )
 
 
@@ -323,7 +340,7 @@ class NodeProcess:
         from node.client.ledger import LedgerClient
 
         deadline = time.monotonic() + timeout_s
-        async with LedgerClient(self.layout.client_addr) as client:
+        async with LedgerClient(self.layout.client_addr, tls=self.layout.client_tls()) as client:
             while time.monotonic() < deadline:
                 if not self.alive():
                     raise RuntimeError(
@@ -370,8 +387,10 @@ def write_joining_node(
     os.makedirs(node_dir)  # FileExistsError: never reuse another node's keys
     _new_key(os.path.join(node_dir, "node_key.pem"))
     issue_node_cert(ca, node_id, node_dir)
-    layout = _node_layout(node_id, node_dir, free_port(), free_port())
     options = dict(node_options or {})
+    layout = _node_layout(node_id, node_dir, free_port(), free_port())
+    if options.get("client_tls"):  # as the network's other nodes (shared_node_options)
+        layout = dataclasses.replace(layout, client_ca=ca.cert)
     options["tls.ca_cert"] = os.path.relpath(ca.cert, node_dir)
     options["tls.cert"] = "tls.crt"
     options["tls.key"] = "tls.key"

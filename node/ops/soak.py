@@ -77,7 +77,7 @@ def reader(cluster: LocalCluster) -> Account:
 
 def reading_client(cluster: LocalCluster, addr: str, timeout_s: float) -> LedgerClient:
     return LedgerClient(addr, timeout_s=timeout_s, reader=reader(cluster),
-                        chain_id=cluster.net.chain_id)
+                        chain_id=cluster.net.chain_id, tls=cluster.net.client_tls())
 
 
 async def build(root: str, consensus: str, seed: int) -> LocalCluster:
@@ -106,7 +106,8 @@ async def load_worker(cluster: LocalCluster, stats: SoakStats, stop: asyncio.Eve
                for _ in range(20)]
         stats.submitted += len(txs)
         try:
-            async with LedgerClient(cluster.addr(node_id), timeout_s=8) as client:
+            async with LedgerClient(cluster.addr(node_id), timeout_s=8,
+                                    tls=cluster.net.client_tls()) as client:
                 response = await client.submit(txs, wait=True, timeout_ms=5_000)
         except LedgerError as exc:
             stats.refused_batches += 1
