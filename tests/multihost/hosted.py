@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from node.client.identity import Account
-from node.client.ledger import LedgerClient, LedgerError
+from node.client.ledger import ClientTls, LedgerClient, LedgerError
 from proto import ledger_pb2
 from tests.multihost.netns import Host, Lab, kill, stop
 
@@ -145,12 +145,17 @@ class HostedConsortium:
                 return Account.load(path)
         raise KeyError(member)
 
+    @property
+    def tls(self) -> ClientTls:
+        """Client ports speak TLS; every node's certificate names its host (a SAN)."""
+        return ClientTls.load(os.path.join(self.out, "ca", "ca.crt"))
+
     def client(self, node_id: str, *, reader: str | None = "auditor",
                timeout_s: float = 30.0) -> LedgerClient:
         """A client in the root namespace; reads signed by `reader` (a member name)."""
         return LedgerClient(self.addr(node_id), timeout_s=timeout_s,
                             reader=None if reader is None else self.account(reader),
-                            chain_id=self.chain_id)
+                            chain_id=self.chain_id, tls=self.tls)
 
     def start(self, node_id: str) -> None:
         node = self.nodes[node_id]
@@ -174,7 +179,7 @@ class HostedConsortium:
         deadline = time.monotonic() + within_s
         for node_id in node_ids or list(self.nodes):
             node = self.nodes[node_id]
-            async with LedgerClient(node.client_addr, timeout_s=2.0) as client:
+            async with LedgerClient(node.client_addr, timeout_s=2.0, tls=self.tls) as client:
                 while not await client.healthy(timeout_s=1.0):
                     assert node.alive(), f"{node_id} exited:\n{node.log_text()[-3000:]}"
                     assert time.monotonic() < deadline, (
@@ -190,16 +195,17 @@ def _read(path: str) -> str:
         return ""
 
 
-async def chain_info(addr: str) -> ledger_pb2.ChainInfo:
-    async with LedgerClient(addr, timeout_s=2.0) as client:
+async def chain_info(addr: str, tls: ClientTls) -> ledger_pb2.ChainInfo:
+    async with LedgerClient(addr, timeout_s=2.0, tls=tls) as client:
         return await client.chain_info()
 
 
-async def wait_height(addr: str, height: int, within_s: float) -> ledger_pb2.ChainInfo:
+async def wait_height(addr: str, height: int, within_s: float,
+                      tls: ClientTls) -> ledger_pb2.ChainInfo:
     deadline = time.monotonic() + within_s
     while True:
         try:
-            info = await chain_info(addr)
+            info = await chain_info(addr, tls)
             if info.height >= height:
                 return info
         except LedgerError:
@@ -211,10 +217,10 @@ async def wait_height(addr: str, height: int, within_s: float) -> ledger_pb2.Cha
 async def converged(hosted: HostedConsortium, node_ids: list[str], within_s: float) -> int:
     """Every node reaches one height past the highest now, and all agree on that block's hash
     and the app hash after it (read as the auditor); returns the height."""
-    target = max([(await chain_info(a)).height for a in hosted.addrs(node_ids)]) + 1
+    target = max([(await chain_info(a, hosted.tls)).height for a in hosted.addrs(node_ids)]) + 1
     seen = {}
     for node_id in node_ids:
-        await wait_height(hosted.addr(node_id), target, within_s)
+        await wait_height(hosted.addr(node_id), target, within_s, hosted.tls)
         async with hosted.client(node_id) as client:
             block = await client.get_block(target)
         seen[node_id] = (block.block_hash.hex(), block.app_hash.hex())

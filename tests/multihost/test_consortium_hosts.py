@@ -64,7 +64,8 @@ async def test_pbft_consortium_across_four_hosts(consortium: HostedConsortium) -
     # Four hosts, four addresses, one port: as on four machines.
     assert len({n.host.addr for n in nodes.values()}) == 4
     assert len({n.client_addr.rpartition(":")[2] for n in nodes.values()}) == 1
-    infos = {node_id: await chain_info(consortium.addr(node_id)) for node_id in nodes}
+    tls = consortium.tls
+    infos = {node_id: await chain_info(consortium.addr(node_id), tls) for node_id in nodes}
     assert {info.node_id for info in infos.values()} == set(nodes)
     assert {info.chain_id for info in infos.values()} == {"scf-consortium"}
 
@@ -89,20 +90,20 @@ async def test_killed_host_restarts_and_catches_up(consortium: HostedConsortium,
     --genesis`); it restarts with the new one and catches up."""
     await _start(consortium)
     await _transfer(consortium, "node1", 2)
-    primary = (await chain_info(consortium.addr("node1"))).leader
+    primary = (await chain_info(consortium.addr("node1"), consortium.tls)).leader
     victim = next(n for n in ("node3", "node2", "node4") if n != primary)
     others = [n for n in consortium.nodes if n != victim]
 
     consortium.kill(victim)  # SIGKILL: the host's node dies mid-run
     for node_id in others:
         await _transfer(consortium, node_id, 4)  # three of four still commit
-    behind = (await chain_info(consortium.addr(others[0]))).height
+    behind = (await chain_info(consortium.addr(others[0]), consortium.tls)).height
     old_serial = _rotate_certificate(consortium, victim, str(tmp_path / "rotate"))
 
     started = time.monotonic()
     consortium.start(victim)  # from the same bundle directory, in the same namespace
     await consortium.wait_healthy([victim])
-    await wait_height(consortium.addr(victim), behind, within_s=30)
+    await wait_height(consortium.addr(victim), behind, 30, consortium.tls)
     caught_up_s = time.monotonic() - started
     height = await converged(consortium, list(consortium.nodes), within_s=30)
     assert height > behind
@@ -143,7 +144,7 @@ async def test_certificate_without_the_node_id_is_refused(consortium: HostedCons
     await _transfer(consortium, "node1", 3)
     height = await converged(consortium, others, within_s=30)
     assert height >= 2
-    assert (await chain_info(node4.client_addr)).height == 0
+    assert (await chain_info(node4.client_addr, consortium.tls)).height == 0
 
     # The refusal as operators see it. node1's metrics: its link to node4 is down, the
     # others up. node4's log: gRPC's TLS layer names the name its certificate lacks (the
@@ -209,7 +210,7 @@ async def test_pbft_with_30ms_one_way_delay_on_every_link(consortium: HostedCons
     await consortium.delay_peer_links(30)
     await _start(consortium)
     await _transfer(consortium, "node1", 1)
-    primary = (await chain_info(consortium.addr("node1"))).leader
+    primary = (await chain_info(consortium.addr("node1"), consortium.tls)).leader
     latencies = []
     for _ in range(5):
         started = time.monotonic()
