@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -161,6 +162,17 @@ def _dir_bytes(path: str) -> int:
     return total
 
 
+class _Server(ThreadingWSGIServer):
+    """No host-name lookup at bind (HTTPServer's getfqdn): with a resolver configured but
+    unreachable it held the node's start for 10 s."""
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+        self.setup_environ()
+
+
 class MetricsServer:
     """`/metrics` (Prometheus text format) and `/healthz` on `addr`, in a daemon thread."""
 
@@ -185,7 +197,7 @@ class MetricsServer:
             return result
 
         try:
-            self._server = make_server(host, int(port), app, ThreadingWSGIServer,
+            self._server = make_server(host, int(port), app, _Server,
                                        handler_class=_SilentHandler)
         except OSError as exc:
             raise OSError(f"cannot serve metrics on {self.addr}: {exc}") from exc
