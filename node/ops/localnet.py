@@ -389,7 +389,10 @@ def write_joining_node(
     issue_node_cert(ca, node_id, node_dir)
     options = dict(node_options or {})
     layout = _node_layout(node_id, node_dir, free_port(), free_port())
-    if options.get("client_tls"):  # as the network's other nodes (shared_node_options)
+    # As the network's other nodes (`shared_node_options` copies theirs): plaintext on
+    # loopback unless told, as `write_network`'s default.
+    options["client_tls"] = bool(options.get("client_tls", False))
+    if options["client_tls"]:
         layout = dataclasses.replace(layout, client_ca=ca.cert)
     options["tls.ca_cert"] = os.path.relpath(ca.cert, node_dir)
     options["tls.cert"] = "tls.crt"

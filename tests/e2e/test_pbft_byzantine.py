@@ -42,7 +42,8 @@ async def test_equivocating_primary_cannot_split_the_honest_replicas(tmp_path) -
                                  {"to": payee, "amount": 1}, nonce=next(nonce))
                    for _ in range(50)]
             try:
-                async with LedgerClient(addrs[next(turn)], timeout_s=10) as client:
+                async with LedgerClient(addrs[next(turn)], timeout_s=10,
+                                        tls=cluster.client_tls()) as client:
                     receipts = await client.submit_and_wait(txs, timeout_ms=8_000)
             except LedgerError:
                 await asyncio.sleep(0.2)  # a view change away from the liar may be under way
@@ -56,12 +57,13 @@ async def test_equivocating_primary_cannot_split_the_honest_replicas(tmp_path) -
 
         target = 0
         for node_id in HONEST:
-            async with LedgerClient(addrs[node_id]) as client:
+            async with LedgerClient(addrs[node_id], tls=cluster.client_tls()) as client:
                 target = max(target, (await client.chain_info()).height)
         hashes = set()
         for node_id in HONEST:  # reads are signed: the sample consortium's auditor reads
             async with LedgerClient(addrs[node_id], reader=cluster.auditor(),
-                                    chain_id=cluster.chain_id) as client:
+                                    chain_id=cluster.chain_id,
+                                    tls=cluster.client_tls()) as client:
                 until = time.monotonic() + 30
                 while (await client.chain_info()).height < target:
                     assert time.monotonic() < until, f"{node_id} stuck below {target}"

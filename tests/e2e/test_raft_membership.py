@@ -117,7 +117,9 @@ async def test_a_learner_is_voted_in_survives_a_crash_and_the_leader_is_voted_ou
         await _govern(cluster, survivor, "remove_validator", {"node_id": leader})
 
         async def new_leader() -> str | None:
-            await _transfer(cluster, survivor)
+            # Right after the change a node may still name the leaving leader and refuse to
+            # forward to it ("retry"): keep sending until a new leader answers.
+            await _transfer_ok(cluster, survivor)
             info = await chain_info(survivor)
             return info.leader if info.leader and info.leader != leader and (
                 leader not in info.validators) else None

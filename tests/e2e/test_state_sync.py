@@ -84,7 +84,7 @@ async def _joined_from_snapshot(cluster: Cluster, node5: NodeProcess) -> None:
     head = (await chain_info(cluster.local.addr("node1"))).height
     await wait_height(addr5, head, 30)
     addrs = [cluster.local.addr(f"node{i}") for i in range(1, 5)] + [addr5]
-    await assert_converged(addrs, 30)
+    await assert_converged(addrs, 30, cluster.net.account("auditor"))
     # Balances read on the joined node match a validator's (read as their owner).
     payee = cluster.net.account("supplier1")
     args = {"account": payee.account_id}
@@ -170,7 +170,8 @@ async def test_a_raft_validator_back_from_an_outage_restores_a_snapshot(tmp_path
         node3 = cluster.local.procs["node3"]
         assert "state sync: restored height" in _log(node3.layout)
         assert (await chain_info(cluster.local.addr("node3"))).base_height > 0
-        await assert_converged([cluster.local.addr(f"node{i}") for i in (1, 2, 3)], 30)
+        await assert_converged([cluster.local.addr(f"node{i}") for i in (1, 2, 3)], 30,
+                               net.account("auditor"))
         # It votes again: with node1 stopped, node2 and node3 still commit.
         cluster.local.stop_node("node1")
         node2 = cluster.local.addr("node2")
@@ -214,7 +215,7 @@ async def test_a_running_node_that_falls_far_behind_restarts_from_a_snapshot(
         assert node5.alive()  # the same process: the node was rebuilt in place
         await wait_healthy_again(addr5)
         addrs = [pbft4.local.addr(f"node{i}") for i in range(1, 5)] + [addr5]
-        await assert_converged(addrs, 30)
+        await assert_converged(addrs, 30, net.account("auditor"))
     finally:
         node5.stop()
 
