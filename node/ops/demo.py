@@ -383,6 +383,30 @@ class Story:
             table.add_row(member.name, f"{member.title} ({member.role})",
                           money(member.balance), money(now), shown_change)
         make_console().print(table)
+        await self.refused_read()
+
+    async def refused_read(self) -> None:
+        """Each member reads only its own deals: a supplier three tiers up asking for the core
+        enterprise's balance is refused; the auditor (who sees everything) is answered."""
+        asker = "tier3"
+        if asker not in {account.name for account in self.cluster.accounts}:
+            return
+        addr = self.node.client_addr
+        async with LedgerClient(addr, reader=self.cluster.account(asker),
+                                chain_id=self.cluster.chain_id,
+                                tls=self.cluster.client_tls()) as client:
+            try:
+                await client.query("cash", "balance", {"account": self.account("core")})
+            except LedgerError as exc:
+                if exc.status != "PERMISSION_DENIED":
+                    raise
+                say(f"• {asker} asks for the core enterprise's balance: {exc.status} — "
+                    f"{exc.message}")
+            else:
+                raise DemoError(f"{asker} was allowed to read the core enterprise's balance")
+        core = await self.balance("core")
+        say(f"• the auditor asks the same and is answered: {money(core)} "
+            "(every read is signed by a member and shows what that member may see)")
 
 
 async def _start(root: str) -> Cluster:

@@ -50,6 +50,8 @@ def test_demo_tells_the_whole_story_and_stops_every_node(tmp_path) -> None:
         "the receipt is released, now ACTIVE",
         "caught up to height",
         "Final balances",
+        "tier3 asks for the core enterprise's balance: PERMISSION_DENIED",
+        "the auditor asks the same and is answered",
         # The governance chapter (node/ops/demo_governance.py).
         "Northwind Bank (bank2) as a financier",
         "it is an observer (role observer, validator false)",

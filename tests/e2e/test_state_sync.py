@@ -97,7 +97,7 @@ async def _joined_from_snapshot(cluster: Cluster, node5: NodeProcess) -> None:
 async def _filled(cluster: Cluster, env: dict[str, dict[str, str]] | None = None) -> None:
     await cluster.local.start(env=env, timeout_s=30)
     await cluster.local.wait_ready(timeout_s=30)
-    await _fill(cluster, 1_500)
+    await _fill(cluster, 600)
     await wait_height(cluster.local.addr("node1"), 2 * SNAPSHOT_INTERVAL + 3, 60)
     # Every validator has written the snapshot at 2 * interval by now, or soon.
     deadline = time.monotonic() + 30
@@ -163,7 +163,7 @@ async def test_a_raft_validator_back_from_an_outage_restores_a_snapshot(tmp_path
         await cluster.local.start(timeout_s=30)
         await cluster.local.wait_ready(timeout_s=30)
         cluster.local.stop_node("node3")
-        await _fill(cluster, 1_500)
+        await _fill(cluster, 600)
         node1 = cluster.local.addr("node1")
         await wait_height(node1, (await chain_info(node1)).height + 3 * SNAPSHOT_INTERVAL, 60)
         await cluster.local.restart("node3")
