@@ -31,7 +31,8 @@ from node.client.ledger import LedgerClient
 from node.ops.localcluster import LocalCluster
 from node.ops.localnet import MemberSpec, write_network
 
-MEMBERS = [MemberSpec(f"reader{i}", ("supplier",), balance=1_000) for i in range(32)]
+MEMBERS = [MemberSpec("admin", ("admin",)),
+           *(MemberSpec(f"reader{i}", ("supplier",), balance=1_000) for i in range(32))]
 SETUPS = (("tls", True, True), ("tls", True, False), ("plaintext", False, True),
           ("plaintext", False, False))
 
@@ -107,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (1..32)")
     parser.add_argument("--out", default="reads.json", help="the JSON report's path")
     args = parser.parse_args(argv)
-    if not 1 <= args.clients <= len(MEMBERS):
-        parser.error(f"--clients must be 1..{len(MEMBERS)}")
+    if not 1 <= args.clients <= len(MEMBERS) - 1:
+        parser.error(f"--clients must be 1..{len(MEMBERS) - 1}")
     with tempfile.TemporaryDirectory(prefix="scf-reads-") as root:
         rows = asyncio.run(measure(args.clients, args.seconds, root))
     with open(args.out, "w") as handle:
