@@ -29,10 +29,21 @@ from node.tls import CertFiles, issue_node_cert, make_ca
 LOOPBACK = "127.0.0.1"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now that this process has not handed out before: a port written
+    into a config is not bound until its node starts, so the kernel may offer it again (a
+    node's metrics port once came back as another node's peer port)."""
+    for _ in range(1_000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((LOOPBACK, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no loopback port left that this process has not handed out")
 
 
 def port_free(port: int, host: str = LOOPBACK) -> bool:
