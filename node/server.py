@@ -458,7 +458,7 @@ class Node:
 
     async def run(self) -> bool:
         """Serve until SIGTERM or SIGINT (False), or until this node fell far behind a state
-        snapshot (True: the caller restores it and builds the node again)."""
+        snapshot (True: the caller starts the process again, which restores it)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -553,12 +553,18 @@ async def _serve(
     wrap_transport: TransportWrapper | None,
     wrap_snapshots: SnapshotWrapper | None,
 ) -> None:
-    while True:
-        await state_sync(config, observer or NullObserver())
-        node = Node(config, observer=observer, wrap_transport=wrap_transport,
-                    wrap_snapshots=wrap_snapshots)
-        if not await node.run():
-            return
+    await state_sync(config, observer or NullObserver())
+    node = Node(config, observer=observer, wrap_transport=wrap_transport,
+                wrap_snapshots=wrap_snapshots)
+    if await node.run():
+        # Far behind a snapshot: start again as this same command, which restores it at
+        # start. A fresh process, not a second Node in this one: rebuilding in place crashed
+        # (SIGSEGV) in gRPC's native layer.
+        log.warning("restarting the process to restore the snapshot")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 async def state_sync(config: NodeConfig, observer: NodeObserver) -> int | None:
