@@ -490,6 +490,10 @@ class Node:
             for task in (driver_task, stop_task, behind_task):
                 task.cancel()
             await asyncio.gather(driver_task, stop_task, behind_task, return_exceptions=True)
+            # A cancelled task leaves its worker thread running: a block may still be being
+            # written. Closing the store under it crashes LevelDB (SIGSEGV), so wait for every
+            # worker thread to finish its job first.
+            await loop.shutdown_default_executor()
             self.verifier.close()
             if self.snapshotter is not None and not self.snapshotter.wait_idle(60):
                 log.warning("a snapshot is still being written; closing the store anyway")
