@@ -73,12 +73,13 @@ def guarded(command: str, func: Callable[[argparse.Namespace], int]) -> Callable
 
 
 def reader_for(cluster: Cluster, name: str | None = None) -> Account:
-    """The member whose key signs reads: `name` (`--as`), else the cluster's auditor."""
+    """The member whose key signs reads: `name` (`--as`), else the cluster's auditor, else (in
+    an organisation's bundle) the organisation's first member."""
     if name:
         return cluster.account(name)
-    auditor = cluster.auditor()
+    auditor = cluster.auditor() if not cluster.bundle else cluster.any_reader()
     if auditor is None:
-        members = ", ".join(account.name for account in cluster.accounts)
+        members = ", ".join(account.name for account in cluster.accounts if account.key_file)
         raise ClientCommandError(f"reads are signed by a member and {cluster.root} has no "
                                  f"auditor to read as by default: pass --as NAME ({members})")
     return auditor
@@ -419,7 +420,8 @@ def register(sub: Any) -> None:
             parser.add_argument("--as", dest="as_name", metavar="NAME",
                                 help="the member who signs the read and whose view it shows "
                                 "(default: the cluster's auditor)")
-        parser.add_argument("--dir", required=True, help="the cluster directory")
+        parser.add_argument("--dir", required=True,
+                            help="the cluster directory, or an organisation's bundle")
         parser.add_argument("--node", help="ask this node (default: the first that answers)")
         parser.add_argument("--json", action="store_true", help="print JSON")
 

@@ -94,6 +94,22 @@ def validator_params(cluster: Cluster, node_id: str) -> dict[str, Any]:
             "peer_addr": node.peer_addr}
 
 
+def proposal_from_file(path: str) -> tuple[str, dict[str, Any]]:
+    """(action, params) from a file {"action": ..., "params": {...}}, as `scfchain consortium
+    add-node` writes them; the contract checks the params as it checks any proposal."""
+    try:
+        with open(path) as handle:
+            doc = json.load(handle)
+    except OSError as exc:
+        raise ClientCommandError(f"cannot read {path}: {exc}") from None
+    except ValueError as exc:
+        raise ClientCommandError(f"{path} is not JSON: {exc}") from None
+    if (not isinstance(doc, dict) or not isinstance(doc.get("action"), str)
+            or not isinstance(doc.get("params"), dict)):
+        raise ClientCommandError(f'{path} must hold {{"action": "...", "params": {{...}}}}')
+    return doc["action"], doc["params"]
+
+
 def new_member_key(cluster: Cluster, name: str) -> tuple[str, str]:
     """(account id, key file) of a member to register by name: keys/NAME.pem, made now unless
     an earlier attempt left one there (so running the same proposal again keeps one key)."""
@@ -114,12 +130,17 @@ def new_member_key(cluster: Cluster, name: str) -> tuple[str, str]:
 def action_params(cluster: Cluster, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The governance action and its params for `gov propose ACTION` and its options."""
     action: str = args.action
+    if action == "from-file":
+        return proposal_from_file(args.file)
     if action == "add-validator":
         return "add_validator", validator_params(cluster, args.node)
     if action == "remove-validator":
         return "remove_validator", {"node_id": args.node}
     if action == "register":
         account = args.account
+        if account is None and cluster.bundle:
+            raise ClientCommandError("a bundle is not a key store: give the new member's "
+                                     "--account (its organisation makes its key)")
         if account is None:
             account, _ = new_member_key(cluster, args.name)
         elif not HEX_ACCOUNT.fullmatch(account):
@@ -218,7 +239,8 @@ def _propose(args: argparse.Namespace) -> int:
     receipt, confirmed_by = _send(cluster, args, "propose", {"action": action, "params": params})
     doc = outcome_json(receipt, confirmed_by)
     doc["action"] = action
-    if receipt.ok and action == "register_member" and args.account is None:
+    if (receipt.ok and action == "register_member" and args.action == "register"
+            and args.account is None):
         # The new member's key is in keys/; cluster.json names it so `--as NAME` finds it (it
         # can sign once the proposal has executed).
         record_member(cluster, args.name, parse_roles(args.roles)[0], params["account"])
@@ -358,6 +380,9 @@ _NODE: Option = (("--node",), {"required": True, "metavar": "ID", "help": "node 
 _WEIGHT: Option = (("--weight",), {"required": True, "type": int, "help": "voting weight"})
 ACTIONS: dict[str, tuple[str, list[Option]]] = {
     "add-validator": ("make a node of the cluster directory a validator", [_NODE]),
+    "from-file": ("the action a file holds (`consortium add-node` writes them)", [
+        (("file",), {"metavar": "FILE", "help": '{"action": ..., "params": {...}}'}),
+    ]),
     "remove-validator": ("take a node out of the validator set", [_NODE]),
     "register": ("register a member (a new key in keys/NAME.pem unless --account)", [
         (("--name",), {"required": True, "help": "the new member's name"}),
@@ -388,8 +413,10 @@ def register(sub: Any) -> None:
     def common(parser: argparse.ArgumentParser, *, signer: bool) -> None:
         if signer:
             parser.add_argument("--as", dest="as_name", required=True, metavar="NAME",
-                                help="the committee member who signs (a name in cluster.json)")
-        parser.add_argument("--dir", required=True, help="the cluster directory")
+                                help="the committee member who signs (a name in cluster.json "
+                                     "or in the bundle)")
+        parser.add_argument("--dir", required=True,
+                            help="the cluster directory, or an organisation's bundle")
         parser.add_argument("--via", metavar="NODE",
                             help="send through this node (default: the first that answers; "
                                  "on PBFT, f + 1 nodes must confirm)")

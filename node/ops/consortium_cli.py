@@ -136,6 +136,28 @@ def _sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_node(args: argparse.Namespace) -> int:
+    from node.ops.consortium_join import add_node
+
+    try:
+        spec = load_consortium(args.config)
+        added = add_node(spec, args.bundles, args.node, ca_dir=args.ca)
+    except ConsortiumError as exc:
+        return _fail("add-node", str(exc))
+    if args.json:
+        print(json.dumps({"node_id": added.node_id, "org": added.org,
+                          "node_dir": added.node_dir, "proposals": list(added.proposals)}))
+        return 0
+    print(f"wrote {added.node_dir}: {added.node_id} of {added.org}, for its host (genesis "
+          f"unchanged; it starts as an observer)")
+    print("the committee admits it; a committee member proposes, in this order:")
+    for path in added.proposals:
+        print(f"  scfchain gov propose from-file {path} --as MEMBER --dir BUNDLE")
+    print("and the others vote (`scfchain gov vote PROPOSAL_ID --as MEMBER --dir BUNDLE`); "
+          "see docs/deploy.md")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("consortium", help="a consortium across hosts: bundles per "
                            "organisation from consortium.toml, node certificates")
@@ -164,6 +186,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="only a new TLS key and request (rotating a node's certificate)")
     csr.add_argument("--json", action="store_true", help="print JSON")
     csr.set_defaults(func=_csr)
+
+    add = commands.add_parser("add-node", help="a node for the running consortium: its "
+                              "directory and the governance proposals that admit it")
+    add.add_argument("--config", required=True,
+                     help="consortium.toml, now listing the node under its organisation")
+    add.add_argument("--bundles", required=True, help="the directory `init` wrote")
+    add.add_argument("--node", required=True, help="the new node's id")
+    add.add_argument("--ca", help="the CA directory (default: BUNDLES/ca)")
+    add.add_argument("--json", action="store_true", help="print JSON")
+    add.set_defaults(func=_add_node)
 
     sign = commands.add_parser("sign", help="the founding CA signs a node's request")
     sign.add_argument("--ca", required=True, help="the CA directory (ca.crt, ca.key)")

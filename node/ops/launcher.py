@@ -23,13 +23,19 @@ import re
 import shutil
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import psutil
 
 from node.client.identity import Account
-from node.client.ledger import ClientTls, LedgerClient, LedgerError
+from node.client.ledger import LedgerClient, LedgerError
+from node.ops.cluster_dir import (
+    CLUSTER_FILE,
+    Cluster,
+    ClusterAccount,
+    ClusterError,
+    ClusterNode,
+    load_cluster,
+)
 from node.ops.localcluster import (
     LocalCluster,
     ProcessesSurvived,
@@ -38,8 +44,6 @@ from node.ops.localcluster import (
 )
 from node.ops.localnet import (
     LOOPBACK,
-    NetworkLayout,
-    NodeLayout,
     NodeProcess,
     port_free,
     tail,
@@ -48,7 +52,6 @@ from node.ops.localnet import (
 )
 from node.ops.sample_consortium import SAMPLE_MEMBERS, sample_member_specs
 
-CLUSTER_FILE = "cluster.json"
 CONSENSUS_KINDS = ("solo", "raft", "pbft")
 NODES_DEFAULT = 4
 NODES_MAX = 16
@@ -56,167 +59,6 @@ GRACE_S_DEFAULT = 10.0
 READY_TIMEOUT_S_DEFAULT = 30.0
 FOLLOW_BLOCKS_MAX = 3  # add-node: a joining node follows once it is this close to the head
 FOLLOW_TIMEOUT_S_DEFAULT = 60.0
-
-
-class ClusterError(Exception):
-    """Something the person running the cluster must fix; the message says what."""
-
-
-@dataclass(slots=True)
-class ClusterNode:
-    id: str
-    client_addr: str
-    peer_addr: str
-    pid: int | None
-    data_dir: str
-    log_file: str
-    config_path: str
-    metrics_addr: str = ""  # host:port of /metrics and /healthz
-    client_ca: str = ""  # CA certificate for its TLS client port ("": plaintext, loopback)
-
-    def layout(self) -> NodeLayout:
-        return NodeLayout(
-            node_id=self.id,
-            client_addr=self.client_addr,
-            peer_addr=self.peer_addr,
-            config_path=self.config_path,
-            data_dir=self.data_dir,
-            log_file=self.log_file,
-            metrics_addr=self.metrics_addr,
-            client_ca=self.client_ca,
-        )
-
-    def client_tls(self) -> ClientTls | None:
-        return ClientTls.load(self.client_ca) if self.client_ca else None
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterAccount:
-    name: str
-    role: str
-    account_id: str
-    key_file: str
-    title: str = ""
-
-
-@dataclass(slots=True)
-class Cluster:
-    """What `cluster.json` holds, and where it lives."""
-
-    root: str
-    chain_id: str
-    consensus: str
-    nodes: list[ClusterNode]
-    accounts: list[ClusterAccount] = field(default_factory=list)
-
-    @property
-    def path(self) -> str:
-        return os.path.join(self.root, CLUSTER_FILE)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "chain_id": self.chain_id,
-            "consensus": self.consensus,
-            "nodes": [asdict(node) for node in self.nodes],
-            "accounts": [asdict(account) for account in self.accounts],
-        }
-
-    def save(self) -> None:
-        """Write cluster.json atomically (a reader never sees half a file)."""
-        staging = self.path + ".tmp"
-        with open(staging, "w") as handle:
-            json.dump(self.to_json(), handle, indent=2)
-            handle.write("\n")
-        os.replace(staging, self.path)
-
-    def node(self, node_id: str) -> ClusterNode:
-        for node in self.nodes:
-            if node.id == node_id:
-                return node
-        known = ", ".join(node.id for node in self.nodes)
-        raise ClusterError(f"no node {node_id!r} in {self.root} (nodes: {known})")
-
-    def account(self, name: str) -> Account:
-        for account in self.accounts:
-            if account.name == name:
-                return Account.load(account.key_file)
-        known = ", ".join(account.name for account in self.accounts)
-        raise ClusterError(f"no member {name!r} in {self.root} (members: {known})")
-
-    def account_id(self, name: str) -> str:
-        for account in self.accounts:
-            if account.name == name:
-                return account.account_id
-        raise ClusterError(f"no member {name!r} in {self.root}")
-
-    def auditor(self) -> Account | None:
-        """The first member with the auditor role (whose signed reads see everything), if
-        any: what the tools read as when no member is named."""
-        for account in self.accounts:
-            if account.role == "auditor":
-                return Account.load(account.key_file)
-        return None
-
-    def any_reader(self) -> Account | None:
-        """A member to sign reads whose answer every member gets (a block's hashes): the
-        auditor, else the first member; None for a directory without members."""
-        auditor = self.auditor()
-        if auditor is not None or not self.accounts:
-            return auditor
-        return Account.load(self.accounts[0].key_file)
-
-    def names(self) -> dict[str, str]:
-        """account id -> member name, for showing people names instead of hex."""
-        return {account.account_id: account.name for account in self.accounts}
-
-    def network(self) -> NetworkLayout:
-        """The network as `node.ops.localnet` describes it, for a LocalCluster to run."""
-        return NetworkLayout(
-            root=self.root,
-            chain_id=self.chain_id,
-            consensus=self.consensus,
-            genesis_path=os.path.join(self.root, "genesis.json"),
-            nodes=tuple(node.layout() for node in self.nodes),
-            accounts={account.name: account.key_file for account in self.accounts},
-            client_ca=self.client_ca,
-        )
-
-    @property
-    def client_ca(self) -> str:
-        """The CA certificate its nodes' TLS client ports are checked with ("": plaintext)."""
-        return next((node.client_ca for node in self.nodes if node.client_ca), "")
-
-    def client_tls(self) -> ClientTls | None:
-        return ClientTls.load(self.client_ca) if self.client_ca else None
-
-
-def load_cluster(root: str) -> Cluster:
-    root = os.path.abspath(root)
-    if not os.path.isdir(root):
-        raise ClusterError(
-            f"no directory {root}; start a cluster there with `scfchain cluster up --dir {root}`"
-        )
-    path = os.path.join(root, CLUSTER_FILE)
-    try:
-        with open(path) as handle:
-            doc = json.load(handle)
-    except FileNotFoundError:
-        raise ClusterError(
-            f"{root} holds no cluster ({CLUSTER_FILE} is missing); "
-            f"start one with `scfchain cluster up --dir {root}`"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise ClusterError(f"cannot read {path}: {exc}") from exc
-    try:
-        return Cluster(
-            root=root,
-            chain_id=doc["chain_id"],
-            consensus=doc["consensus"],
-            nodes=[ClusterNode(**node) for node in doc["nodes"]],
-            accounts=[ClusterAccount(**account) for account in doc["accounts"]],
-        )
-    except (KeyError, TypeError) as exc:
-        raise ClusterError(f"{path} is not a cluster description: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------

@@ -74,11 +74,13 @@ class HostedConsortium:
     nodes: dict[str, HostedNode] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, lab: Lab, workdir: str, *, overrides: dict[str, str] | None = None
-               ) -> HostedConsortium:
+    def create(cls, lab: Lab, workdir: str, *, overrides: dict[str, str] | None = None,
+               hosts: list[Host] | None = None) -> HostedConsortium:
+        """The sample's four nodes on `hosts` (default: every host of the lab)."""
+        hosts = lab.hosts if hosts is None else hosts
         toml_path = os.path.join(workdir, "consortium.toml")
         with open(toml_path, "w") as handle:
-            handle.write(sample_on_hosts([h.addr for h in lab.hosts], overrides=overrides))
+            handle.write(sample_on_hosts([h.addr for h in hosts], overrides=overrides))
         out = os.path.join(workdir, "bundles")
         result = subprocess.run(
             [sys.executable, "-m", "node.ops.cli", "consortium", "init", "--config", toml_path,
