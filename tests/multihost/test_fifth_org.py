@@ -119,6 +119,16 @@ async def test_a_fifth_organisation_joins_by_governance(make_lab: Callable[[int]
     height = await converged(consortium, ["node1", "node2", "node3", "node5"], within_s=30)
     assert height > info.height
     assert await _balance(consortium, "node1", "tier1a") == before + 4 * AMOUNT
+    # The other client commands read a bundle as they read a cluster directory.
+    sent = _scfchain("tx", "cash.transfer", "--as", "bank", "--args",
+                     '{"to": "@tier1a", "amount": 7}', "--dir",
+                     os.path.join(consortium.out, "bank"), "--json")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    asked = _scfchain("query", "cash.balance", "--as", "tier1a", "--args",
+                      '{"account": "@tier1a"}', "--dir", os.path.join(consortium.out, "tier1a"),
+                      "--json")
+    assert asked.returncode == 0, asked.stderr
+    assert str(before + 4 * AMOUNT + 7) in asked.stdout, asked.stdout
     listed = _scfchain("gov", "list", "--dir", os.path.join(consortium.out, "factor"),
                        "--json")
     assert listed.returncode == 0, listed.stderr
