@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     from node.ops.soak import add_parser as add_soak_parser  # `scfchain soak`: faults under load
 
     add_soak_parser(sub)
+    from node.console.command import register as add_console_parser  # the web console
+
+    add_console_parser(sub)
     return parser
 
 
