@@ -55,25 +55,20 @@ from consensus.engine import (
     NodeId,
     fills_offered_slot,
 )
-from consensus.pbft_checkpoints import Checkpoints
 from consensus.pbft_config import BlockInspector, PbftConfig, Sign, Verify
 from consensus.pbft_log import (
     GENESIS_CHECKPOINT,
     NewViewPlan,
-    Record,
     Slot,
     add_vote,
     as_votes,
     persist,
     restore,
-    slot_key,
-    stable_record,
 )
 from consensus.pbft_membership import Membership, resettle
 from consensus.pbft_messages import (
     PBFT_MESSAGE_TYPES,
     Checkpoint,
-    CheckpointProof,
     CommitCertificate,
     CommitVote,
     NewView,
@@ -86,7 +81,8 @@ from consensus.pbft_messages import (
     is_well_formed,
     prepare_statement,
 )
-from consensus.pbft_sync import CatchUp
+from consensus.pbft_pipeline import Parent, next_proposal, parent_state
+from consensus.pbft_replica import ReplicaLog
 from consensus.pbft_view_change import ViewChanger
 
 logger = logging.getLogger(__name__)
@@ -96,7 +92,7 @@ BACKUP = "backup"
 OBSERVER = "observer"  # not a validator of the next height
 
 
-class PbftEngine:
+class PbftEngine(ReplicaLog):
     """One validator's PBFT state machine; see the module docstring for the contract."""
 
     def __init__(
@@ -118,22 +114,14 @@ class PbftEngine:
         # replica added later runs from the start as an observer of the heights before its own.
         assert len(set(validators)) == len(validators), "validators must be distinct"
         assert commit_height >= 0
-        self.node_id = node_id
-        self.config = config or PbftConfig()
+        config = config or PbftConfig()
+        sets = Membership(validators, restored, verify, inspect)
+        durable = restore(restored)
+        super().__init__(node_id, config, sets, sign, durable, commit_height, last_block_hash)
         self._validate = validate
         self._inspect = inspect
         self._sign = sign
-        self._sets = Membership(validators, restored, verify, inspect)
         self._construction_height = commit_height
-        durable = restore(restored)
-        self._stable = durable.stable
-        self._commit_height = commit_height
-        self._last_hash = last_block_hash
-        self._slots = {h: Slot.restored(r) for h, r in durable.slots.items()}
-        assert all(self._in_window(h) for h in self._slots), "restored slots outside the window"
-        self._checkpoints = Checkpoints(node_id, self.config, self._sets, sign)
-        self._catch_up = CatchUp(node_id, self.config)
-        self._now_ms = 0
         self._retransmit_ms = 0
         self._views = ViewChanger(
             node_id, self.config, self._sets, sign, self, durable.view, durable.new_view
@@ -271,9 +259,7 @@ class PbftEngine:
         current = self._sets.at(self._commit_height + 1)
         primary = current.primary(self._view)
         is_primary = self._active and primary == self.node_id
-        next_height: int | None = None
-        if is_primary and self._may_propose():
-            next_height = self._commit_height + 1
+        offered = self._next_proposal() if is_primary else None
         role = PRIMARY if is_primary else BACKUP
         if self.node_id not in current.members:
             role = OBSERVER
@@ -282,9 +268,9 @@ class PbftEngine:
             round=self._view,
             leader=primary if self._active else None,
             commit_height=self._commit_height,
-            next_height=next_height,
-            next_parent_hash=self._last_hash if next_height is not None else None,
-            proposals_in_flight=1 if is_primary else 0,
+            next_height=offered[0] if offered is not None else None,
+            next_parent_hash=offered[1] if offered is not None else None,
+            proposals_in_flight=self.config.pipeline_depth_blocks if is_primary else 0,
             extra={
                 "phase": "normal" if self._active else "view-change",
                 "stable_checkpoint": self._stable.height,
@@ -292,6 +278,7 @@ class PbftEngine:
                 "slots": len(self._slots),
                 "epoch": self._sets.epoch_index(self._commit_height + 1),
                 "validators": current.n,
+                "pipeline_depth": self.config.pipeline_depth_blocks,
             },
         )
 
@@ -309,33 +296,7 @@ class PbftEngine:
             and self._sets.at(height).commit_certificate_ok(cert)
         )
 
-    # --- the replica as its view changer sees it (`pbft_view_change.Replica`) ----------------
-
-    @property
-    def commit_height(self) -> int:
-        return self._commit_height
-
-    @property
-    def stable_checkpoint(self) -> CheckpointProof:
-        return self._stable
-
-    def prepared_proofs(self) -> tuple[PreparedProof, ...]:
-        return tuple(
-            slot.prepared
-            for height, slot in sorted(self._slots.items())
-            if slot.prepared is not None and height > self._stable.height
-        )
-
-    def catching_up(self) -> bool:
-        return self._lag_target() > self._commit_height
-
-    def voted_from(self, height: int) -> bool:
-        # Slots below the stable checkpoint are gone, but nothing there is prepared again.
-        return any(h >= height and s.accepted is not None for h, s in self._slots.items())
-
-    def leave_view(self) -> None:
-        for slot in self._slots.values():
-            slot.pending = None
+    # --- the view changer's way in (the rest of `pbft_view_change.Replica` is the log's) -----
 
     def enter_view(self, plan: NewViewPlan, out: list[Action]) -> None:
         """Prepare the new view's re-proposals (its primary's and every backup's plan alike);
@@ -360,34 +321,20 @@ class PbftEngine:
 
     # --- normal case -------------------------------------------------------------------------
 
-    @property
-    def _high_watermark(self) -> int:
-        return self._stable.height + self.config.watermark_window_blocks
-
-    def _in_window(self, height: int) -> bool:
-        return self._stable.height < height <= self._high_watermark
-
-    def _slot(self, height: int) -> Slot:
-        assert self._in_window(height), f"height {height} outside the watermarks"
-        slot = self._slots.get(height)
-        if slot is None:
-            slot = self._slots[height] = Slot(height)
-        return slot
-
-    def _may_propose(self) -> bool:
-        height = self._commit_height + 1
-        if not self._in_window(height) or self._lag_target() > self._commit_height:
-            return False
-        slot = self._slots.get(height)
-        return slot is None or slot.accepted is None or slot.accepted[0] < self._view
-
-    def _note_ahead(self, sender: NodeId, height: int) -> None:
-        """An honest replica votes at `height` only once it committed `height - 1`."""
-        self._catch_up.note_ahead(sender, height)
-
-    def _votes_at(self, height: int) -> bool:
-        """Whether this replica is a validator of `height` (votes, proposes, checkpoints)."""
-        return self.node_id in self._sets.at(height).members
+    def _next_proposal(self) -> tuple[int, bytes] | None:
+        """(height, parent) the primary may pre-prepare next: the first height above the
+        commit height it has not proposed at in this view, within the pipeline depth."""
+        if self._lag_target() > self._commit_height:
+            return None
+        offered = next_proposal(
+            self._slots, self._view, self._commit_height, self._last_hash, self._pipeline_top
+        )
+        if offered is None or not self._in_window(offered[0]):
+            return None
+        height = offered[0]
+        if self._sets.at(height).primary(self._view) != self.node_id or not self._votes_at(height):
+            return None  # across a change of the set, another replica proposes there
+        return offered
 
     def _on_pre_prepare(self, sender: NodeId, msg: PrePrepare, out: list[Action]) -> None:
         if sender != self._sets.at(msg.height).primary(msg.view) or not self._in_window(msg.height):
@@ -425,10 +372,25 @@ class PbftEngine:
         self._retry_pending(out)
 
     def _retry_pending(self, out: list[Action]) -> None:
-        """Validate the primary's proposal at the next height once its parent is committed."""
-        slot = self._slots.get(self._commit_height + 1)
-        if slot is None or slot.pending is None or not self._active:
+        """Validate the primary's proposals in the pipeline, lowest first; prepare each once
+        its parent is committed or prepared here in this view (`consensus.pbft_pipeline`)."""
+        if not self._active:
             return
+        for height in range(self._commit_height + 1, self._pipeline_top + 1):
+            slot = self._slots.get(height)
+            if slot is not None and slot.pending is not None:
+                self._try_accept(slot, out)
+        if self._deliverable():  # decided as soon as accepted (a set of one)
+            self._deliver_decided(out)
+
+    def _deliverable(self) -> bool:
+        """Whether the next height is decided and its block is here."""
+        slot = self._slots.get(self._commit_height + 1)
+        decided = slot.decided if slot is not None else None
+        return slot is not None and decided is not None and decided.block_hash in slot.payloads
+
+    def _try_accept(self, slot: Slot, out: list[Action]) -> None:
+        assert slot.pending is not None
         if not self._votes_at(slot.height):
             slot.pending = None  # an observer of this height: it only counts others' votes
             return
@@ -438,16 +400,30 @@ class PbftEngine:
             return
         payload = slot.payloads.get(block_hash)
         identity = self._inspect(payload) if payload is not None else None
-        if payload is None or identity is None or identity.parent_hash != self._last_hash:
+        if payload is None or identity is None:
             slot.pending = None
             return
-        if not self._validate(slot.height, self._last_hash, payload):
+        parent = parent_state(
+            self._slots,
+            self._view,
+            slot.height,
+            identity.parent_hash,
+            self._commit_height,
+            self._last_hash,
+        )
+        if parent is Parent.WRONG:
+            slot.pending = None
+            return
+        if parent is Parent.UNKNOWN:
+            return  # the parent's pre-prepare has not come (or not been accepted) yet
+        if not self._validate(slot.height, identity.parent_hash, payload):
             # Not now: it may become valid (the parent is not executed yet, or its signatures are
             # still being checked off the node's event loop), so it is asked again on tick.
             return
+        if parent is not Parent.READY:
+            return  # valid, but its parent is not prepared yet: asked again when it is
         slot.pending = None
         self._accept(slot, block_hash, out)
-        self._deliver_decided(out)
 
     def _accept(
         self,
@@ -467,6 +443,7 @@ class PbftEngine:
             or (slot.accepted == (self._view, block_hash))
         ), "one block per height and view"
         slot.accepted = (self._view, block_hash)
+        slot.accepted_ms = self._now_ms
         # The primary is alive and proposing valid blocks: a slow round (big blocks on a busy
         # machine) is not a reason to replace it; a round that stalls still times out.
         self._views.restart_timer()
@@ -477,15 +454,6 @@ class PbftEngine:
         out.append(Broadcast(Prepare(self._view, slot.height, block_hash, signature)))
         add_vote(slot.prepares, (self._view, block_hash), self.node_id, signature)
         self._check_prepared(slot, out)
-
-    def _note_ahead_beyond_window(
-        self, sender: NodeId, height: int, statement: bytes, signature: bytes
-    ) -> None:
-        """A signed vote above our high watermark: we cannot use it, but f + 1 of them prove
-        the cluster is ahead, so a restarted replica fetches blocks at once instead of waiting
-        for the next stable checkpoint (up to a checkpoint interval of blocks away)."""
-        if self._sets.at(height).signed_by(sender, statement, signature):
-            self._note_ahead(sender, height)
 
     def _on_prepare(self, sender: NodeId, msg: Prepare, out: list[Action]) -> None:
         if msg.height > self._high_watermark:
@@ -566,52 +534,10 @@ class PbftEngine:
             self._maybe_checkpoint(out)
         self._retry_pending(out)
 
-    def _maybe_checkpoint(self, out: list[Action]) -> None:
-        """At a checkpoint height, announce it (and keep resending it until it is stable)."""
-        height, block_hash = self._commit_height, self._last_hash
-        if height <= self._stable.height:
-            return
-        checkpoint = self._checkpoints.announce(height, block_hash)
-        if checkpoint is not None:
-            out.append(Broadcast(checkpoint))
-            self._add_checkpoint(self.node_id, checkpoint, out)
-
     def _progress(self) -> None:
         self._views.progress()
 
-    # --- checkpoints and garbage collection --------------------------------------------------
-
-    def _on_checkpoint(self, sender: NodeId, msg: Checkpoint, out: list[Action]) -> None:
-        if msg.height <= self._stable.height or not self._checkpoints.signed(sender, msg):
-            return
-        self._note_ahead(sender, msg.height + 1)
-        self._add_checkpoint(sender, msg, out)
-
-    def _add_checkpoint(self, sender: NodeId, msg: Checkpoint, out: list[Action]) -> None:
-        proof = self._checkpoints.add(sender, msg.height, msg.block_hash, msg.signature)
-        if proof is not None:
-            self.adopt_stable(proof, out)
-
-    def adopt_stable(self, proof: CheckpointProof, out: list[Action]) -> None:
-        """A stable checkpoint (2f + 1 signed): garbage-collect the log below it."""
-        if proof.height <= self._stable.height:
-            return
-        mine = self._slots.get(proof.height)
-        if mine is not None and mine.decided is not None and proof.height <= self._commit_height:
-            assert mine.decided.block_hash == proof.block_hash, (
-                f"stable checkpoint {proof.height} disagrees with this replica's chain"
-            )
-        logger.info("node=%s stable checkpoint %d", self.node_id, proof.height)
-        self._stable = proof
-        records: list[Record] = [stable_record(proof)]
-        for height in [h for h in self._slots if h <= proof.height]:
-            if self._slots[height].accepted is not None:
-                records.append((slot_key(height), None))
-            del self._slots[height]
-        self._checkpoints.forget_below(proof.height)
-        persist(out, records)
-
-    # --- retransmission and state transfer ---------------------------------------------------
+    # --- retransmission ----------------------------------------------------------------------
 
     def _retransmit(self, out: list[Action]) -> None:
         checkpoint = self._checkpoints.pending(self._stable.height)
@@ -620,47 +546,14 @@ class PbftEngine:
         if not self._active:
             self._views.retransmit(out)
             return
-        slot = self._slots.get(self._commit_height + 1)
-        if slot is not None:
-            is_primary = self._sets.at(slot.height).primary(self._view) == self.node_id
+        # Every height in flight whose round has lasted an interval (a round that just began
+        # is not resent: with several heights in flight that would double the traffic).
+        recent_ms = self._now_ms - self.config.retransmit_interval_ms
+        for height in range(self._commit_height + 1, self._pipeline_top + 1):
+            slot = self._slots.get(height)
+            if slot is None or slot.accepted_ms > recent_ms:
+                continue
+            is_primary = self._sets.at(height).primary(self._view) == self.node_id
             out += [Broadcast(m) for m in slot.own_round(self.node_id, self._view, is_primary)]
-
-    def _lag_target(self) -> int:
-        """The highest height known decided by the cluster (0 if none above ours)."""
-        known = self._stable.height
-        for height, slot in self._slots.items():
-            if slot.decided is not None:
-                known = max(known, height)
-        # f + 1 votes above us: f of the set ordering our next height (whose liars vote there).
-        return self._catch_up.target(known, self._sets.at(self._commit_height + 1).f)
-
-    def _maybe_sync(self, out: list[Action]) -> None:
-        next_slot = self._slots.get(self._commit_height + 1)
-        deliverable = (
-            next_slot is not None
-            and next_slot.decided is not None
-            and next_slot.decided.block_hash in next_slot.payloads
-        )
-        peers = [
-            node
-            for node in self._sets.at(self._commit_height + 1).validators
-            if node != self.node_id
-        ]
-        target = self._lag_target()
-        height = self._commit_height + 1
-        if self._votes_at(height) and not self._votes_at(height + 1):
-            # This replica's last height as a validator is the next one: the others drop their
-            # links to it (and its messages) once they committed it, so the votes that would
-            # decide it here may never come and no evidence of it would either. Fetch it as
-            # though the cluster were known to be there; until someone has it, the request
-            # brings nothing and is retried. A validator voted out stayed a block short of
-            # the change for ever, reporting itself a validator.
-            target = max(target, height)
-        request = self._catch_up.request(
-            self._now_ms, self._commit_height, target, deliverable, peers
-        )
-        if request is not None:
-            out.append(request)
-
 
 __all__ = ["GENESIS_CHECKPOINT", "PbftEngine"]

@@ -50,6 +50,13 @@ class PbftConfig:
     # for this long triggers a sync; a sync that brought nothing is retried after `sync_retry_ms`.
     sync_delay_ms: int = 200
     sync_retry_ms: int = 1_000
+    # Heights the primary keeps in flight: it pre-prepares h + 1 while h is still being agreed,
+    # up to `commit height + pipeline_depth_blocks` (and never above the high watermark); a
+    # backup votes that far above its own commit height. 1: one block at a time. The node's
+    # block format bounds what it uses: a header carries the app hash APP_HASH_LAG (2) blocks
+    # below, which a proposer must have executed (node/chain.py), so more than 2 changes
+    # nothing in a node today (docs/consensus.md, "Pipelining").
+    pipeline_depth_blocks: int = 2
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -63,6 +70,8 @@ class PbftConfig:
             problems.append("view_change_timeout_ms must be >= 2 * retransmit_interval_ms")
         if self.view_change_timeout_max_ms < self.view_change_timeout_ms:
             problems.append("view_change_timeout_max_ms must be >= view_change_timeout_ms")
+        if not 1 <= self.pipeline_depth_blocks <= self.watermark_window_blocks:
+            problems.append("pipeline_depth_blocks must be in [1, watermark_window_blocks]")
         if self.sync_delay_ms < 0 or self.sync_retry_ms <= 0:
             problems.append("sync_delay_ms must be >= 0 and sync_retry_ms > 0")
         if problems:

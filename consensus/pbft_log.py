@@ -94,6 +94,7 @@ class Slot:
     prepared: PreparedProof | None = None  # this replica's highest prepared certificate
     commit_sent_view: int = -1
     decided: CommitCertificate | None = None
+    accepted_ms: int = 0  # when this replica accepted (in memory: 0 after a restart)
 
     @classmethod
     def restored(cls, record: SlotRecord) -> Slot:
@@ -272,11 +273,22 @@ class NewViewPlan:
     reproposals: tuple[PreparedProof, ...]
 
 
-def select_new_view(view_changes: Sequence[ViewChange]) -> NewViewPlan:
+def select_new_view(view_changes: Sequence[ViewChange], inspect: BlockInspector) -> NewViewPlan:
     """For each height above the highest checkpoint, the prepared certificate of the highest
-    view (ties: the smallest hash, so every replica picks the same). Stops at the first height
-    no one prepared: a block is only prepared once its parent committed at 2f + 1 replicas'
-    honest share, so an honest history has no gaps."""
+    view (ties: the smallest hash, so every replica picks the same), as long as the chosen
+    blocks form a chain: stops at the first height no one prepared, or whose chosen block does
+    not extend the one chosen below it (the checkpoint's block, at the first height above it).
+
+    Why nothing committed is cut off, with blocks pipelined (several heights in flight): an
+    honest replica prepares block b at h only once b's parent is committed there or holds a
+    prepared certificate of the same view at h - 1 (`consensus.pbft_pipeline`). If b committed
+    in view w, f + 1 honest replicas prepared b and its parent in w, and any 2f + 1 view
+    changes include one of them: at h and h - 1 the highest certificates are of view >= w, and
+    by the classic argument (induction over the views after w) every certificate of a view
+    >= w at those heights is for b and its parent. So the chosen blocks at h - 1 and h chain,
+    and so on down to the checkpoint. A chain broken above the last committed height is one a
+    primary cut short (a block prepared on a parent that never prepared at 2f + 1 replicas in
+    a later view): what lies above the break was never committed and is proposed afresh."""
     checkpoint = max(
         (vc.checkpoint for vc in view_changes),
         key=lambda c: (c.height, c.block_hash),
@@ -295,8 +307,15 @@ def select_new_view(view_changes: Sequence[ViewChange]) -> NewViewPlan:
                 best[proof.height] = proof
     chosen: list[PreparedProof] = []
     height = checkpoint.height + 1
+    # The genesis checkpoint names no block: block 1's parent is the chain's genesis hash.
+    below: bytes | None = checkpoint.block_hash if checkpoint.height > 0 else None
     while height in best:
-        chosen.append(best[height])
+        proof = best[height]
+        identity = inspect(proof.payload)
+        if identity is None or (below is not None and identity.parent_hash != below):
+            break
+        chosen.append(proof)
+        below = proof.block_hash
         height += 1
     return NewViewPlan(checkpoint, tuple(chosen))
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 from consensus.codec import CodecError
 from consensus.engine import NodeId
-from consensus.pbft_config import BlockInspector, Verify
+from consensus.pbft_config import BlockIdentity, BlockInspector, Verify
 from consensus.pbft_log import RECORDS, PbftStateError, Quorum, Record, Slot
 from consensus.pbft_messages import NewView, ViewChange, view_change_statement
 
@@ -127,6 +127,10 @@ class Membership:
         """Every set that orders some height >= `height`: the one at it and all later ones."""
         first = self.epoch_index(height)
         return self._quorums[first:]
+
+    def inspect(self, payload: bytes) -> BlockIdentity | None:
+        """The identity of a block payload (height, hash, parent), or None if malformed."""
+        return self._inspect(payload)
 
     def known(self, node: NodeId) -> bool:
         return node in self._everyone

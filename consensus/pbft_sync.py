@@ -1,10 +1,11 @@
 """When a PBFT replica asks for state transfer: the evidence that the cluster is ahead of it.
 
 Evidence is a stable checkpoint or a commit certificate above our height (the engine passes
-the highest such height as `known_decided`), or signed votes from f + 1 replicas above it (one
-of them honest, and an honest replica votes at h only once it committed h - 1). Held for
-`sync_delay_ms` it makes a `RequestSync`, retried every `sync_retry_ms` while it brings
-nothing, turning through the replicas known to be furthest ahead.
+the highest such height as `known_decided`), or f + 1 replicas known to have committed above it
+(one of them honest): a signed checkpoint says its signer committed its height, a signed vote
+at h that it committed h - `pipeline_depth_blocks` (an honest replica votes no further ahead).
+Held for `sync_delay_ms` it makes a `RequestSync`, retried every `sync_retry_ms` while it
+brings nothing, turning through the replicas known to be furthest ahead.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ class CatchUp:
     def __init__(self, node_id: NodeId, config: PbftConfig) -> None:
         self._node_id = node_id
         self._config = config
-        self._ahead: dict[NodeId, int] = {}  # the highest height each peer voted at
+        self._ahead: dict[NodeId, int] = {}  # the highest height each peer is known to commit
         self._lag_since_ms: int | None = None
         self._requested_ms: int | None = None
         self._turn = 0
 
-    def note_ahead(self, sender: NodeId, height: int) -> None:
-        """`sender` voted (signed, as a validator of `height`) at `height`."""
+    def note_committed(self, sender: NodeId, height: int) -> None:
+        """`sender` (by a message it signed as a validator) committed `height`."""
         if height > self._ahead.get(sender, 0):
             self._ahead[sender] = height
 
@@ -44,7 +45,7 @@ class CatchUp:
         """The highest height known decided by the cluster."""
         ahead = sorted(self._ahead.values(), reverse=True)
         if len(ahead) >= f + 1:
-            return max(known_decided, ahead[f] - 1)
+            return max(known_decided, ahead[f])
         return known_decided
 
     def request(
@@ -67,7 +68,7 @@ class CatchUp:
         if requested is not None and now_ms - requested < self._config.sync_retry_ms:
             return None
         sources = sorted(
-            (node for node, height in self._ahead.items() if height > commit_height + 1),
+            (node for node, height in self._ahead.items() if height > commit_height),
             key=lambda node: -self._ahead[node],
         )
         if not sources:

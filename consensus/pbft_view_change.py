@@ -321,7 +321,7 @@ class ViewChanger:
         self._install_new_view(msg, out)
 
     def _install_new_view(self, msg: NewView, out: list[Action]) -> None:
-        plan = select_new_view(msg.view_changes)
+        plan = select_new_view(msg.view_changes, self._sets.inspect)
         logger.info(
             "node=%s enters view %d (primary %s) re-proposing %d blocks above %d",
             self._node_id,

@@ -125,7 +125,8 @@ def test_new_view_reproposes_the_prepared_block_of_the_highest_view() -> None:
     low = PreparedProof(1, 1, older_hash, older, ())
     high = PreparedProof(2, 1, newer_hash, newer, ())
     plan = select_new_view(
-        [ViewChange(3, genesis, (low,), "n1", b""), ViewChange(3, genesis, (high,), "n2", b"")]
+        [ViewChange(3, genesis, (low,), "n1", b""), ViewChange(3, genesis, (high,), "n2", b"")],
+        inspect_sim_block,
     )
     assert [p.block_hash for p in plan.reproposals] == [newer_hash]
 
