@@ -93,18 +93,22 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def build_target(args: argparse.Namespace) -> ConsoleTarget:
+    """Who to read as and from where, from the command's options."""
+    if bool(args.dir) == bool(args.addr):
+        raise ConsoleSetupError("name the chain with --dir DIR (a cluster directory) or "
+                                "--addr HOST:PORT --key FILE, one of the two")
+    if args.dir:
+        return target_from_dir(args.dir, args.as_name, args.node)
+    if not args.key:
+        raise ConsoleSetupError("--addr needs --key FILE: the member key that signs the "
+                                "console's reads")
+    return target_from_addr(args.addr, args.key, args.ca, args.server_name)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        if bool(args.dir) == bool(args.addr):
-            raise ConsoleSetupError("name the chain with --dir DIR (a cluster directory) or "
-                                    "--addr HOST:PORT --key FILE, one of the two")
-        if args.dir:
-            target = target_from_dir(args.dir, args.as_name, args.node)
-        else:
-            if not args.key:
-                raise ConsoleSetupError("--addr needs --key FILE: the member key that signs "
-                                        "the console's reads")
-            target = target_from_addr(args.addr, args.key, args.ca, args.server_name)
+        target = build_target(args)
     except ConsoleSetupError as exc:
         print(f"scfchain console: {exc}", file=sys.stderr)
         return 1
@@ -138,9 +142,7 @@ async def _serve(target: ConsoleTarget, host: str, port: int) -> None:
         await source.close()
 
 
-def register(sub: Any) -> None:
-    """Add `console` to the `scfchain` parser."""
-    parser = sub.add_parser("console", help="serve the web console for one member")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", help="a cluster directory (its cluster.json)")
     parser.add_argument("--as", dest="as_name", metavar="NAME",
                         help="with --dir: the member whose key signs the reads (default: the "
@@ -155,4 +157,17 @@ def register(sub: Any) -> None:
                         help=f"the address to serve on (default {HOST_DEFAULT})")
     parser.add_argument("--port", type=int, default=PORT_DEFAULT,
                         help=f"the port to serve on (default {PORT_DEFAULT})")
+
+
+def main_parser() -> argparse.ArgumentParser:
+    """The command's options on their own (tests, `python -m node.console.command`)."""
+    parser = argparse.ArgumentParser(prog="scfchain console")
+    add_arguments(parser)
+    return parser
+
+
+def register(sub: Any) -> None:
+    """Add `console` to the `scfchain` parser."""
+    parser = sub.add_parser("console", help="serve the web console for one member")
+    add_arguments(parser)
     parser.set_defaults(func=run)
