@@ -41,6 +41,7 @@ class Story:
     receipt: str  # the dealer's receipt, split; one part pledged to the bank
     pledged: str
     tx: str  # the issue tx
+    tx_height: int  # its block
 
 
 def doc(text: str) -> str:
@@ -106,4 +107,4 @@ async def seed(client: LedgerClient, net: NetworkLayout, tag: str = "") -> Story
                due_ms=now_ms + 30 * DAY_MS)
     return Story(root=root, tier2=tier2, tier3=tier3, pending=pending, order=order, deal=deal,
                  deal_receipt=deal_receipt, receipt=receipt, pledged=pledged,
-                 tx=issued.tx_id)
+                 tx=issued.tx_id, tx_height=issued.height)
