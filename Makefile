@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PROTOS := proto/types.proto proto/ledger.proto proto/peer.proto
 
-.PHONY: install demo test test-fast lint proto proto-check bench clean
+.PHONY: install chromium demo test test-fast lint proto proto-check bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "scfchain needs Python >= 3.11"'
@@ -22,12 +22,24 @@ $(STAMP): pyproject.toml
 	@$(PY) -c 'import plyvel, grpc, cryptography' || { echo "install failed"; exit 1; }
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The web console's browser tests (tests/browser) drive Debian's Chromium and chromedriver;
+# installed non-interactively where apt-get is available, never downloaded by the tests.
+chromium:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  command -v apt-get >/dev/null && { \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
+	      > $${TMPDIR:-/tmp}/scfchain-chromium-install.log 2>&1 || { \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q >> $${TMPDIR:-/tmp}/scfchain-chromium-install.log 2>&1 && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
+	      >> $${TMPDIR:-/tmp}/scfchain-chromium-install.log 2>&1; }; } && rm -f $${TMPDIR:-/tmp}/scfchain-chromium-install.log; } || \
+	  echo "chromium and chromium-driver are not installed (see $${TMPDIR:-/tmp}/scfchain-chromium-install.log): the browser tests will be skipped"
+
+install: $(STAMP) chromium
 
 demo: $(STAMP)
 	$(PY) -m node.ops.cli demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)
