@@ -8,19 +8,26 @@ node near 4,500 tx/s with a third of the CPU idle. A worker process has its own 
 a few hundred checks runs at full speed, and only the chunk crosses the pipe.
 
 Workers are started with `spawn` (the node has gRPC threads; forking it is unsafe) and each
-one exits by itself if the node dies, even by SIGKILL, so nothing is left behind.
+one exits by itself if the node dies, even by SIGKILL, so nothing is left behind. A spawned
+worker first imports the parent's `__main__` module — for `python -m node.ops.cli node`, every
+module of the node, about 45 MB per worker — so while the workers start, `__main__` is a
+stand-in naming node/sigcheck.py: a worker holds libsodium and this module only (about 15 MB).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import multiprocessing
 import os
+import sys
 import threading
 import time
-from collections.abc import Sequence
+import types
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from node.client.identity import verify_signature
+from node.sigcheck import verify_signature
 
 PARENT_POLL_S = 0.5
 
@@ -45,6 +52,26 @@ def _ready() -> int:
     return os.getpid()
 
 
+def loaded_modules() -> list[str]:
+    """The modules a worker holds (what tests/unit/test_verify_pool.py checks)."""
+    return sorted(sys.modules)
+
+
+@contextlib.contextmanager
+def _light_main() -> Iterator[None]:
+    """While held, processes that `spawn` starts import node.sigcheck as their main module
+    instead of the node's (multiprocessing reads `sys.modules["__main__"].__spec__` as each
+    process starts)."""
+    saved = sys.modules["__main__"]
+    stand_in = types.ModuleType("__main__")
+    stand_in.__spec__ = importlib.util.find_spec("node.sigcheck")
+    sys.modules["__main__"] = stand_in
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = saved
+
+
 class VerifyPool:
     """A fixed set of verifier processes; `submit` a chunk, get a future of per-item results."""
 
@@ -58,8 +85,9 @@ class VerifyPool:
             initializer=_exit_with_parent,
             initargs=(os.getpid(),),
         )
-        for _ in range(self.workers):  # start the workers now, not on the first request
-            self._pool.submit(_ready)
+        with _light_main():  # start the workers now, not on the first request
+            started = [self._pool.submit(_ready) for _ in range(self.workers)]
+        self.pids = [future.result(timeout=60) for future in started]
 
     def submit(self, items: Sequence[Item]) -> Future[list[bool]]:
         with self._lock:

@@ -63,3 +63,33 @@ def test_workers_exit_by_themselves_when_the_node_is_killed() -> None:
         if child.poll() is None:
             child.kill()
             child.wait(timeout=10)
+
+
+LEAN_CHILD = """
+import json, sys
+import grpc, node.client.ledger  # a parent holding the node's heavy modules, as a node does
+from node.verify_pool import VerifyPool, loaded_modules
+if __name__ == "__main__":
+    pool = VerifyPool(1)
+    print(json.dumps({"modules": pool._pool.submit(loaded_modules).result(timeout=60),
+                      "pids": pool.pids, "main": sys.modules["__main__"].__name__}), flush=True)
+    pool.close()
+"""
+
+
+def test_a_worker_holds_libsodium_and_not_the_node(tmp_path) -> None:
+    """Run as a module (`python -m`), as the node is: spawn would make each worker import that
+    main module and everything it imports; the stand-in keeps workers lean."""
+    (tmp_path / "lean_parent.py").write_text(LEAN_CHILD)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run([sys.executable, "-m", "lean_parent"], capture_output=True,
+                            text=True, timeout=120, cwd=repo,
+                            env={**os.environ, "PYTHONPATH": f"{tmp_path}:{repo}"})
+    assert result.returncode == 0, result.stderr
+    import json
+
+    doc = json.loads(result.stdout)
+    modules = set(doc["modules"])
+    assert "node.sigcheck" in modules and "nacl.bindings" in modules
+    assert not modules & {"grpc", "node.client.ledger", "lean_parent", "google.protobuf"}
+    assert doc["main"] == "__main__" and len(doc["pids"]) == 1
