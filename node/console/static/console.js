@@ -42,6 +42,12 @@
     const status = document.getElementById("live-status");
     const height = document.getElementById("chain-height");
     const source = new EventSource(feed.dataset.live);
+    // A browser keeps at most six connections to one host: a page left behind must not hold
+    // one with its stream, or the seventh page load waits. Reopened when the page comes back.
+    window.addEventListener("pagehide", function () { source.close(); }, { once: true });
+    window.addEventListener("pageshow", function (event) {
+      if (event.persisted) { window.location.reload(); }
+    }, { once: true });
     source.addEventListener("open", function () { if (status) { status.className = "live on"; } });
     source.addEventListener("error", function () { if (status) { status.className = "live off"; } });
     source.addEventListener("block", function (message) {
