@@ -7,7 +7,7 @@ Settings (default: all three, one after the other, each on a consortium of its o
 - `loopback`: every node a plain process on its own loopback address (127.0.0.11 ... 14),
   same ports, same TLS, same bundles: only the namespaces are missing;
 - `netns`: each node in its own network namespace with its own address (veth pairs on a
-  bridge; tests/multihost/netns.py), the load generator in the root namespace;
+  bridge; node/ops/netlab.py), the load generator in the root namespace;
 - `netns-delay`: as `netns`, every peer link through the project's delay proxy, `--delay-ms`
   (default 30) each way.
 
@@ -34,8 +34,8 @@ import time
 from typing import Any
 
 from node.ops.cluster_dir import Cluster, ClusterAccount, ClusterNode
-from tests.multihost.hosted import REPO, HostedConsortium
-from tests.multihost.netns import Host, Lab, stop_all, unavailable_reason
+from node.ops.netlab import Host, Lab, stop_all, unavailable_reason
+from node.ops.netlab_consortium import REPO, HostedConsortium
 
 SETTINGS = ("loopback", "netns", "netns-delay")
 LOOPBACK_ADDRS = [f"127.0.0.{10 + index}" for index in range(1, 5)]

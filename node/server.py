@@ -1,7 +1,8 @@
 """The node process: wires storage, contracts, consensus, mempool and the gRPC services.
 
-`scfchain node --config FILE` runs `run_node`. SIGTERM or SIGINT stops it gracefully: the API
-stops taking requests, the committer finishes the block it is writing, the store is closed.
+`scfchain node --config FILE` runs `node.process.run_node`, which builds a `Node` and runs it.
+SIGTERM or SIGINT stops it gracefully: the API stops taking requests, the committer finishes
+the block it is writing, the store is closed.
 
 A node votes while its id is in the validator set in effect (genesis, then the governance
 contract's state: node/validator_set.py); otherwise it is an observer that follows the chain
@@ -13,11 +14,9 @@ validator voted out stops its engine between two blocks and follows.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 
@@ -33,10 +32,9 @@ from node.chain_params import ChainParams
 from node.chain_view import ChainView, Role
 from node.client.identity import Account
 from node.committer import Committer
-from node.config import ConfigError, NodeConfig, load_config
+from node.config import ConfigError, NodeConfig
 from node.consensus_setup import build_engine, certificate_check, signs_messages
 from node.driver import Driver
-from node.effects import FatalError
 from node.epochs import Epochs
 from node.executor import Executor
 from node.follower import Follower
@@ -48,8 +46,8 @@ from node.notifier import Notifier
 from node.ports import NodeObserver, NullObserver, PeerTransport, SnapshotSource
 from node.proposer import HandOff, NoHandOff, PendingHandOff, Proposer
 from node.snapshots import SnapshotStore, Snapshotter
-from node.state_sync import StateSync, StateSyncError
-from node.storage import Storage, StorageError
+from node.state_sync import StateSync
+from node.storage import Storage
 from node.syncer import Syncer
 from node.tls import read as read_file
 from node.transport import PeerTransportGrpc
@@ -60,40 +58,6 @@ from proto import ledger_pb2, ledger_pb2_grpc
 log = logging.getLogger(__name__)
 
 GRPC_SEND_BYTES_MAX = 128 * 1024 * 1024
-
-
-class _NodeIdFilter(logging.Filter):
-    def __init__(self, node_id: str) -> None:
-        super().__init__()
-        self.node_id = node_id
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.node = self.node_id
-        return True
-
-
-class _JsonLines(logging.Formatter):
-    """One JSON object per line (`log_format = "json"`), for log shippers."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc = {"time": self.formatTime(record), "level": record.levelname,
-               "node": getattr(record, "node", ""), "logger": record.name,
-               "message": record.getMessage()}
-        if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc)
-
-
-def setup_logging(node_id: str, level: str, log_format: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_NodeIdFilter(node_id))
-    handler.setFormatter(
-        _JsonLines() if log_format == "json" else
-        logging.Formatter("%(asctime)s %(levelname)s node=%(node)s %(name)s: %(message)s")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
 
 
 def _load_signer(config: NodeConfig) -> Account:
@@ -501,115 +465,9 @@ class Node:
             log.info("stopped")
 
 
-def run_node(
-    config_path: str,
-    *,
-    observer: NodeObserver | None = None,
-    wrap_transport: TransportWrapper | None = None,
-    wrap_snapshots: SnapshotWrapper | None = None,
-) -> int:
-    """Run a node until SIGTERM or SIGINT; the exit status. `observer`, `wrap_transport` and
-    `wrap_snapshots` let a harness (node/faults/) watch the node or rewrite what it sends."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        print(f"scfchain node: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(config.node_id, config.log_level, config.log_format)
-    # Block execution and LevelDB reads run in worker threads that drop and re-take the GIL
-    # around each store read; a short switch interval keeps them from waiting up to 5 ms for
-    # the event loop thread each time.
-    sys.setswitchinterval(0.0005)
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a pinned dependency
-        runner = asyncio.run
-    try:
-        runner(_serve(config, observer, wrap_transport, wrap_snapshots))
-    except (ConfigError, StorageError, OSError) as exc:
-        log.critical("%s", exc)
-        return _exit_now(2)
-    except (FatalError, BaseExceptionGroup) as exc:
-        fatal = _fatal_errors(exc)
-        if not fatal:
-            raise
-        for error in fatal:
-            log.critical("FATAL: %s", error)
-        return _exit_now(3)
-    return _exit_now(0)
-
-
-def _exit_now(code: int) -> int:
-    """End the process here, once the node has stopped and its store is closed: the
-    interpreter's own teardown (C-extension threads of gRPC and the metrics server) was seen to
-    crash with SIGSEGV after a clean stop, turning a clean exit into a failed one."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-async def _serve(
-    config: NodeConfig,
-    observer: NodeObserver | None,
-    wrap_transport: TransportWrapper | None,
-    wrap_snapshots: SnapshotWrapper | None,
-) -> None:
-    await state_sync(config, observer or NullObserver())
-    node = Node(config, observer=observer, wrap_transport=wrap_transport,
-                wrap_snapshots=wrap_snapshots)
-    if await node.run():
-        # Far behind a snapshot: start again as this same command, which restores it at
-        # start. A fresh process, not a second Node in this one: rebuilding in place crashed
-        # (SIGSEGV) in gRPC's native layer.
-        log.warning("restarting the process to restore the snapshot")
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
-
-
-async def state_sync(config: NodeConfig, observer: NodeObserver) -> int | None:
-    """Before the node is built: restore a peer's state snapshot when this node is far behind
-    (node/state_sync.py); the restored height, or None. A restore that fails leaves the store
-    as genesis made it, and the node replays blocks instead."""
-    if not config.snapshots.state_sync or config.tls is None:
-        return None
-    genesis = load_genesis(config.genesis)
-    if genesis.consensus == "solo":
-        return None
-    storage = open_chain(config, genesis)
-    try:
-        sync = StateSync(
-            config.node_id, genesis.chain_id, genesis.consensus, storage,
-            ValidatorSets(genesis, storage.get_state), config.tls,
-            min_blocks=config.snapshots.sync_min_blocks, observer=observer,
-        )
-        try:
-            return await sync.run()
-        except StateSyncError as exc:
-            log.error("state sync failed (%s); replaying blocks from genesis instead", exc)
-            writes, app_hash = genesis.state_writes()
-            storage.init_genesis(genesis.genesis_id, writes, app_hash, genesis.time_ms)
-            return None
-    finally:
-        storage.close()
-
-
 class _NoStatus:
     """The status while no engine runs and the follower has not taken over (a moment)."""
 
     @property
     def status(self) -> EngineStatus:
         return EngineStatus(role="observer", round=0, leader=None, commit_height=0)
-
-
-def _fatal_errors(exc: BaseException) -> list[BaseException]:
-    """The FatalError / StorageError inside a (possibly nested) exception group."""
-    if isinstance(exc, FatalError | StorageError):
-        return [exc]
-    if isinstance(exc, BaseExceptionGroup):
-        return [inner for sub in exc.exceptions for inner in _fatal_errors(sub)]
-    return []

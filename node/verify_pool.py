@@ -11,7 +11,8 @@ Workers are started with `spawn` (the node has gRPC threads; forking it is unsaf
 one exits by itself if the node dies, even by SIGKILL, so nothing is left behind. A spawned
 worker first imports the parent's `__main__` module — for `python -m node.ops.cli node`, every
 module of the node, about 45 MB per worker — so while the workers start, `__main__` is a
-stand-in naming node/sigcheck.py: a worker holds libsodium and this module only (about 15 MB).
+stand-in naming node/client/sigcheck.py: a worker holds libsodium and this module only
+(17 MB instead of 45).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import types
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from node.sigcheck import verify_signature
+from node.client.sigcheck import verify_signature
 
 PARENT_POLL_S = 0.5
 
@@ -59,12 +60,12 @@ def loaded_modules() -> list[str]:
 
 @contextlib.contextmanager
 def _light_main() -> Iterator[None]:
-    """While held, processes that `spawn` starts import node.sigcheck as their main module
+    """While held, processes that `spawn` starts import node.client.sigcheck as their main module
     instead of the node's (multiprocessing reads `sys.modules["__main__"].__spec__` as each
     process starts)."""
     saved = sys.modules["__main__"]
     stand_in = types.ModuleType("__main__")
-    stand_in.__spec__ = importlib.util.find_spec("node.sigcheck")
+    stand_in.__spec__ = importlib.util.find_spec("node.client.sigcheck")
     sys.modules["__main__"] = stand_in
     try:
         yield

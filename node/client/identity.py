@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import Message
 
-from node.sigcheck import (  # noqa: F401 - re-exported: the client's public names
+from node.client.sigcheck import (  # noqa: F401 - re-exported: the client's public names
     PUBLIC_KEY_BYTES,
     SIGNATURE_BYTES,
     is_weak_public_key,

@@ -15,7 +15,8 @@ import sys
 
 from node.faults import byzantine, crashpoints, snapshot_lies
 from node.ports import NodeObserver
-from node.server import SnapshotWrapper, TransportWrapper, run_node
+from node.process import run_node
+from node.server import SnapshotWrapper, TransportWrapper
 
 
 def main(argv: list[str] | None = None) -> int:

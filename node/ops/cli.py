@@ -43,7 +43,7 @@ def _node(args: argparse.Namespace) -> int:
     if args.config is None:
         print("scfchain node: the following arguments are required: --config", file=sys.stderr)
         return 2
-    from node.server import run_node
+    from node.process import run_node
 
     return run_node(args.config)
 

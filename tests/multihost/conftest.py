@@ -1,5 +1,5 @@
-"""Fixtures for the multihost tests: hosts made of network namespaces (tests/multihost/netns.py)
-and the sample consortium's bundles on them (tests/multihost/hosted.py).
+"""Fixtures for the multihost tests: hosts made of network namespaces (node/ops/netlab.py)
+and the sample consortium's bundles on them (node/ops/netlab_consortium.py).
 
 They need root and iproute2 (`ip netns`); elsewhere every test here is skipped, and the skip
 says which of the two is missing. Every namespace, veth pair, bridge and node process a test
@@ -14,8 +14,8 @@ from functools import cache
 
 import pytest
 
+from node.ops.netlab import Lab, unavailable_reason
 from tests.multihost.hosted import HostedConsortium
-from tests.multihost.netns import Lab, unavailable_reason
 
 
 @cache

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import pytest
 
+from node.ops.netlab import Lab
 from tests.multihost.hosted import (
     REPO,
     HostedConsortium,
@@ -27,7 +28,6 @@ from tests.multihost.hosted import (
     converged,
     wait_height,
 )
-from tests.multihost.netns import Lab
 from tests.multihost.test_consortium_hosts import AMOUNT, _balance, _transfer
 
 pytestmark = [pytest.mark.multihost, pytest.mark.e2e, pytest.mark.timeout(180)]

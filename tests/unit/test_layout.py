@@ -1,8 +1,8 @@
 """The rooms of `node/` keep their arrows one way (docs/architecture.md):
 
 - the daemon (`node/*.py`) imports no operator tooling (`node.ops`), no fault hook
-  (`node.faults`), no bench or tests, and of the client SDK only `node.client.identity` (tx ids
-  and signatures are defined once, for both sides);
+  (`node.faults`), no bench or tests, and of the client SDK only `node.client.identity` and
+  `node.client.sigcheck` (tx ids and signatures are defined once, for both sides);
 - the client SDK (`node/client/`) imports nothing of the daemon, the tooling or the fault hooks,
   so a client needs none of them;
 - `bench/` imports no tests.
@@ -46,7 +46,7 @@ def offending(path: Path, forbidden: tuple[str, ...], allowed: tuple[str, ...] =
 def test_the_daemon_imports_no_tooling_fault_hook_bench_or_test(path: Path) -> None:
     assert offending(
         path, ("node.ops", "node.faults", "node.client", "bench", "tests"),
-        allowed=("node.client.identity",),
+        allowed=("node.client.identity", "node.client.sigcheck"),
     ) == set()
 
 

@@ -90,6 +90,6 @@ def test_a_worker_holds_libsodium_and_not_the_node(tmp_path) -> None:
 
     doc = json.loads(result.stdout)
     modules = set(doc["modules"])
-    assert "node.sigcheck" in modules and "nacl.bindings" in modules
+    assert "node.client.sigcheck" in modules and "nacl.bindings" in modules
     assert not modules & {"grpc", "node.client.ledger", "lean_parent", "google.protobuf"}
     assert doc["main"] == "__main__" and len(doc["pids"]) == 1

@@ -1,4 +1,4 @@
-"""`python -m tests.multihost.delay_proxy --host ADDR --target-port P --delay-ms D`: the
+"""`python -m node.ops.delay_proxy --host ADDR --target-port P --delay-ms D`: the
 project's peer-link proxy (node/ops/netfaults.py `LinkProxy`) in front of one node's peer port,
 run inside that node's namespace, every byte in either direction held D ms. It prints
 `{"port": N}` (where it listens, on ADDR) once listening, and runs until SIGTERM.
