@@ -37,6 +37,13 @@ def shot(browser: Any, tmp_path: Path, name: str) -> None:
     assert path.stat().st_size > 10_000, f"{name}: an empty screenshot"
 
 
+def wait_for_url(browser: Any, part: str) -> None:
+    def there(driver: Any) -> bool:
+        return part in str(driver.current_url)
+
+    WebDriverWait(browser, WAIT_S).until(there)
+
+
 def text_of(browser: Any, css: str) -> str:
     return str(browser.find_element(By.CSS_SELECTOR, css).text)
 
@@ -74,7 +81,7 @@ def test_a_voucher_split_across_three_tiers_is_followed_through_its_lineage(
         link = browser.find_element(
             By.CSS_SELECTOR, f'#lineage-tree .tree-row[data-id="{voucher_id}"] a.id')
         link.click()
-        WebDriverWait(browser, WAIT_S).until(lambda b, v=voucher_id: v in b.current_url)
+        wait_for_url(browser, voucher_id)
         current = text_of(browser, "#lineage-tree .tree-row.current")
         assert f"tier {tier}" in current and holder in current, current
         shot(browser, tmp_path, f"tier{tier}")
@@ -123,7 +130,7 @@ def test_search_by_id_and_name_leads_to_the_record(browser: Any, consoles: dict[
                        (story.pledged, f"/receipt/{story.pledged}"),
                        (story.deal, f"/deal/{story.deal}"), ("dealer", "/member/dealer")):
         search(browser, text)
-        WebDriverWait(browser, WAIT_S).until(lambda b, p=path: b.current_url.endswith(p))
+        wait_for_url(browser, path)
         assert "Traceback" not in browser.page_source
     search(browser, "f" * 64)
     WebDriverWait(browser, WAIT_S).until(lambda b: b.find_elements(By.ID, "no-match"))
