@@ -87,21 +87,26 @@ class MemoryState:
 
 
 INDEX_AFTER_WRITES = 64  # below this many buffered writes a prefix scan just filters them all
+SCANNED_DIRS_MAX = 16  # directories indexed one by one before every directory is indexed
 
 
 class Overlay:
     """Writes buffered over a base view; `None` marks a deletion.
 
-    A block's overlay holds thousands of writes and contracts scan prefixes of it (credit
-    lines, queues), so past `INDEX_AFTER_WRITES` writes it keeps an index from every
-    "directory" (each prefix of a key that ends in "/", and "") to the keys written under it,
-    and a scan sorts only the keys under the scanned prefix's directory instead of all writes.
+    A block's overlay holds thousands of writes and contracts scan prefixes of it (block-end
+    queues, a holder's vouchers), so past `INDEX_AFTER_WRITES` writes a scan sorts only the
+    keys under the scanned prefix's "directory" (its part up to the last "/") instead of all
+    writes. The keys of a directory are listed (one pass over the writes) the first time it is
+    scanned and kept up to date on later writes; a block scans few distinct directories (the
+    hooks' queues), so indexing every directory of every write, which most writes would pay
+    for and no scan would read, waits until `SCANNED_DIRS_MAX` directories were scanned.
     """
 
     def __init__(self, base: ReadableState) -> None:
         self.base = base
         self.writes: dict[str, bytes | None] = {}
-        self._dirs: dict[str, list[str]] | None = None
+        self._dirs: dict[str, list[str]] | None = None  # directory -> keys written under it
+        self._every_dir = False  # whether _dirs holds every directory of every write
 
     def get(self, key: str) -> bytes | None:
         writes = self.writes
@@ -120,25 +125,46 @@ class Overlay:
         self.writes[key] = None
 
     def _index(self, key: str) -> None:
+        """List a newly written key under each indexed directory that holds it."""
         dirs = self._dirs
         assert dirs is not None
+        if not self._every_dir:
+            for directory, keys in dirs.items():
+                if key.startswith(directory):
+                    keys.append(key)
+            return
         dirs.setdefault("", []).append(key)
         end = key.find("/")
         while end != -1:
             dirs.setdefault(key[: end + 1], []).append(key)
             end = key.find("/", end + 1)
 
+    def _directory(self, directory: str) -> list[str]:
+        """The written keys under directory (unsorted), indexing it from now on."""
+        dirs = self._dirs
+        if dirs is None:
+            dirs = self._dirs = {}
+        keys = dirs.get(directory)
+        if keys is not None:
+            return keys
+        if self._every_dir:
+            return []  # every directory with a written key is indexed
+        if len(dirs) < SCANNED_DIRS_MAX:
+            keys = dirs[directory] = [k for k in self.writes if k.startswith(directory)]
+            return keys
+        dirs.clear()
+        self._every_dir = True
+        for key in self.writes:
+            self._index(key)
+        return dirs.get(directory, [])
+
     def _buffered(self, prefix: str) -> list[tuple[str, bytes | None]]:
         """This overlay's writes under prefix, sorted by key."""
         writes = self.writes
         if len(writes) <= INDEX_AFTER_WRITES:
             return sorted((k, v) for k, v in writes.items() if k.startswith(prefix))
-        if self._dirs is None:
-            self._dirs = {}
-            for key in writes:
-                self._index(key)
-        # Every key that starts with prefix was indexed under prefix's last directory.
-        candidates = self._dirs.get(prefix[: prefix.rfind("/") + 1], ())
+        # Every key that starts with prefix is under prefix's last directory.
+        candidates = self._directory(prefix[: prefix.rfind("/") + 1])
         if not prefix.endswith("/"):
             candidates = [k for k in candidates if k.startswith(prefix)]
         return [(k, writes[k]) for k in sorted(candidates)]

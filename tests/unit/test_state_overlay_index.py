@@ -10,6 +10,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import node.state
 from node.state import INDEX_AFTER_WRITES, MemoryState, Overlay, ReadCache
 
 segments = st.sampled_from(["a", "b", "ab", "line", "x1", ""])
@@ -33,6 +34,26 @@ def model_scan(store: dict[str, bytes], writes: dict[str, bytes | None], prefix:
        st.integers(0, 2 * INDEX_AFTER_WRITES))
 def test_prefix_scans_match_a_plain_model(stored: dict[str, bytes], steps: list, filler: int
                                           ) -> None:
+    _check_scans(stored, steps, filler)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(keys, st.binary(max_size=3), max_size=20), ops,
+       st.integers(0, 2 * INDEX_AFTER_WRITES), st.integers(0, 3))
+def test_prefix_scans_match_a_plain_model_once_every_directory_is_indexed(
+    stored: dict[str, bytes], steps: list, filler: int, scanned_dirs_max: int
+) -> None:
+    """The same with room for only a few directories scanned one by one, so most examples
+    switch to indexing every directory part-way (after some scans, before others)."""
+    saved = node.state.SCANNED_DIRS_MAX
+    node.state.SCANNED_DIRS_MAX = scanned_dirs_max
+    try:
+        _check_scans(stored, steps, filler)
+    finally:
+        node.state.SCANNED_DIRS_MAX = saved
+
+
+def _check_scans(stored: dict[str, bytes], steps: list, filler: int) -> None:
     base = MemoryState(dict(stored))
     block = Overlay(base)
     model: dict[str, bytes | None] = {}
