@@ -39,6 +39,7 @@ from contracts.voucher_settlement import settle_block
 from contracts.voucher_state import (
     ACTIVE,
     DISCOUNT_PENDING,
+    LINES_PER_CORE_MAX,
     LIVE_STATES,
     SPLIT,
     VOUCHERS_PER_ROOT_MAX,
@@ -47,6 +48,7 @@ from contracts.voucher_state import (
     core_position,
     index_holder,
     load_root,
+    load_tree,
     load_voucher,
     new_voucher,
     padded_ms,
@@ -168,14 +170,22 @@ def grant_credit(ctx: Context, args: Args) -> JsonValue:
     _require_counterparty(ctx, core, ("core_enterprise",), "core enterprise")
     if expiry_ms <= ctx.time_ms:
         raise ContractError("INVALID_EXPIRY", f"expiry {expiry_ms} is not after now {ctx.time_ms}")
-    key = f"line/{core}/{ctx.sender}"
-    line = ctx.get(key)
+    position = core_position(ctx, core)
+    lines = position["lines"]
+    line = lines.get(ctx.sender)
     used = 0 if line is None else int(line["used"])
     if limit < used:
         raise ContractError(
             "CREDIT_BELOW_USED", f"the line already backs {used}; the limit cannot be {limit}"
         )
-    ctx.put(key, {"limit": limit, "used": used, "expiry_ms": expiry_ms, "granted_ms": ctx.time_ms})
+    if line is None and len(lines) >= LINES_PER_CORE_MAX:
+        raise ContractError(
+            "TOO_MANY_LINES", f"the core already has {LINES_PER_CORE_MAX} credit lines"
+        )
+    lines[ctx.sender] = {
+        "limit": limit, "used": used, "expiry_ms": expiry_ms, "granted_ms": ctx.time_ms
+    }
+    put_core_position(ctx, core, position)
     ctx.emit(
         "CreditGranted",
         core=core,
@@ -187,10 +197,11 @@ def grant_credit(ctx: Context, args: Args) -> JsonValue:
     return {"core": core, "financier": ctx.sender, "limit": limit, "used": used}
 
 
-def _choose_line(ctx: Context, core: str, amount: int, financier: str | None) -> str:
-    """The financier whose unexpired line backs the new voucher (named, or first that fits)."""
+def _choose_line(ctx: Context, lines: dict[str, Any], amount: int, financier: str | None) -> str:
+    """The financier whose unexpired line backs the new voucher (named, or the first in
+    account order that fits)."""
     if financier is not None:
-        line = ctx.get(f"line/{core}/{financier}")
+        line = lines.get(financier)
         if line is None:
             raise ContractError("NO_CREDIT_LINE", f"no credit line from {financier[:16]}…")
         if line["expiry_ms"] <= ctx.time_ms:
@@ -199,11 +210,8 @@ def _choose_line(ctx: Context, core: str, amount: int, financier: str | None) ->
         if room < amount:
             raise ContractError("CREDIT_EXCEEDED", f"{amount} exceeds the line's remaining {room}")
         return financier
-    prefix = f"line/{core}/"
     open_lines = [
-        (key[len(prefix):], line)
-        for key, line in ctx.scan(prefix)
-        if line["expiry_ms"] > ctx.time_ms
+        (name, lines[name]) for name in sorted(lines) if lines[name]["expiry_ms"] > ctx.time_ms
     ]
     if not open_lines:
         raise ContractError("NO_CREDIT_LINE", "the core has no unexpired credit line")
@@ -235,13 +243,11 @@ def issue(ctx: Context, args: Args) -> JsonValue:
                 "DOCUMENT_ALREADY_USED",
                 f"document {document[:16]}… already backs voucher {str(used_by)[:16]}…",
             )
-    backer = _choose_line(ctx, ctx.sender, amount, financier)
-    line_key = f"line/{ctx.sender}/{backer}"
-    line = ctx.get(line_key)
+    totals = core_position(ctx, ctx.sender)
+    backer = _choose_line(ctx, totals["lines"], amount, financier)
+    line = totals["lines"][backer]
     line["used"] += amount
     assert line["used"] <= line["limit"]
-    ctx.put(line_key, line)
-    totals = core_position(ctx, ctx.sender)
     totals["outstanding"] += amount
     put_core_position(ctx, ctx.sender, totals)
 
@@ -412,7 +418,10 @@ def approve_discount(ctx: Context, args: Args) -> JsonValue:
         "move",
         {"from": ctx.sender, "to": seller, "amount": terms["payout"], "reason": "voucher discount"},
     )
-    _unfreeze(ctx, record, discount)
+    # Unfrozen and handed over in one save of the record.
+    ctx.delete(f"pend/{discount['financier']}/{record['id']}")
+    record["state"] = ACTIVE
+    record["discount"] = None
     change_holder(ctx, record, ctx.sender)
     ctx.emit(
         "VoucherDiscounted",
@@ -482,7 +491,7 @@ def get(ctx: ReadContext, args: Args) -> JsonValue:
 
 def _tree(ctx: ReadContext, root_id: str) -> list[Record]:
     """Every voucher of a root in creation order, read from state (not through a view)."""
-    return [load_voucher(ctx, voucher_id) for _, voucher_id in ctx.scan(f"r/{root_id}/")]
+    return load_tree(ctx, root_id)
 
 
 def _page(ctx: ReadContext, prefix: str, args: Args) -> tuple[list[Record], str | None]:
@@ -569,10 +578,9 @@ def position(ctx: ReadContext, args: Args) -> JsonValue:
     totals = core_position(ctx, core)
     lines = []
     remaining = limit_total = used_total = 0
-    prefix = f"line/{core}/"
-    for key, line in ctx.scan(prefix):
+    for financier, line in sorted(totals["lines"].items()):
         is_open = at_ms == 0 or line["expiry_ms"] > at_ms
-        lines.append({"financier": key[len(prefix):], **line, "open": is_open})
+        lines.append({"financier": financier, **line, "open": is_open})
         limit_total += line["limit"]
         used_total += line["used"]
         if is_open:

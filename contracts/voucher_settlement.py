@@ -36,6 +36,7 @@ from contracts.voucher_state import (
     core_position,
     index_holder,
     load_root,
+    load_tree,
     load_voucher,
     padded_ms,
     put_core_position,
@@ -87,8 +88,8 @@ def _queue_matured_roots(ctx: Context) -> list[str]:
         summary = load_root(ctx, root_id)
         assert summary["core"] == core and summary["maturity_ms"] == maturity_ms
         queued = 0
-        for _, voucher_id in list(ctx.scan(f"r/{root_id}/")):
-            record = load_voucher(ctx, voucher_id)
+        for record in load_tree(ctx, root_id):
+            voucher_id = record["id"]
             if record["state"] not in LIVE_STATES:
                 continue
             assert record["state"] != OVERDUE, "a root matures once"
@@ -173,8 +174,8 @@ def _redeem(ctx: Context, core: str, voucher_id: str, *, overdue: bool) -> None:
     ctx.put(f"root/{record['root']}", summary)
     position = core_position(ctx, core)
     position["overdue"] -= amount
+    release_credit(ctx, summary, amount, position)
     put_core_position(ctx, core, position)
-    release_credit(ctx, summary, amount)
     ctx.emit(
         "VoucherRedeemed",
         voucher=voucher_id,

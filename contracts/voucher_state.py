@@ -6,15 +6,18 @@ Keys (under the contract's namespace `voucher/`; times are zero-padded so keys s
 |---|---|---|
 | `v/<id>` | the voucher record | one record per voucher, kept forever for audit |
 | `root/<root>` | the root's summary (core, line, issued amount, redeemed, count) | conservation |
-| `r/<root>/<seq:04>` | voucher id | the lineage of a root in creation order |
 | `h/<holder>/<id>` | 1 | a holder's live vouchers (ACTIVE, DISCOUNT_PENDING, OVERDUE) |
 | `doc/<hash>` | root id | one trade document backs one voucher, ever |
-| `line/<core>/<financier>` | {limit, used, expiry_ms, granted_ms} | credit lines |
-| `core/<core>` | {outstanding, overdue} | a core's position without scanning |
+| `core/<core>` | {outstanding, overdue, lines: {financier: line}} | a core's position and lines |
 | `due/<maturity:015>/<root>` | core | roots awaiting settlement, earliest first |
 | `od/<core>/<maturity:015>/<id>` | amount | a core's overdue queue, oldest first |
 | `odc/<core>` | 1 | cores that have an overdue queue |
 | `pend/<financier>/<id>` | 1 | discount applications awaiting a financier |
+
+A line is {limit, used, expiry_ms, granted_ms}; a core's lines live in its position record,
+so an issue reads and writes one record and scans nothing. A root's lineage is walked from the
+root through each record's `children` (at most `VOUCHERS_PER_ROOT_MAX` records) and ordered by
+`seq`, the creation order; no per-voucher lineage key is written.
 
 Every amount is an integer in minor units; every time is a block time in milliseconds.
 """
@@ -34,9 +37,8 @@ STATES = (ACTIVE, DISCOUNT_PENDING, REDEEMED, OVERDUE, SPLIT)
 LIVE_STATES = (ACTIVE, DISCOUNT_PENDING, OVERDUE)  # states whose amount is still owed
 
 VOUCHERS_PER_ROOT_MAX = 256  # bounds settlement work per maturing root and the lineage view
+LINES_PER_CORE_MAX = 64  # financiers with a credit line to one core (the core's record holds them)
 TIME_DIGITS = len(str(TIME_MS_MAX))  # 15: every valid time fits, zero-padded, in sorted keys
-SEQ_DIGITS = 4
-assert VOUCHERS_PER_ROOT_MAX < 10**SEQ_DIGITS
 
 Record = dict[str, Any]
 AnyContext = Context | ReadContext
@@ -61,6 +63,20 @@ def load_root(ctx: AnyContext, root_id: str) -> Record:
         raise ContractError("UNKNOWN_VOUCHER", f"no root voucher {root_id[:16]}…")
     assert isinstance(summary, dict)
     return summary
+
+
+def load_tree(ctx: AnyContext, root_id: str) -> list[Record]:
+    """Every voucher of a root (the root first) in creation order: walked from the root
+    through `children`, ordered by `seq`."""
+    records: list[Record] = []
+    pending = [root_id]
+    while pending:
+        record = load_voucher(ctx, pending.pop())
+        records.append(record)
+        pending.extend(record["children"])
+        assert len(records) <= VOUCHERS_PER_ROOT_MAX
+    records.sort(key=lambda record: int(record["seq"]))
+    return records
 
 
 def save_voucher(ctx: Context, record: Record) -> None:
@@ -119,30 +135,33 @@ def new_voucher(
     }
     save_voucher(ctx, record)
     index_holder(ctx, record)
-    ctx.put(f"r/{summary['root']}/{str(seq).zfill(SEQ_DIGITS)}", voucher_id)
     return record
 
 
 def core_position(ctx: AnyContext, core: str) -> Record:
+    """A core's {outstanding, overdue, lines: {financier: line}} (a fresh copy to change)."""
     found = ctx.get(f"core/{core}")
-    return {"outstanding": 0, "overdue": 0} if found is None else dict(found)
+    if found is None:
+        return {"outstanding": 0, "overdue": 0, "lines": {}}
+    assert isinstance(found, dict)
+    return found
 
 
 def put_core_position(ctx: Context, core: str, position: Record) -> None:
+    lines = position["lines"]
     assert position["outstanding"] >= position["overdue"] >= 0
-    if position["outstanding"] == 0:
+    assert position["outstanding"] == sum(line["used"] for line in lines.values())
+    assert len(lines) <= LINES_PER_CORE_MAX
+    if position["outstanding"] == 0 and not lines:
         ctx.delete(f"core/{core}")
     else:
         ctx.put(f"core/{core}", position)
 
 
-def release_credit(ctx: Context, summary: Record, amount: int) -> None:
-    """A paid voucher frees its amount on the root's credit line and the core's outstanding."""
-    key = f"line/{summary['core']}/{summary['financier']}"
-    line = ctx.get(key)
-    assert isinstance(line, dict) and line["used"] >= amount
+def release_credit(ctx: Context, summary: Record, amount: int, position: Record) -> None:
+    """A paid voucher frees its amount on the root's credit line and the core's outstanding
+    (in `position`, which the caller writes)."""
+    line = position["lines"][summary["financier"]]
+    assert line["used"] >= amount
     line["used"] -= amount
-    ctx.put(key, line)
-    position = core_position(ctx, summary["core"])
     position["outstanding"] -= amount
-    put_core_position(ctx, summary["core"], position)

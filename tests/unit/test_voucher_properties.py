@@ -177,10 +177,11 @@ class VoucherWorld:
             live_by_core[root["core"]] = live_by_core.get(root["core"], 0) + live
 
         used_by_core: dict[str, int] = {}
-        for key, line in self.scan("voucher/line/"):
-            assert 0 <= line["used"] <= line["limit"], key
+        for key, position in self.scan("voucher/core/"):
             core = key.split("/")[2]
-            used_by_core[core] = used_by_core.get(core, 0) + line["used"]
+            for financier, line in position["lines"].items():
+                assert 0 <= line["used"] <= line["limit"], (key, financier)
+                used_by_core[core] = used_by_core.get(core, 0) + line["used"]
         for core, live in live_by_core.items():
             position = self.chain.query("voucher.position", core=core)
             assert position["outstanding"] == live == used_by_core.get(core, 0)
