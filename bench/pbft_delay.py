@@ -29,7 +29,7 @@ import sys
 from typing import Any
 
 import bench.runner
-from bench.cluster import READER, BenchError, Cluster, NodeEndpoint, _STARTED
+from bench.cluster import _STARTED, READER, BenchError, Cluster, NodeEndpoint
 from bench.signing import account_for
 from bench.workloads import Member
 from node.ops.localcluster import LocalCluster

@@ -151,6 +151,10 @@ class PbftEngine(ReplicaLog):
             self._stable.height,
         )
         self._views.start(now_ms, out)
+        # A replica restarted at a checkpoint height announces it again: a cluster restarted
+        # with the chain at its high watermark had no checkpoint to move it (a window full of
+        # pipelined heights, all committed, none proposable) and stood still for good.
+        self._maybe_checkpoint(out)
         return out
 
     def tick(self, now_ms: int) -> list[Action]:

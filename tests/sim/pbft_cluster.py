@@ -13,11 +13,11 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from consensus.engine import Engine, NodeId, Persist
+from consensus.engine import Engine, EngineStatus, NodeId, Persist
 from consensus.pbft import PbftEngine
 from consensus.pbft_config import BlockIdentity, PbftConfig
 from consensus.pbft_membership import Epoch
-from node.effects import BatchEffects
+from node.effects import BatchEffects, ProposalSlots
 from tests.sim.simulator import (
     CommittedBlock,
     EngineFactory,
@@ -214,3 +214,47 @@ class ReconfigSimulator(Simulator):
         if status.commit_height > node.height:
             self._fail(f"{node.node_id} claims height {status.commit_height} above its store")
         node.last_commit_height = status.commit_height
+
+
+# --- deeper pipelines ---------------------------------------------------------------------------
+
+
+class DeepSlots(ProposalSlots):
+    """`ProposalSlots` with the app-hash lag as a parameter: sim blocks carry no app hash, so a
+    primary may build block h once h - `lag_blocks` is stored (the node's rule is h - 2, which
+    caps its pipeline at two heights; this lets the simulator drive the engine deeper)."""
+
+    def __init__(self, node_id: NodeId, lag_blocks: int) -> None:
+        super().__init__(node_id)
+        self.lag_blocks = lag_blocks
+
+    def free_slot(
+        self, status: EngineStatus, head_height: int, head_time_ms: int
+    ) -> tuple[int, bytes, int] | None:
+        next_height, parent_hash = status.next_height, status.next_parent_hash
+        if next_height is None or parent_hash is None:
+            return None
+        if (
+            next_height - self.lag_blocks > head_height
+            or next_height <= head_height
+            or self._proposed == (status.round, next_height)
+        ):
+            return None
+        if next_height == head_height + 1:
+            return next_height, parent_hash, head_time_ms
+        parent_time_ms = self._proposed_times.get(parent_hash)
+        return None if parent_time_ms is None else (next_height, parent_hash, parent_time_ms)
+
+
+class PipelineSimulator(Simulator):
+    """A simulator whose proposers fill slots up to `lag_blocks` above their stored chain."""
+
+    def __init__(
+        self, config: SimConfig, factory: EngineFactory, seed: int, lag_blocks: int
+    ) -> None:
+        self.lag_blocks = lag_blocks
+        super().__init__(config, factory, seed)
+
+    def _boot(self, node: SimNode) -> None:
+        super()._boot(node)
+        node.slots = DeepSlots(node.node_id, self.lag_blocks)
