@@ -2,26 +2,30 @@
 which may lie.
 
 Normal case (Castro and Liskov, on block digests, one height per sequence number): the primary
-of view v (`validators[v % n]`) pre-prepares a block at height h once h - 1 is committed; a
-backup that finds it valid (injected `BlockValidator`, after its own h - 1 committed) persists
-that it accepted it and broadcasts a signed prepare; 2f + 1 matching prepares make a prepared
-certificate (persisted) and a signed commit; 2f + 1 matching commits make a commit certificate
-and the block is decided. `Commit` actions come out in height order, certificate attached.
+of view v (`validators[v % n]`) pre-prepares a block at height h on its own block at h - 1, up
+to `pipeline_depth_blocks` heights above its commit height (`consensus.pbft_pipeline`); a
+backup that finds it valid (injected `BlockValidator`) persists that it accepted it and
+broadcasts a signed prepare, once the block's parent is committed here or prepared here in
+this view; 2f + 1 matching prepares make a prepared certificate (persisted) and a signed
+commit; 2f + 1 matching commits make a commit certificate and the block is decided. `Commit`
+actions come out in height order, certificate attached, each block on the last committed one.
 
-Checkpoints every K blocks carry the *block hash* (the engine never sees app hashes; block
-h + 1's header carries app_hash(h), so the hash chain commits to the app state one block
-behind). 2f + 1 matching checkpoints make it stable: the log below is garbage-collected and the
-watermarks move to (stable, stable + window].
+Checkpoints every K blocks carry the *block hash* (the engine never sees app hashes; a block's
+header carries the app hash of a block below it, node/chain.py, so the hash chain commits to
+the app state a little behind). 2f + 1 matching checkpoints make it stable: the log below is
+garbage-collected and the watermarks move to (stable, stable + window].
 
 View change: no commit and no new valid proposal for T ms (the node makes an empty block
 every second when idle, so silence means the primary is faulty, slow or cut off) sends a
-signed view change with the stable checkpoint and every prepared certificate above it; T
-doubles with each view change that brings no commit. f + 1 view changes for higher views
-pull a replica along. The new primary's new-view carries 2f + 1 view changes; every replica
-derives the same re-proposals from them (`select_new_view`) and prepares them in the new
-view. A replica that sees traffic of a view it has not entered asks that view's primary for
-the new-view. The view, its timer and the view changes collected belong to a `ViewChanger`
-(`consensus.pbft_view_change`) the engine owns; it reaches the log only through the engine's
+signed view change with the stable checkpoint and every prepared certificate above it (every
+height in flight that prepared here: the P-set); T doubles with each view change that brings
+no commit. f + 1 view changes for higher views pull a replica along. The new primary's
+new-view carries 2f + 1 view changes; every replica derives the same re-proposals from them
+(`select_new_view`: a chain of blocks from the checkpoint up), prepares them in the new view,
+and the new primary proposes on the last of them. A replica that sees traffic of a view it
+has not entered asks that view's primary for the new-view. The view, its timer and the view
+changes collected belong to a `ViewChanger` (`consensus.pbft_view_change`) the engine owns; it
+reaches the log (`consensus.pbft_replica.ReplicaLog`, the engine's base) only through the
 `Replica` methods.
 
 State transfer: evidence that the cluster is ahead (a commit certificate or stable checkpoint

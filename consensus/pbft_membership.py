@@ -38,8 +38,10 @@ only B there (by induction over the views between w and v'). A replica that exem
 other hand, prepared nothing at S's heights, so its later prepares there never meet an earlier
 one of its own; at worst it votes for a block that cannot gather a quorum. The condition
 E > H + 1 is not needed for that argument: it keeps the exemption to sets the new-view cannot
-be about (an honest replica prepares h only after committing h - 1, so the view changes of a
-new-view formed before S existed report nothing at E - 1 or above), so that a replica with an
+be about (a node prepares h only once it has executed h - 2, whose app hash h carries, and S
+is learned by executing block E - 4, so the view changes of a new-view formed before S existed
+report nothing at E - 1 or above; an engine pipelined deeper than the app-hash lag, as in the
+simulator, may report more and then waits for the next view change), so that a replica with an
 empty log (a restart from a snapshot) is not moved by a new-view lacking the sets it covers.
 """
 
