@@ -564,4 +564,5 @@ class PbftEngine(ReplicaLog):
             is_primary = self._sets.at(height).primary(self._view) == self.node_id
             out += [Broadcast(m) for m in slot.own_round(self.node_id, self._view, is_primary)]
 
+
 __all__ = ["GENESIS_CHECKPOINT", "PbftEngine"]

@@ -287,3 +287,18 @@ def test_a_replica_restarted_at_a_checkpoint_height_announces_that_checkpoint() 
     engine = _engine("n2", 2, commit_height=4, last_block_hash=chain[3][1])
     (checkpoint,) = _sent(engine.start(0), Checkpoint)
     assert (checkpoint.height, checkpoint.block_hash) == (4, chain[3][1])
+
+
+def test_a_round_in_flight_is_resent_once_it_has_lasted_a_retransmit_interval() -> None:
+    primary = _engine("n0", 2)
+    primary.start(0)
+    chain = _chain(2)
+    _propose(primary, *chain[0])
+    primary.tick(CONFIG.retransmit_interval_ms - 10)
+    _propose(primary, *chain[1])
+
+    def resent(now_ms: int) -> list[int]:
+        return sorted(m.height for m in _sent(primary.tick(now_ms), PrePrepare))
+
+    assert resent(CONFIG.retransmit_interval_ms) == [1]  # block 2's round has just begun
+    assert resent(2 * CONFIG.retransmit_interval_ms) == [1, 2]
