@@ -2,7 +2,9 @@
 this node does not propose.
 
 `Proposer.offer` is called by the engine loop after every batch with the engine's status. It
-proposes when the engine offers a slot (`next_height`, `next_parent_hash`) and enough txs are
+proposes when the engine offers a slot (`next_height`, `next_parent_hash`: a PBFT primary offers
+the height above its own block still being agreed, up to `pipeline_depth_blocks` heights in
+flight, so the parent may not be committed yet) and enough txs are
 pending to fill a block, or `interval_ms` has passed with some pending, or
 `empty_block_interval_ms` (0: never) has passed since the head block's time, and
 `ProposalSlots` (node/effects.py) allows the slot: pipelining no deeper than APP_HASH_LAG, a
