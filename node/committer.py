@@ -87,13 +87,14 @@ class Committer:
             async with self._apply_lock:
                 if not is_next_commit(commit.height, self._head.height):
                     continue
-                block = types_pb2.Block()
+                # Parsed straight into the record that is stored: no copy of the block's txs.
+                committed = types_pb2.CommittedBlock()
                 try:
-                    block.ParseFromString(commit.block)
+                    committed.block.ParseFromString(commit.block)
                 except DecodeError:
                     raise FatalError(f"committed block {commit.height} does not parse") from None
                 committed = await asyncio.to_thread(
-                    self._execute_and_store, block, commit.block_hash, commit.certificate
+                    self._execute_and_store, committed, commit.block_hash, commit.certificate
                 )
                 self._after_commit(committed)
 
@@ -140,8 +141,10 @@ class Committer:
                 # Blocks applied unsynced before it may be lost to a crash (a suffix, never half
                 # a block) and are then fetched again, as after any catch-up.
                 return applied, False
+            ours = types_pb2.CommittedBlock()  # the peer's receipts are not taken: ours are
+            ours.block.CopyFrom(fetched.block)
             committed = self._execute_and_store(
-                fetched.block, fetched.block_hash, fetched.certificate, sync=i == len(run) - 1
+                ours, fetched.block_hash, fetched.certificate, sync=i == len(run) - 1
             )
             if committed.app_hash != fetched.app_hash:
                 raise FatalError(
@@ -154,8 +157,16 @@ class Committer:
     # --- both -------------------------------------------------------------------------------
 
     def _execute_and_store(
-        self, block: types_pb2.Block, block_hash: bytes, certificate: bytes, *, sync: bool = True
+        self,
+        committed: types_pb2.CommittedBlock,
+        block_hash: bytes,
+        certificate: bytes,
+        *,
+        sync: bool = True,
     ) -> types_pb2.CommittedBlock:
+        """Execute `committed.block` (only that field is set) and store it with its receipts,
+        which the executor builds in place."""
+        block = committed.block
         header = block.header
         head = self._head
         if block_hash_of(header) != block_hash:
@@ -173,16 +184,13 @@ class Committer:
         if header.time_ms <= head.time_ms:
             raise FatalError(f"block {header.height}: time does not move forward")
         executing = time.monotonic()
-        outcome = self.executor.execute(block, self._state, head.app_hash, self.storage.has_tx)
-        execute_s = time.monotonic() - executing
-        committed = types_pb2.CommittedBlock(
-            block=block,
-            block_hash=block_hash,
-            receipts=outcome.receipts,
-            end_block_events=outcome.end_block_events,
-            app_hash=outcome.app_hash,
-            certificate=certificate,
+        outcome = self.executor.execute(
+            block, self._state, head.app_hash, self.storage.has_tx, into=committed
         )
+        execute_s = time.monotonic() - executing
+        committed.block_hash = block_hash
+        committed.app_hash = outcome.app_hash
+        committed.certificate = certificate
         self.observer.block_executed(header.height)
         started = time.monotonic()
         self.storage.commit_block(committed, outcome.writes, outcome.indexed, sync=sync)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -25,15 +25,11 @@ from proto import types_pb2
 
 log = logging.getLogger(__name__)
 
-def to_pb_event(event: Event) -> types_pb2.Event:
-    return types_pb2.Event(contract=event.contract, name=event.name, attrs_json=event.attrs_json())
-
-
 @dataclass(slots=True)
 class BlockOutcome:
     writes: dict[str, bytes | None]
-    receipts: list[types_pb2.Receipt]
-    end_block_events: list[types_pb2.Event]
+    receipts: Sequence[types_pb2.Receipt]  # the `receipts` field of the CommittedBlock built
+    end_block_events: Sequence[types_pb2.Event]
     app_hash: bytes
     # (tx id, index) of txs that executed (a repeated tx id gets a receipt but no index entry)
     indexed: list[tuple[bytes, int]]
@@ -52,26 +48,31 @@ class Executor:
         state: ReadableState,
         previous_app_hash: bytes,
         is_committed_tx: Callable[[bytes], bool],
+        *,
+        into: types_pb2.CommittedBlock | None = None,
     ) -> BlockOutcome:
+        """Run the block's txs and hooks. Receipts and block-end events are built in place in
+        `into` (a CommittedBlock the caller stores: no copy of them afterwards; its other fields
+        are left alone), or in a new one."""
         header = block.header
         height, time_ms = header.height, header.time_ms
         block_state = Overlay(ReadCache(state))  # one store read per key per block
-        receipts: list[types_pb2.Receipt] = []
+        committed = types_pb2.CommittedBlock() if into is None else into
+        assert not committed.receipts and not committed.end_block_events
+        add_receipt = committed.receipts.add
         indexed: list[tuple[bytes, int]] = []
         seen: set[bytes] = set()
         for index, signed in enumerate(block.txs):
             tx_id = hashlib.sha256(signed.body).digest()
-            receipt = types_pb2.Receipt(tx_id=tx_id, height=height, index=index)
+            receipt = add_receipt(tx_id=tx_id, height=height, index=index)
             if tx_id in seen or is_committed_tx(tx_id):
                 receipt.status = types_pb2.FAILED
                 receipt.error_code = "DUPLICATE_TX"
                 receipt.message = "this tx was already executed; it runs once only"
-                receipts.append(receipt)
                 continue
             seen.add(tx_id)
             indexed.append((tx_id, index))
             self._run_tx(signed.body, tx_id, height, time_ms, block_state, receipt)
-            receipts.append(receipt)
         end_id = hashlib.sha256(b"end_block:" + struct.pack(">Q", height)).hexdigest()
         events: list[Event] = []
         for contract, hook in self.engine.hooks():
@@ -87,10 +88,13 @@ class Executor:
                           height, contract, exc)
                 continue
             hook_state.merge_into_parent()
+        add_event = committed.end_block_events.add
+        for event in events:
+            add_event(contract=event.contract, name=event.name, attrs_json=event.attrs_json())
         return BlockOutcome(
             writes=block_state.writes,
-            receipts=receipts,
-            end_block_events=[to_pb_event(e) for e in events],
+            receipts=committed.receipts,
+            end_block_events=committed.end_block_events,
             app_hash=app_hash_after(previous_app_hash, block_state.writes),
             indexed=indexed,
         )

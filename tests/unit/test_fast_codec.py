@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.runtime import (
+from contracts.canonical import (
     ARGS_BYTES_MAX,
     ARGS_DEPTH_MAX,
     ContractError,
@@ -113,6 +113,26 @@ def test_parse_args_matches_the_plain_parser_on_hostile_input(raw: bytes) -> Non
     lambda d: json.dumps(d).encode()) | st.binary(max_size=30))
 def test_parse_args_matches_the_plain_parser(raw: bytes) -> None:
     assert outcome(parse_args, raw) == outcome(reference_parse_args, raw)
+
+
+floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
+    [1e16, 1e-05, 0.0, -0.0, 1.0, 123456789.0, 1e300])
+with_a_float = st.recursive(
+    floats,
+    lambda inner: st.tuples(inner, st.lists(values, max_size=3), st.integers(0, 3)).map(
+        lambda t: [*t[1][: t[2]], t[0], *t[1][t[2] :]])  # a float-holding item among others
+    | st.dictionaries(st.text(max_size=3), inner, min_size=1),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(with_a_float)
+def test_encode_refuses_a_float_wherever_it_hides(value: Any) -> None:
+    """Floats of every form (exponents, infinities, NaN, -0.0) deep in lists and dicts: encode
+    refuses them all."""
+    with pytest.raises(AssertionError, match="floats"):
+        encode(value)
 
 
 def test_encode_still_refuses_floats_anywhere() -> None:
