@@ -54,6 +54,7 @@ from contracts.voucher_state import (
     padded_ms,
     put_core_position,
     save_voucher,
+    voucher_count,
 )
 
 voucher = Contract("voucher")
@@ -122,8 +123,8 @@ def _split_into(
 ) -> list[Record]:
     """Mark record SPLIT and create children (holder, amount, tier); conserves the amount."""
     assert sum(amount for _, amount, _ in parts) == record["amount"] and len(parts) >= 2
-    summary = load_root(ctx, record["root"])
-    if summary["vouchers"] + len(parts) > VOUCHERS_PER_ROOT_MAX:
+    count = voucher_count(ctx, record["root"])
+    if count + len(parts) > VOUCHERS_PER_ROOT_MAX:
         raise ContractError(
             "TOO_MANY_VOUCHERS",
             f"root {record['root'][:16]}… would exceed {VOUCHERS_PER_ROOT_MAX} vouchers",
@@ -131,7 +132,10 @@ def _split_into(
     children = [
         new_voucher(
             ctx,
-            summary,
+            root=record["root"],
+            core=record["core"],
+            maturity_ms=record["maturity_ms"],
+            seq=count + index,
             voucher_id=ctx.derive_id("voucher", record["id"], index),
             parent=record["id"],
             holder=holder,
@@ -140,7 +144,7 @@ def _split_into(
         )
         for index, (holder, amount, tier) in enumerate(parts)
     ]
-    ctx.put(f"root/{record['root']}", summary)
+    ctx.put(f"n/{record['root']}", count + len(parts))
     record["state"] = SPLIT
     record["children"] = [child["id"] for child in children]
     save_voucher(ctx, record)
@@ -261,10 +265,18 @@ def issue(ctx: Context, args: Args) -> JsonValue:
         "maturity_ms": maturity_ms,
         "issued_ms": ctx.time_ms,
         "documents": documents,
-        "vouchers": 0,
     }
     new_voucher(
-        ctx, summary, voucher_id=root_id, parent=None, holder=supplier, amount=amount, tier=1
+        ctx,
+        root=root_id,
+        core=ctx.sender,
+        maturity_ms=maturity_ms,
+        seq=0,
+        voucher_id=root_id,
+        parent=None,
+        holder=supplier,
+        amount=amount,
+        tier=1,
     )
     ctx.put(f"root/{root_id}", summary)
     for document in documents:
@@ -552,6 +564,8 @@ def lineage(ctx: ReadContext, args: Args) -> JsonValue:
         for record in records
         if shown is None or record["id"] in shown
     ]
+    summary = {**summary, "vouchers": len(records)}
+    assert len(records) == voucher_count(ctx, root_id)
     if shown is not None:
         return {**partial_summary(VOUCHER, summary), "tree": nodes}
     return {**summary, "live": live, "tree": nodes}

@@ -5,7 +5,8 @@ Keys (under the contract's namespace `voucher/`; times are zero-padded so keys s
 | key | value | why |
 |---|---|---|
 | `v/<id>` | the voucher record | one record per voucher, kept forever for audit |
-| `root/<root>` | the root's summary (core, line, issued amount, redeemed, count) | conservation |
+| `root/<root>` | the root's summary (core, line, issued amount, redeemed) | conservation |
+| `n/<root>` | vouchers under the root (absent: 1, the root alone) | next `seq`, the cap |
 | `h/<holder>/<id>` | 1 | a holder's live vouchers (ACTIVE, DISCOUNT_PENDING, OVERDUE) |
 | `doc/<hash>` | root id | one trade document backs one voucher, ever |
 | `core/<core>` | {outstanding, overdue, lines: {financier: line}} | a core's position and lines |
@@ -17,7 +18,8 @@ Keys (under the contract's namespace `voucher/`; times are zero-padded so keys s
 A line is {limit, used, expiry_ms, granted_ms}; a core's lines live in its position record,
 so an issue reads and writes one record and scans nothing. A root's lineage is walked from the
 root through each record's `children` (at most `VOUCHERS_PER_ROOT_MAX` records) and ordered by
-`seq`, the creation order; no per-voucher lineage key is written.
+`seq`, the creation order; no per-voucher lineage key is written. A split writes the root's
+voucher count (`n/`, a small integer), not its summary.
 
 Every amount is an integer in minor units; every time is a block time in milliseconds.
 """
@@ -103,31 +105,39 @@ def change_holder(ctx: Context, record: Record, holder: str) -> None:
     index_holder(ctx, record)
 
 
+def voucher_count(ctx: AnyContext, root_id: str) -> int:
+    """How many vouchers a root has (itself included): the next child's `seq`."""
+    found = ctx.get(f"n/{root_id}")
+    return 1 if found is None else int(found)
+
+
 def new_voucher(
     ctx: Context,
-    summary: Record,
     *,
+    root: str,
+    core: str,
+    maturity_ms: int,
+    seq: int,
     voucher_id: str,
     parent: str | None,
     holder: str,
     amount: int,
     tier: int,
 ) -> Record:
-    """Create a voucher under a root (the root itself or a child) and index it."""
+    """Create a voucher under a root (the root itself, seq 0, or a child; the caller counts
+    them in `n/<root>`) and index it."""
     assert ctx.get(f"v/{voucher_id}") is None, "derived voucher ids never collide"
-    seq = int(summary["vouchers"])
-    assert seq < VOUCHERS_PER_ROOT_MAX
-    summary["vouchers"] = seq + 1
+    assert 0 <= seq < VOUCHERS_PER_ROOT_MAX and (seq == 0) == (parent is None)
     record: Record = {
         "id": voucher_id,
-        "root": summary["root"],
+        "root": root,
         "parent": parent,
         "seq": seq,
         "tier": tier,
-        "core": summary["core"],
+        "core": core,
         "holder": holder,
         "amount": amount,
-        "maturity_ms": summary["maturity_ms"],
+        "maturity_ms": maturity_ms,
         "state": ACTIVE,
         "created_ms": ctx.time_ms,
         "children": [],
