@@ -63,17 +63,21 @@ class Checked:
 
 
 class VerifiedCache:
-    """Tx ids whose signatures this node has checked (bounded, oldest forgotten first)."""
+    """(tx id, signature) pairs this node has checked (bounded, oldest forgotten first).
+
+    Keyed by the signature too, not the tx id alone: a tx id is the hash of the body only, so
+    a body once seen with a valid signature must not let the same body through with another
+    (forged) signature — the chain would hold a tx whose signature no one can verify."""
 
     def __init__(self, size_max: int) -> None:
         self._ids: OrderedDict[bytes, None] = OrderedDict()
         self._size_max = size_max
 
-    def __contains__(self, tx_id: bytes) -> bool:
-        return tx_id in self._ids
+    def has(self, tx_id: bytes, signature: bytes) -> bool:
+        return tx_id + signature in self._ids
 
-    def add(self, tx_id: bytes) -> None:
-        self._ids[tx_id] = None
+    def add(self, tx_id: bytes, signature: bytes) -> None:
+        self._ids[tx_id + signature] = None
         if len(self._ids) > self._size_max:
             self._ids.popitem(last=False)
 
@@ -100,7 +104,7 @@ class SignatureVerifier:
     async def verify(self, items: Sequence[tuple[bytes, bytes, bytes, bytes]]) -> list[bool]:
         """items: (tx_id, public_key, signature, body). Returns validity per item."""
         results = [True] * len(items)
-        todo = [i for i, item in enumerate(items) if item[0] not in self.cache]
+        todo = [i for i, item in enumerate(items) if not self.cache.has(item[0], item[2])]
         if not todo:
             return results
         loop = asyncio.get_running_loop()
@@ -118,7 +122,7 @@ class SignatureVerifier:
             for index, ok in zip(group, oks, strict=True):
                 results[index] = ok
                 if ok:
-                    self.cache.add(items[index][0])
+                    self.cache.add(items[index][0], items[index][2])
         return results
 
 
@@ -236,7 +240,7 @@ class Admission:
         checked = self.parse(txs)
         if signatures_checked:
             for item in checked:
-                self.verifier.cache.add(item.tx_id)
+                self.verifier.cache.add(item.tx_id, item.tx.signature)
             return checked
         oks = await self.verifier.verify(
             [(c.tx_id, c.sender, c.tx.signature, c.tx.body) for c in checked]

@@ -231,7 +231,7 @@ class BlockChecker:
             todo = [
                 (tx_id, tx.body, tx.signature)
                 for tx_id, tx in zip(parsed.tx_ids, parsed.block.txs, strict=True)
-                if tx_id not in self.verified  # admission checked it here already
+                if not self.verified.has(tx_id, tx.signature)  # admission checked it here
             ]
             held = self._checks.submit(self._check, todo) if todo else True
             self._signatures[block_hash] = held
@@ -245,13 +245,13 @@ class BlockChecker:
         if checked is None:
             del self._signatures[block_hash]  # remembered as rejected instead
             return False
-        for tx_id in checked:  # here, on the loop: the cache is not shared with the thread
-            self.verified.add(tx_id)
+        for tx_id, signature in checked:  # on the loop: the cache is not shared with the thread
+            self.verified.add(tx_id, signature)
         self._signatures[block_hash] = True
         return True
 
-    def _check(self, todo: Unchecked) -> list[bytes] | None:
-        """On the check thread: the ids of `todo`, all signatures valid, or None."""
+    def _check(self, todo: Unchecked) -> list[tuple[bytes, bytes]] | None:
+        """On the check thread: (tx id, signature) of `todo`, all signatures valid, or None."""
         items: list[tuple[bytes, tuple[bytes, bytes, bytes]]] = []
         for tx_id, raw, signature in todo:
             body = types_pb2.TxBody()
@@ -270,7 +270,7 @@ class BlockChecker:
             results = self._pool.map(verify_chunk, chunks)
         if not all(ok for oks in results for ok in oks):
             return None
-        return [tx_id for tx_id, _ in items]
+        return [(tx_id, signature) for tx_id, (_, signature, _) in items]
 
 
 def signer(account: Account) -> Sign:

@@ -6,6 +6,8 @@ is unchanged.
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from node.admission import Admission, AdmissionError, SignatureVerifier
@@ -56,6 +58,19 @@ async def test_one_bad_signature_refuses_the_whole_batch(admission) -> None:
     bad.signature = bytes(64)
     message = await refused(admission, [tx(nonce=1), bad], "INVALID_ARGUMENT")
     assert "tx 1" in message and "signature" in message
+
+
+async def test_a_body_checked_once_does_not_let_a_forged_signature_through(admission) -> None:
+    """The verified cache is keyed by the signature too: the same body (the same tx id) with
+    another signature is checked, and refused."""
+    good = tx(nonce=5)
+    unsigned = tx(nonce=6)
+    unsigned.signature = bytes(64)
+    await refused(admission, [good, unsigned], "INVALID_ARGUMENT")  # good is checked, cached
+    assert admission.verifier.cache.has(hashlib.sha256(good.body).digest(), good.signature)
+    forged = types_pb2.SignedTx(body=good.body, signature=bytes(64))
+    message = await refused(admission, [forged], "INVALID_ARGUMENT")
+    assert "signature" in message
 
 
 async def test_signature_over_other_bytes_is_refused(admission) -> None:

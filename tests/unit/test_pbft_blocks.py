@@ -6,12 +6,14 @@ checked off the caller's thread; parsed blocks and verdicts are remembered, with
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
 import node.pbft_blocks as pbft_blocks
+from node.admission import VerifiedCache
 from node.chain import block_hash_of, txs_hash
 from node.client.identity import Account, tx_id_of
 from node.genesis import BlockLimits, Genesis, Validator
@@ -87,6 +89,22 @@ def test_forged_tx_signature_is_refused(checker: BlockChecker) -> None:
     txs = _txs()
     txs[1] = types_pb2.SignedTx(body=txs[1].body, signature=bytes(64))
     assert not _verdict(checker, 1, bytes(32), _block(txs))
+
+
+def test_a_tx_verified_before_with_another_signature_is_refused(tmp_path) -> None:
+    """Admission verified these txs here (the shared cache); a primary that puts one of the
+    same bodies in a block with a forged signature is refused all the same."""
+    txs = _txs()
+    verified = VerifiedCache(100)
+    for signed_tx in txs:
+        verified.add(hashlib.sha256(signed_tx.body).digest(), signed_tx.signature)
+    forged = list(txs)
+    forged[1] = types_pb2.SignedTx(body=txs[1].body, signature=bytes(64))
+    for name, block, valid in (("forged", _block(forged), False), ("honest", _block(txs), True)):
+        storage = Storage(str(tmp_path / name))
+        storage.init_genesis(b"g" * 32, {}, APP_HASH, GENESIS_TIME_MS)
+        checker = BlockChecker(_genesis(), storage, verified, wall_clock_ms=lambda: 10_000)
+        assert _verdict(checker, 1, bytes(32), block) is valid, name
 
 
 @pytest.mark.parametrize(
