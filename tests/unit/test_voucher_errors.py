@@ -271,3 +271,34 @@ def test_insufficient_funds_to_approve_a_discount(chain: LocalChain) -> None:
     assert chain.run("t1", "voucher.apply_discount", voucher=root, financier=chain.id("bank"),
                      rate_bps=100).ok
     fails(chain, "bank", "voucher.approve_discount", "INSUFFICIENT_FUNDS", voucher=root)
+
+
+def test_too_many_lines_when_a_65th_financier_lends_to_one_core() -> None:
+    """A core's credit lines live in its one position record: 64 financiers may open lines to
+    it, a 65th is refused (nothing changes); the 64 may still change theirs, and an issue is
+    backed by a line with room."""
+    from contracts.voucher_state import LINES_PER_CORE_MAX
+
+    banks = [f"bank{i:02d}" for i in range(LINES_PER_CORE_MAX + 1)]
+    chain = LocalChain(
+        members={"admin": ("admin",), "core": ("core_enterprise",), "t1": ("supplier",),
+                 **{bank: ("financier",) for bank in banks}},
+        balances={},
+    )
+    expiry_ms = chain.time_ms + 365 * DAY_MS
+    for bank in banks[:-1]:
+        receipt = chain.run(bank, "voucher.grant_credit", core=chain.id("core"), limit=1_000,
+                            expiry_ms=expiry_ms)
+        assert receipt.ok, receipt.message
+    fails(chain, banks[-1], "voucher.grant_credit", "TOO_MANY_LINES", core=chain.id("core"),
+          limit=1_000, expiry_ms=expiry_ms)
+    assert chain.run(banks[0], "voucher.grant_credit", core=chain.id("core"), limit=2_000,
+                     expiry_ms=expiry_ms).ok
+    position = chain.query("voucher.position", core=chain.id("core"))
+    assert len(position["lines"]) == LINES_PER_CORE_MAX
+    assert position["credit_limit"] == 1_000 * (LINES_PER_CORE_MAX - 1) + 2_000
+    issued = chain.run("core", "voucher.issue", supplier=chain.id("t1"), amount=1_500,
+                       maturity_ms=chain.time_ms + 30 * DAY_MS, documents=[doc("lines")])
+    assert issued.ok, issued.message
+    backer = chain.query("voucher.lineage", root=issued.result["voucher"])["financier"]
+    assert backer == chain.id(banks[0]), "the one line with room for 1,500 backs it"
