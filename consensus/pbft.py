@@ -168,7 +168,7 @@ class PbftEngine(ReplicaLog):
         if self._now_ms >= self._retransmit_ms:
             self._retransmit_ms = self._now_ms + self.config.retransmit_interval_ms
             self._retransmit(out)
-        self._retry_pending(out)
+        self._deliver_decided(out)  # (then the pending proposals, as after every message)
         self._maybe_sync(out)
         return out
 
@@ -561,8 +561,31 @@ class PbftEngine(ReplicaLog):
             slot = self._slots.get(height)
             if slot is None or slot.accepted_ms > recent_ms:
                 continue
+            self._sign_own_votes(slot, out)
             is_primary = self._sets.at(height).primary(self._view) == self.node_id
             out += [Broadcast(m) for m in slot.own_round(self.node_id, self._view, is_primary)]
+
+    def _sign_own_votes(self, slot: Slot, out: list[Action]) -> None:
+        """After a restart the slot's record says what this replica voted in this view (the
+        block it accepted, the one it prepared) but its signatures were in memory: sign the
+        same votes again (a repeat, no new vote), or no one would hear them again and a
+        height prepared everywhere would wait for a view change to commit."""
+        view = self._view
+        if slot.accepted is None or slot.accepted[0] != view:
+            return
+        height, block_hash = slot.height, slot.accepted[1]
+        if self.node_id not in slot.prepares.get(slot.accepted, {}):
+            signature = self._sign(prepare_statement(view, height, block_hash))
+            add_vote(slot.prepares, slot.accepted, self.node_id, signature)
+            self._check_prepared(slot, out)
+        prepared = slot.prepared
+        if prepared is None or (prepared.view, prepared.block_hash) != slot.accepted:
+            return
+        mine = slot.commits.get(slot.accepted, {})
+        if slot.commit_sent_view == view and self.node_id not in mine:
+            signature = self._sign(commit_statement(view, height, block_hash))
+            add_vote(slot.commits, slot.accepted, self.node_id, signature)
+            slot.check_decided(self._sets.at(height).size)
 
 
 __all__ = ["GENESIS_CHECKPOINT", "PbftEngine"]

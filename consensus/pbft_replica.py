@@ -162,9 +162,17 @@ class ReplicaLog:
     def _lag_target(self) -> int:
         """The highest height known decided by the cluster (0 if none above ours)."""
         known = self._stable.height
+        # Decided next heights whose blocks are not here; and a height decided further up says
+        # f + 1 honest voters committed `depth` below it (it may be decided only because the
+        # pipeline ran ahead: not deliverable here until the heights below it are decided).
+        height = self._commit_height + 1
+        while (slot := self._slots.get(height)) is not None and slot.decided is not None:
+            known = max(known, height)
+            height += 1
+        depth = self.config.pipeline_depth_blocks
         for height, slot in self._slots.items():
             if slot.decided is not None:
-                known = max(known, height)
+                known = max(known, height - depth)
         # f + 1 votes above us: f of the set ordering our next height (whose liars vote there).
         return self._catch_up.target(known, self._sets.at(self._commit_height + 1).f)
 

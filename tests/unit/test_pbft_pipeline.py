@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from consensus.engine import Action, BlockProposal, Broadcast
+from consensus.engine import Action, BlockProposal, Broadcast, Persist
 from consensus.pbft import PbftEngine
 from consensus.pbft_config import PbftConfig, PbftConfigError
 from consensus.pbft_log import GENESIS_CHECKPOINT, select_new_view
@@ -302,3 +302,26 @@ def test_a_round_in_flight_is_resent_once_it_has_lasted_a_retransmit_interval() 
 
     assert resent(CONFIG.retransmit_interval_ms) == [1]  # block 2's round has just begun
     assert resent(2 * CONFIG.retransmit_interval_ms) == [1, 2]
+
+
+def test_a_restarted_replica_sends_its_prepare_and_commit_again() -> None:
+    """Its records say what it voted; its signatures were in memory. Without them again, a
+    height every replica prepared before restarting waited for a view change, and with blocks
+    decided above it (the pipeline ran ahead) every replica thought itself behind and none
+    called one."""
+    backup = _engine("n1", 2)
+    actions = backup.start(0)
+    (p1, h1), _ = _chain(2)
+    actions += backup.receive("n0", PrePrepare(0, 1, h1, p1))
+    for node in ("n0", "n2"):
+        actions += backup.receive(node, _prepare(node, 1, h1))
+    assert [m.height for m in _sent(actions, CommitVote)] == [1]
+    records: dict[str, bytes] = {}
+    for action in actions:
+        if isinstance(action, Persist):
+            records.update({k: v for k, v in action.records if v is not None})
+    restarted = _engine("n1", 2, restored=records)
+    restarted.start(0)
+    out = restarted.tick(CONFIG.retransmit_interval_ms)
+    assert [(m.height, m.block_hash) for m in _sent(out, Prepare)] == [(1, h1)]
+    assert [(m.height, m.block_hash) for m in _sent(out, CommitVote)] == [(1, h1)]
