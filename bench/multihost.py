@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=float, default=30.0,
                         help="one-way delay on every peer link in netns-delay (default 30)")
     parser.add_argument("--out", default="bench-out/multihost", help="report directory")
+    parser.add_argument("--pause-s", type=float, default=60.0,
+                        help="idle seconds before each setting after the first, so the load "
+                             "average recorded is not the last setting's own (default 60)")
     parser.add_argument("bench_args", nargs="*", help="after --: `scfchain bench` arguments")
     args = parser.parse_args(argv)
     settings = args.setting or list(SETTINGS)
@@ -149,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.makedirs(args.out, exist_ok=True)
     rows = []
-    for setting in settings:
+    for index, setting in enumerate(settings):
+        if index:
+            time.sleep(args.pause_s)
         with tempfile.TemporaryDirectory(prefix=f"scf-multihost-{setting}-") as work:
             rows.append(asyncio.run(run_setting(setting, work, args.out, args.bench_args,
                                                 args.delay_ms)))
