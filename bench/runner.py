@@ -8,6 +8,7 @@ PIDs, sampled while the measured load runs; block counts from each node's chain 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
@@ -37,6 +38,8 @@ from node.client.ledger import LedgerError
 from node.ops.localcluster import ask_leader
 
 SETUP_BATCH_TXS = 1_000
+SETUP_IN_FLIGHT_TXS = 16_000
+SETUP_BATCH_WAIT_S = 60.0
 SAMPLE_S = 0.5
 
 
@@ -293,9 +296,22 @@ class Round:
             phase = Phase(f"setup{number}", len(stage))
             batches = [Batch(phase, idx, len(idx))
                        for idx in iter_chunks(list(range(len(stage))), SETUP_BATCH_TXS)]
-            await asyncio.gather(*(
-                sender.send(sender.clients[i % len(sender.clients)], b, offset)
-                for i, b in enumerate(batches)))
+            # At most SETUP_IN_FLIGHT_TXS submitted and not yet committed: a stage of hundreds
+            # of thousands of txs (a long voucher-mix round) would fill every mempool at once
+            # and be refused for back-pressure longer than a submission retries.
+            slots = asyncio.Semaphore(max(1, SETUP_IN_FLIGHT_TXS // SETUP_BATCH_TXS))
+
+            async def send(i: int, batch: Batch, stage_offset: int = offset,
+                           slots: asyncio.Semaphore = slots) -> None:
+                async with slots:
+                    await sender.send(sender.clients[i % len(sender.clients)], batch,
+                                      stage_offset)
+                    # A batch that never commits frees its slot in time; `_wait` reports it.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(SETUP_BATCH_WAIT_S):
+                            await batch.done.wait()
+
+            await asyncio.gather(*(send(i, b) for i, b in enumerate(batches)))
             await self._wait(phase, tracker)
             bad = [(stage[i].label, c) for i, c in enumerate(phase.code) if c]
             if bad:
