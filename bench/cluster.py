@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.signing import account_for
@@ -16,7 +17,7 @@ from bench.workloads import Member
 from node.client.identity import Account
 from node.client.ledger import ClientTls, LedgerClient
 from node.ops.localcluster import LocalCluster
-from node.ops.localnet import MemberSpec, tail, write_network
+from node.ops.localnet import MemberSpec, NetworkLayout, tail, write_network
 
 CHAIN_ID = "scf-bench"
 READER = "auditor"  # a fresh cluster's member whose signed reads see every tx
@@ -86,9 +87,12 @@ async def start_fresh(
     block_txs_max: int,
     block_interval_ms: int,
     node_options: dict[str, object] | None = None,
+    consensus_params: dict[str, int] | None = None,
+    before_start: Callable[[NetworkLayout], None] | None = None,
 ) -> Cluster:
     """Write a network whose members are the workload's (plus an admin and an auditor, who
-    reads), start every node."""
+    reads), start every node. `consensus_params` go into genesis; `before_start` sees the
+    written network before any node starts (e.g. to put delay proxies in front of peers)."""
     os.makedirs(os.path.join(root, "keys"), exist_ok=True)
     specs = [MemberSpec("admin", ("admin",)), MemberSpec(READER, ("auditor",))]
     specs += [MemberSpec(m.name, m.roles, m.balance) for m in members]
@@ -103,8 +107,11 @@ async def start_fresh(
         members=specs,
         chain_id=CHAIN_ID,
         block={"txs_max": block_txs_max, "interval_ms": block_interval_ms},
+        consensus_params=consensus_params,
         node_options=node_options,
     )
+    if before_start is not None:
+        before_start(net)
     local = LocalCluster(net)
     cluster = Cluster(
         chain_id=net.chain_id,

@@ -21,23 +21,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
-import os
 import signal
 import subprocess
 import sys
 from typing import Any
 
+import bench.cluster
 import bench.runner
-from bench.cluster import _STARTED, READER, BenchError, Cluster, NodeEndpoint
-from bench.signing import account_for
-from bench.workloads import Member
-from node.ops.localcluster import LocalCluster
-from node.ops.localnet import MemberSpec, write_network
+from bench.cluster import BenchError
+from node.ops.localnet import NetworkLayout
 from node.ops.netfaults import LinkProxy, NetworkFaults
 
-CHAIN_ID = "scf-bench"
-HEALTHY_WITHIN_S = 90.0
 PROXY_READY_S = 30.0
 
 _proxy_procs: list[subprocess.Popen[str]] = []
@@ -100,51 +96,16 @@ def _stop_proxies() -> None:
 
 
 def delayed_start_fresh(delay_ms: float, depth: int | None) -> Any:
-    """A stand-in for `bench.cluster.start_fresh` that writes the pipeline depth into genesis
-    and puts the proxies in front of the peer ports before any node starts."""
+    """`bench.cluster.start_fresh` with the pipeline depth in genesis and the proxies in front
+    of the peer ports before any node starts."""
+    params = {"pipeline_depth_blocks": depth} if depth is not None else None
 
-    async def start_fresh(
-        root: str,
-        *,
-        nodes: int,
-        consensus: str,
-        members: list[Member],
-        seed: int,
-        block_txs_max: int,
-        block_interval_ms: int,
-        node_options: dict[str, object] | None = None,
-    ) -> Cluster:
-        os.makedirs(os.path.join(root, "keys"), exist_ok=True)
-        specs = [MemberSpec("admin", ("admin",)), MemberSpec(READER, ("auditor",))]
-        specs += [MemberSpec(m.name, m.roles, m.balance) for m in members]
-        for spec in specs:
-            path = os.path.join(root, "keys", f"{spec.name}.pem")
-            if not os.path.exists(path):
-                account_for(seed, spec.name).save(path)
-        params = {"pipeline_depth_blocks": depth} if depth is not None else None
-        net = write_network(
-            root, nodes=nodes, consensus=consensus, members=specs, chain_id=CHAIN_ID,
-            block={"txs_max": block_txs_max, "interval_ms": block_interval_ms},
-            consensus_params=params, node_options=node_options,
-        )
+    def proxies(net: NetworkLayout) -> None:
         if delay_ms > 0:
             _start_proxies(net.genesis_path, delay_ms)
-        local = LocalCluster(net)
-        cluster = Cluster(chain_id=net.chain_id, consensus=consensus, nodes=[], accounts={},
-                          local=local, reader=account_for(seed, READER))
-        _STARTED.append(cluster)
-        try:
-            await local.start(timeout_s=HEALTHY_WITHIN_S)
-        except (RuntimeError, TimeoutError) as exc:
-            cluster.stop()
-            raise BenchError(f"the cluster did not start: {exc}") from None
-        cluster.nodes = [
-            NodeEndpoint(p.layout.node_id, p.layout.client_addr, p.pid, p.layout.log_file)
-            for p in local.procs.values()
-        ]
-        return cluster
 
-    return start_fresh
+    return functools.partial(bench.cluster.start_fresh, consensus_params=params,
+                             before_start=proxies)
 
 
 def main(argv: list[str] | None = None) -> int:
