@@ -116,6 +116,11 @@ class NodeConfig:
     # Plaintext (`client_tls = false`, or no [tls] table) is for development on loopback only.
     client_tls: bool = True
     log_format: str = "text"  # or "json": one JSON object per line
+    # LevelDB block compression of the store: "none" (default) or "snappy". Every compaction
+    # rewrites and re-compresses the state, and on a busy node Snappy alone took more CPU
+    # than contract execution; "snappy" keeps the store about 40 % smaller. Either opens a
+    # store written with the other.
+    store_compression: str = "none"
 
 
 def _resolve(base: str, path: str) -> str:
@@ -191,7 +196,18 @@ def parse_config(doc: dict[str, Any], base_dir: str) -> NodeConfig:
                       else _addr(doc.get("metrics_addr"), "metrics_addr")),
         log_format=_log_format(doc.get("log_format", "text")),
         client_tls=_client_tls(doc, tls),
+        store_compression=_store_compression(doc.get("store_compression", "none")),
     )
+
+
+STORE_COMPRESSIONS = ("none", "snappy")
+
+
+def _store_compression(value: Any) -> str:
+    if value not in STORE_COMPRESSIONS:
+        raise ConfigError("config: store_compression must be one of "
+                          f"{', '.join(STORE_COMPRESSIONS)}, got {value!r}")
+    return str(value)
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})

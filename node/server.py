@@ -73,7 +73,7 @@ def _monotonic_ms() -> int:
 
 def open_chain(config: NodeConfig, genesis: Genesis) -> Storage:
     """Open the store; write genesis on first start; refuse a store of another chain."""
-    storage = Storage(os.path.join(config.data_dir, "chain"))
+    storage = Storage(os.path.join(config.data_dir, "chain"), compression=config.store_compression)
     interrupted = storage.restore_pending()
     if interrupted is not None:
         log.warning("a state snapshot restore to height %d did not finish: emptying the store "

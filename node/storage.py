@@ -136,7 +136,11 @@ class SnapshotReader:
 class Storage:
     """plyvel behind the few operations the node needs; safe to call from worker threads."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, compression: str = "none") -> None:
+        """`compression`: "none" or "snappy" for the tables LevelDB writes from now on (a store
+        holds tables of either kind, so a change needs no conversion)."""
+        if compression not in ("none", "snappy"):
+            raise StorageError(f"store compression {compression!r}: choose none or snappy")
         os.makedirs(path, exist_ok=True)
         try:
             # A Bloom filter makes the frequent "is this tx id committed?" miss cheap.
@@ -145,6 +149,7 @@ class Storage:
                 create_if_missing=True,
                 bloom_filter_bits=10,
                 lru_cache_size=BLOCK_CACHE_BYTES,
+                compression=None if compression == "none" else "snappy",
             )
         except plyvel.Error as exc:
             raise StorageError(f"cannot open the store at {path}: {exc}") from exc

@@ -100,3 +100,23 @@ def test_execution_state_cache_follows_every_committed_write_and_delete(tmp_path
     again = Storage(str(tmp_path))
     assert again.get_state_for_execution("a") is None and again.get_state("c") == b"3"
     again.close()
+
+
+@pytest.mark.parametrize(("first", "then"), [("snappy", "none"), ("none", "snappy")])
+def test_a_store_reopens_with_the_other_compression(tmp_path, first: str, then: str) -> None:
+    """Tables record their own compression, so an operator may switch either way."""
+    value = b'{"holder":"' + b"ab" * 2000 + b'"}'  # compressible, spans LevelDB blocks
+    store = Storage(str(tmp_path), compression=first)
+    store.init_genesis(b"g" * 32, {"v/1": value}, b"h0" * 16, 1000)
+    store._db.compact_range()  # into a table written with `first`
+    store.close()
+    again = Storage(str(tmp_path), compression=then)
+    again.commit_block(committed(1, b"h1" * 16), {"v/2": value}, [(b"t" * 32, 0)])
+    again._db.compact_range()
+    assert again.get_state("v/1") == value and again.get_state("v/2") == value
+    again.close()
+
+
+def test_an_unknown_compression_is_refused(tmp_path) -> None:
+    with pytest.raises(StorageError, match="choose none or snappy"):
+        Storage(str(tmp_path), compression="zstd")
