@@ -196,7 +196,8 @@ def _node_cell(round_: dict[str, Any]) -> str:
         return "-"
     cpu = max(s["cpu_percent"] for s in stats)
     rss = max(s["rss_mb_max"] for s in stats)
-    return f"{cpu:.0f} % / {rss:.0f} MB"
+    anon = [s["anon_mb_max"] for s in stats if "anon_mb_max" in s]
+    return f"{cpu:.0f} % / {rss:.0f} MB" + (f" (anon {max(anon):.0f})" if anon else "")
 
 
 TABLE_HEADERS = (
@@ -242,18 +243,21 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Per node", ""]
     lines += [
         "CPU and RSS count each node process together with its signature-check workers "
-        "(RSS summed, so shared pages count more than once).",
+        "(RSS summed, so shared pages count more than once). Anon MB is the part of the RSS "
+        "that is the processes' own memory: the rest is file pages mapped in, mostly LevelDB "
+        "table files read through mmap, which are page cache the kernel takes back when short.",
         "",
     ]
     lines += [
-        "| round | node | CPU % | peak RSS MB | blocks | mean block txs |",
-        "|---|---|---|---|---|---|",
+        "| round | node | CPU % | peak RSS MB | peak anon MB | blocks | mean block txs |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rounds:
         for node in r["nodes_stats"]:
             lines.append(
                 f"| {r['label']} | {node.get('node_id', '?')} | {node['cpu_percent']:.0f} | "
-                f"{node['rss_mb_max']:.0f} | {node['blocks']} | "
+                f"{node['rss_mb_max']:.0f} | {node.get('anon_mb_max', 0):.0f} | "
+                f"{node['blocks']} | "
                 f"{node.get('mean_block_txs', 0):.0f} |"
             )
     failures = [(r["label"], r["failed_by_code"]) for r in rounds if r["failed_by_code"]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -68,7 +69,10 @@ class RoundConfig:
 
 
 class NodeSampler:
-    """CPU % (from CPU time over wall time) and peak RSS of each node process."""
+    """CPU % (from CPU time over wall time), peak RSS and peak anonymous RSS of each node
+    process (with its workers). The anonymous part leaves out file pages mapped in: LevelDB
+    reads its table files through mmap, so the RSS of a node with a large store includes
+    page cache of those files, which the kernel reclaims when memory runs short."""
 
     def __init__(self, pids: dict[str, int | None]) -> None:
         self.procs: dict[str, psutil.Process | None] = {}
@@ -78,6 +82,7 @@ class NodeSampler:
             except psutil.Error:
                 self.procs[node_id] = None
         self.rss_max: dict[str, float] = dict.fromkeys(pids, 0.0)
+        self.anon_max: dict[str, float] = dict.fromkeys(pids, 0.0)
         self._cpu0: dict[str, float] = {}
         self._t0 = 0.0
         self.cpu_percent: dict[str, float] = dict.fromkeys(pids, 0.0)
@@ -118,13 +123,16 @@ class NodeSampler:
                 proc.memory_info()
             except psutil.Error:
                 continue
-            rss_mb = 0.0
+            rss_mb = anon_mb = 0.0
             for member in self._tree(proc):
                 try:
-                    rss_mb += member.memory_info().rss / 2**20
+                    info = member.memory_info()
                 except psutil.Error:
                     continue
+                rss_mb += info.rss / 2**20
+                anon_mb += (info.rss - getattr(info, "shared", 0)) / 2**20  # Linux: file+shmem
             self.rss_max[node_id] = max(self.rss_max[node_id], rss_mb)
+            self.anon_max[node_id] = max(self.anon_max[node_id], anon_mb)
 
     def end(self) -> None:
         self.sample()
@@ -223,6 +231,7 @@ class Round:
         self.config = config
         self.progress = progress
         self.cluster: Cluster | None = None
+        self._root: str | None = None  # a fresh cluster's directory
         self.notes: list[str] = []
 
     def say(self, text: str) -> None:
@@ -230,12 +239,22 @@ class Round:
             self.progress.console.print(f"[dim]{self.config.label}:[/dim] {text}")
 
     async def run(self) -> dict[str, Any]:
+        """One round. A fresh cluster is stopped after it (unless `keep`), and its directory
+        removed when the round succeeded: a failed round's stays, for its nodes' logs."""
         cfg = self.config
+        succeeded = False
         try:
-            return await self._run()
+            result = await self._run()
+            succeeded = True
+            return result
         finally:
             if self.cluster is not None and self.cluster.fresh and not cfg.keep:
                 self.cluster.stop()
+                if self._root is not None:
+                    if succeeded:
+                        shutil.rmtree(self._root, ignore_errors=True)
+                    else:
+                        self.say(f"kept {self._root} (the nodes' logs are in nodes/*/node.log)")
 
     async def _start_cluster(self) -> Cluster:
         cfg = self.config
@@ -243,7 +262,7 @@ class Round:
         if cfg.target:
             return load_target(cfg.target)
         safe = cfg.label.replace("/", "-")
-        root = tempfile.mkdtemp(prefix=f"bench-{safe}-", dir=cfg.work_dir)
+        root = self._root = tempfile.mkdtemp(prefix=f"bench-{safe}-", dir=cfg.work_dir)
         self.say(f"starting {cfg.nodes} x {cfg.consensus} node(s) in {root}")
         return await start_fresh(
             root, nodes=cfg.nodes, consensus=cfg.consensus, members=members, seed=cfg.seed,
@@ -415,6 +434,7 @@ class Round:
                 "pid": n.pid,
                 "cpu_percent": round(sampler.cpu_percent[n.node_id], 1),
                 "rss_mb_max": round(sampler.rss_max[n.node_id], 1),
+                "anon_mb_max": round(sampler.anon_max[n.node_id], 1),
                 "blocks": max(0, heights1[n.node_id][0] - heights0[n.node_id][0]),
                 "mean_block_txs": mean_block,
             }

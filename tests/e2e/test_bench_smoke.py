@@ -6,6 +6,7 @@ The run's speed is reported, never asserted.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -18,11 +19,13 @@ from bench.report import check_schema
 @pytest.mark.timeout(120)
 def test_small_solo_round_commits_every_tx_and_writes_the_report(tmp_path) -> None:
     out = tmp_path / "report"
+    (tmp_path / "tmp").mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "node.ops.cli", "bench", "--nodes", "1", "--consensus", "solo",
          "--workload", "cash-transfer", "--txs", "500", "--clients", "2", "--batch", "100",
          "--warmup", "50", "--accounts", "8", "--out", str(out), "--quiet"],
         capture_output=True, text=True, timeout=110,
+        env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},  # where the fresh cluster lives
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
@@ -37,3 +40,5 @@ def test_small_solo_round_commits_every_tx_and_writes_the_report(tmp_path) -> No
     assert "solo-1n/cash-transfer/c2" in (out / "report.md").read_text()
     assert (out / "report.png").stat().st_size > 0
     assert "committed" in result.stdout  # the table was printed
+    # the round succeeded, so its cluster's directory (stores, keys, logs) is gone
+    assert os.listdir(tmp_path / "tmp" / "scfchain-bench") == []

@@ -89,7 +89,8 @@ def _synthetic_report() -> dict[str, object]:
         "label": "solo-1n/cash-transfer/c2", "consensus": "solo", "nodes": 1,
         "workload": "cash-transfer", "clients": 2, **figures,
         "nodes_stats": [{"node_id": "node1", "pid": 1, "cpu_percent": 93.5,
-                         "rss_mb_max": 81.0, "blocks": 2, "mean_block_txs": 1.5}],
+                         "rss_mb_max": 81.0, "anon_mb_max": 60.4, "blocks": 2,
+                         "mean_block_txs": 1.5}],
         "blocks": 2, "mean_block_txs": 1.5, "mix": {"cash.transfer": 3},
     }
     return {"machine": {"cpus": 2}, "config": {"command": "scfchain bench"},
@@ -107,7 +108,8 @@ def test_report_files_follow_the_schema(tmp_path) -> None:
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (tmp_path / "report.md").read_text()
     assert "| solo-1n/cash-transfer/c2 | solo | 1 | cash-transfer | 2 | 3 | 3 | 0 |" in md
-    assert "| solo-1n/cash-transfer/c2 | node1 | 94 | 81 | 2 | 2 |" in md
+    assert "| solo-1n/cash-transfer/c2 | node1 | 94 | 81 | 60 | 2 | 2 |" in md
+    assert "94 % / 81 MB (anon 60)" in md
 
 
 def test_schema_check_names_a_missing_round_field() -> None:
