@@ -41,6 +41,11 @@ _APP_HASH = b"a/"  # height -> app hash after that block (headers carry it APP_H
 
 
 BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+# LevelDB's memtable (its default is 4 MB): a larger one flushes fewer, larger tables and
+# absorbs rewrites of hot keys (a core's position record, balances) before they reach a table.
+# In a solo voucher-mix round of 240,000 txs the node's compaction CPU fell from 16.8 s to
+# 13.6 s (64 MB: 8.0 s, for 32 MB more memory, twice over while one is flushed).
+WRITE_BUFFER_BYTES = 32 * 1024 * 1024
 # Committed state values kept in memory for block execution (member records, balances, ...):
 # a store read releases and re-takes the GIL, which under load means waiting for other threads.
 STATE_CACHE_KEYS = 50_000
@@ -149,6 +154,7 @@ class Storage:
                 create_if_missing=True,
                 bloom_filter_bits=10,
                 lru_cache_size=BLOCK_CACHE_BYTES,
+                write_buffer_size=WRITE_BUFFER_BYTES,
                 compression=None if compression == "none" else "snappy",
             )
         except plyvel.Error as exc:
