@@ -4,19 +4,32 @@ fresh Raft-3 cluster: the side-by-side the performance goals compare.
 
 etcd: each member on its own loopback ports, a data directory of its own under a temporary
 directory, its defaults otherwise (every write in the WAL with fsync before it is
-acknowledged). Load: `--clients` concurrent clients (default 256) spread over `--workers`
-processes (default 2, one per core of the load generator), each client putting a
-`--value-bytes` value (default 200) under a key of its own range, one put at a time, over
-`--conns` gRPC connections spread over the three members (followers forward to the leader), as
-etcd's own `benchmark put` does. Figures: puts/s over the measured window (after
-`--warmup-s`), latency p50/p99 of the puts acknowledged in it.
+acknowledged).
+
+Load (`--generator`):
+- `go` (the default when it can be found or built): a Go `benchmark put` with the flags, load
+  and report of etcd's own tools/benchmark, which Debian does not package (bench/etcd_go.py:
+  ours, on Debian's etcd 3.4.23 clientv3 and pkg/report, built once offline, cached in
+  ~/.cache/scfchain/etcd-benchmark; or an upstream binary given with `--benchmark PATH`):
+  `--clients` (default 256) over `--conns` clientv3 connections (default
+  32), each balancing over the three members, `--total` puts (default 15,000 per
+  `--duration-s`) of a `--value-bytes` value (default 200) under an 8-byte sequential key
+  modulo `--key-space-size` (default 1, the tool's). Figures: the tool's Requests/sec over the
+  whole run and its latency p50/p99.
+- `python` (the fallback): `--clients` asyncio gRPC clients spread over `--workers` processes
+  (default 2), each putting under a key of its own range, one put at a time, over `--conns`
+  connections spread over the members. Figures: puts/s over the measured window (after
+  `--warmup-s`), latency p50/p99 of the puts acknowledged in it. On a 2-core machine this
+  generator, not etcd, is the limit: its figure is a floor, and the report says so.
 
 scfchain: `scfchain bench --consensus raft --nodes 3 <args>` (default `--txs 300000 --clients
 16 --batch 250`: about 30 s of load on this 2-core machine) — each tx signed, verified and run
 through the cash contract, stored in LevelDB. The two run one after the other, never together.
 
 If `/usr/bin/etcd` is missing, the script installs Debian's etcd-server with apt-get (as root)
-or says how to. Reports: OUT/etcd.json, OUT/raft/ (scfchain bench's report) and OUT/summary.md.
+or says how to; likewise golang-go and golang-etcd-server-dev for the Go generator. Reports:
+OUT/etcd.json, OUT/etcd-benchmark.txt (the Go tool's output), OUT/raft/ (scfchain bench's
+report) and OUT/summary.md.
 
 Example:
     python -m bench.etcd --duration-s 30 --out bench-out/etcd
@@ -36,16 +49,22 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from bench import etcd_go
 from node.ops.localnet import free_port
 
 ETCD = "/usr/bin/etcd"
 PUT = "/etcdserverpb.KV/Put"
 RAFT_DEFAULT = ["--txs", "300000", "--clients", "16", "--batch", "250"]
+PUTS_PER_S_GUESS = 15_000  # --total's default is this many puts per --duration-s
+FLOOR_NOTE = ("Python load generator: on this machine it, not etcd, is likely the limit; "
+              "etcd's figure is a floor")
 
 
 def _varint(value: int) -> bytes:
@@ -209,35 +228,82 @@ def run_raft(out: str, args: list[str]) -> dict[str, Any]:
             "p99_ms": round_["latency_ms"]["p99"], "args": args}
 
 
+def choose_generator(requested: str | None, benchmark: str | None, *,
+                     build: Callable[[], Path] = etcd_go.build,
+                     find: Callable[[str | None], Path | None] = etcd_go.find,
+                     ) -> tuple[str, Path | None, str]:
+    """(generator, Go binary or None, note): `go` when asked for or by default if the tool is
+    found or can be built; `python` when asked for, or by default as the fallback, with the
+    note that its figure is a floor (and why Go was not used)."""
+    if requested == "python":
+        if benchmark:
+            raise SystemExit("bench.etcd: --benchmark needs --generator go")
+        return "python", None, FLOOR_NOTE
+    try:
+        binary = find(benchmark) or build()
+    except etcd_go.ToolUnavailable as error:
+        if requested == "go":
+            raise SystemExit(f"bench.etcd: no Go generator: {error}") from error
+        return "python", None, f"{FLOOR_NOTE} (Go generator unavailable: {error})"
+    if benchmark:
+        return "go", binary, f"Go load generator: {benchmark} (etcd's tools/benchmark put)"
+    return "go", binary, ("Go load generator: bench/etcd_go.py (etcd's tools/benchmark put "
+                          "on Debian's etcd 3.4.23 clientv3)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.etcd", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--clients", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=2, help="load processes")
+    parser.add_argument("--generator", choices=["go", "python"], default=None,
+                        help="etcd load generator (default: go if found or buildable, "
+                        "else python)")
+    parser.add_argument("--benchmark", metavar="PATH",
+                        help="go: this benchmark binary (e.g. upstream tools/benchmark)")
+    parser.add_argument("--workers", type=int, default=2, help="python: load processes")
     parser.add_argument("--conns", type=int, default=32, help="gRPC connections in all")
     parser.add_argument("--value-bytes", type=int, default=200)
-    parser.add_argument("--warmup-s", type=float, default=3.0)
-    parser.add_argument("--duration-s", type=float, default=30.0)
+    parser.add_argument("--warmup-s", type=float, default=3.0, help="python only")
+    parser.add_argument("--duration-s", type=float, default=30.0,
+                        help="python: measured window; go: sets --total's default")
+    parser.add_argument("--total", type=int, default=None,
+                        help=f"go: puts in all (default {PUTS_PER_S_GUESS:,} x --duration-s)")
+    parser.add_argument("--key-space-size", type=int, default=1, help="go: distinct keys")
     parser.add_argument("--no-raft", action="store_true", help="etcd only")
     parser.add_argument("--out", default="bench-out/etcd")
     parser.add_argument("raft_args", nargs="*",
                         help=f"after --: scfchain bench args (default {' '.join(RAFT_DEFAULT)})")
     args = parser.parse_args(argv)
+    if args.total is not None and args.total <= 0:
+        parser.error("--total must be positive")
     ensure_etcd()
+    generator, binary, note = choose_generator(args.generator, args.benchmark)
+    total = args.total or max(1, int(PUTS_PER_S_GUESS * args.duration_s))
     os.makedirs(args.out, exist_ok=True)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="scf-etcd-") as root:
         members, procs = start_members(root, args.members)
         try:
-            print(f"etcd {args.members} members up; {args.clients} clients x "
-                  f"{args.value_bytes}-byte puts for {args.duration_s:g} s ...", flush=True)
-            etcd = load_etcd([m.client_url for m in members], clients=args.clients,
-                             workers=args.workers, conns=args.conns,
-                             value_bytes=args.value_bytes, warmup_s=args.warmup_s,
-                             duration_s=args.duration_s)
+            endpoints = [m.client_url for m in members]
+            if binary is not None:
+                print(f"etcd {args.members} members up; {args.clients} clients x "
+                      f"{total:,} {args.value_bytes}-byte puts (Go) ...", flush=True)
+                etcd = etcd_go.run(binary, endpoints, conns=args.conns, clients=args.clients,
+                                   total=total, value_bytes=args.value_bytes,
+                                   key_space=args.key_space_size,
+                                   log_path=os.path.join(args.out, "etcd-benchmark.txt"))
+            else:
+                print(f"etcd {args.members} members up; {args.clients} clients x "
+                      f"{args.value_bytes}-byte puts for {args.duration_s:g} s "
+                      "(Python) ...", flush=True)
+                etcd = load_etcd(endpoints, clients=args.clients, workers=args.workers,
+                                 conns=args.conns, value_bytes=args.value_bytes,
+                                 warmup_s=args.warmup_s, duration_s=args.duration_s)
         finally:
             stop_members(procs)
+    etcd["generator"] = generator
+    etcd["note"] = note
     etcd["load_before"] = load_before
     version = subprocess.run([ETCD, "--version"], capture_output=True, text=True).stdout
     etcd["version"] = version.splitlines()[0] if version else "?"
@@ -261,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"| {raft['committed_tps']:,.0f} | {raft['p50_ms']:.0f} "
                      f"| {raft['p99_ms']:.0f} | {raft['load_before']:.2f} |")
         lines.append(f"\nRaft-3 / etcd: {doc['ratio']:.2f}x")
+    lines.append(f"\netcd load: {note}.")
     table = "\n".join(lines) + "\n"
     with open(os.path.join(args.out, "summary.md"), "w") as handle:
         handle.write(table)
