@@ -5,7 +5,8 @@ this node does not propose.
 proposes when the engine offers a slot (`next_height`, `next_parent_hash`: a PBFT primary offers
 the height above its own block still being agreed, up to `pipeline_depth_blocks` heights in
 flight, so the parent may not be committed yet) and enough txs are
-pending to fill a block, or `interval_ms` has passed with some pending, or
+pending to fill a block, or some are pending and `interval_ms` has passed or nothing of ours is
+in flight (the slot sits on the executed head), or
 `empty_block_interval_ms` (0: never) has passed since the head block's time, and
 `ProposalSlots` (node/effects.py) allows the slot: pipelining no deeper than APP_HASH_LAG, a
 parent whose time is known, one proposal per (round, height). The block limits and the empty
@@ -163,11 +164,17 @@ class Proposer:
         return proposal
 
     def _due(self, now: int, height: int) -> bool:
-        """Whether enough is pending, or enough time has passed, to propose block `height` now."""
+        """Whether enough is pending, or enough time has passed, to propose block `height` now.
+
+        `interval_ms` is how long txs gather while a block is ahead of the executed head:
+        with the pipeline idle (the slot sits on the head) waiting would only add latency,
+        so whatever is pending goes at once (under load the pipeline is never idle, so blocks
+        stay full-sized)."""
         params = self.params.at(height)
         limits = self.params.limits_at(height)
         pending = self.mempool.pending_count
         due = now - self._last_proposal_ms >= limits.interval_ms
-        if pending >= limits.txs_max or (pending and due):
+        idle = height == self.chain.head.height + 1
+        if pending >= limits.txs_max or (pending and (due or idle)):
             return True
         return 0 < params.empty_block_interval_ms <= now - self.chain.head.time_ms

@@ -1,6 +1,7 @@
 """The proposer's rules: one proposal per (round, height), pipelining only onto a parent whose
 time we know and no deeper than APP_HASH_LAG allows, leadership lost puts txs back and hands
-them on, empty blocks only after `empty_block_interval_ms`."""
+them on, a few txs at once when nothing is in flight and after `interval_ms` otherwise, empty
+blocks only after `empty_block_interval_ms`."""
 
 from __future__ import annotations
 
@@ -114,15 +115,24 @@ def test_losing_the_proposer_role_requeues_in_flight_txs_and_hands_pending_ones_
     assert proposer.offer(status(1)) is not None
 
 
-def test_few_txs_wait_for_the_block_interval() -> None:
-    full, _, clock, _ = make(txs=20)
+def test_with_the_pipeline_idle_a_few_txs_go_at_once() -> None:
+    proposer, _, clock, _ = make(txs=2)
     clock.now_ms = 40  # less than interval_ms since the last proposal (at 0)
-    assert full.offer(status(1)) is not None  # a full block's worth: at once
-    few, _, clock, _ = make(txs=2)
+    # The slot sits on the executed head: nothing of ours is in flight, so waiting gains nothing.
+    assert proposer.offer(status(1)) is not None
+
+
+def test_few_txs_wait_for_the_block_interval_while_a_block_is_in_flight() -> None:
+    proposer, mempool, clock, _ = make(txs=20)
     clock.now_ms = 40
-    assert few.offer(status(1)) is None
-    clock.now_ms = 50
-    assert few.offer(status(1)) is not None
+    first = proposer.offer(status(1))  # a full block's worth: at once
+    assert first is not None and mempool.pending_count == 10
+    mempool.take(8, 1_000_000)  # leave 2 pending: fewer than a block
+    clock.now_ms = 40 + 49  # block 1 is not executed yet: the slot at 2 is not on the head
+    assert proposer.offer(status(2, first.block_hash)) is None
+    clock.now_ms = 40 + 50
+    second = proposer.offer(status(2, first.block_hash))
+    assert second is not None and len(types_pb2.Block.FromString(second.payload).txs) == 2
 
 
 def test_empty_blocks_only_after_the_empty_block_interval_and_never_when_it_is_zero() -> None:
