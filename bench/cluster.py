@@ -67,6 +67,11 @@ class Cluster:
         if self in _STARTED:
             _STARTED.remove(self)
 
+    def leave_running(self) -> None:
+        """`--keep`: `stop_started` (at the bench's end) no longer stops this cluster."""
+        if self in _STARTED:
+            _STARTED.remove(self)
+
 
 _STARTED: list[Cluster] = []
 

@@ -248,7 +248,11 @@ class Round:
             succeeded = True
             return result
         finally:
-            if self.cluster is not None and self.cluster.fresh and not cfg.keep:
+            if self.cluster is not None and self.cluster.fresh and cfg.keep:
+                self.cluster.leave_running()
+                pids = " ".join(str(n.pid) for n in self.cluster.nodes if n.pid)
+                self.say(f"left the cluster running in {self._root} (stop it: kill {pids})")
+            elif self.cluster is not None and self.cluster.fresh:
                 self.cluster.stop()
                 if self._root is not None:
                     if succeeded:
