@@ -260,6 +260,11 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{node['blocks']} | "
                 f"{node.get('mean_block_txs', 0):.0f} |"
             )
+    costs = [(r["label"], r["cluster_cpu_us_per_tx"]) for r in rounds
+             if "cluster_cpu_us_per_tx" in r]
+    if costs:
+        lines += ["", "CPU of all nodes (with their workers) per committed tx, over the measured "
+                  "load: " + "; ".join(f"{label} {us:,.0f} µs" for label, us in costs) + "."]
     failures = [(r["label"], r["failed_by_code"]) for r in rounds if r["failed_by_code"]]
     if failures:
         lines += ["", "## Failures by code", ""]

@@ -86,6 +86,7 @@ class NodeSampler:
         self._cpu0: dict[str, float] = {}
         self._t0 = 0.0
         self.cpu_percent: dict[str, float] = dict.fromkeys(pids, 0.0)
+        self.cpu_seconds: dict[str, float] = dict.fromkeys(pids, 0.0)
 
     @staticmethod
     def _tree(proc: psutil.Process) -> list[psutil.Process]:
@@ -141,9 +142,10 @@ class NodeSampler:
             if proc is None or node_id not in self._cpu0:
                 continue
             try:
-                self.cpu_percent[node_id] = (self._cpu(proc) - self._cpu0[node_id]) / wall * 100
+                self.cpu_seconds[node_id] = self._cpu(proc) - self._cpu0[node_id]
             except psutil.Error:
-                pass
+                continue
+            self.cpu_percent[node_id] = self.cpu_seconds[node_id] / wall * 100
 
 
 async def _heights(cluster: Cluster) -> dict[str, tuple[int, int]]:
@@ -474,6 +476,10 @@ class Round:
             "round_changes": max(r for _, r in heights1.values())
             - max(r for _, r in heights0.values()),
             "latency_quantiles_ms": figures["latency_quantiles_ms"],
+            # CPU of every node (with its workers) per committed tx: unlike tx/s, barely moved
+            # by other work on the machine, so changes can be compared on a busy one.
+            "cluster_cpu_us_per_tx": round(
+                sum(sampler.cpu_seconds.values()) * 1e6 / max(figures["committed"], 1), 1),
         }
 
 

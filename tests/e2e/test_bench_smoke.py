@@ -38,6 +38,7 @@ def test_small_solo_round_commits_every_tx_and_writes_the_report(tmp_path) -> No
     assert round_["committed"] == round_["submitted"]
     assert round_["failed"] == 0 and round_["failed_by_code"] == {}
     assert round_["nodes_stats"][0]["blocks"] >= 1
+    assert round_["cluster_cpu_us_per_tx"] > 0  # the node did work for what it committed
     assert round_["latency_ms"]["min"] <= round_["latency_ms"]["p50"] <= round_["latency_ms"][
         "max"]
     assert "solo-1n/cash-transfer/c2" in (out / "report.md").read_text()
