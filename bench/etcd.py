@@ -306,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     etcd["note"] = note
     etcd["load_before"] = load_before
     version = subprocess.run([ETCD, "--version"], capture_output=True, text=True).stdout
-    etcd["version"] = version.splitlines()[0] if version else "?"
+    # "etcd Version: 3.4.23" -> "etcd 3.4.23"
+    etcd["version"] = version.splitlines()[0].replace(" Version:", "") if version else "?"
     print(json.dumps(etcd), flush=True)
     doc: dict[str, Any] = {"etcd": etcd}
     if not args.no_raft:
