@@ -251,16 +251,17 @@ class Round:
             succeeded = True
             return result
         finally:
-            if self.cluster is not None and self.cluster.fresh and cfg.keep:
-                self.cluster.leave_running()
-                pids = " ".join(str(n.pid) for n in self.cluster.nodes if n.pid)
-                self.say(f"left the cluster running in {self._root} (stop it: kill {pids})")
-            elif self.cluster is not None and self.cluster.fresh:
-                self.cluster.stop()
-                if self._root is not None:
-                    if succeeded:
+            cluster = self.cluster
+            if cluster is not None and cluster.fresh:
+                if cfg.keep:
+                    cluster.leave_running()
+                    pids = " ".join(str(n.pid) for n in cluster.nodes if n.pid)
+                    self.say(f"left the cluster running in {self._root} (stop it: kill {pids})")
+                else:
+                    cluster.stop()
+                    if succeeded and self._root is not None:
                         shutil.rmtree(self._root, ignore_errors=True)
-                    else:
+                    elif self._root is not None:
                         self.say(f"kept {self._root} (the nodes' logs are in nodes/*/node.log)")
 
     async def _start_cluster(self) -> Cluster:
@@ -481,10 +482,10 @@ class Round:
             "round_changes": max(r for _, r in heights1.values())
             - max(r for _, r in heights0.values()),
             "latency_quantiles_ms": figures["latency_quantiles_ms"],
-            # CPU of every node (with its workers) per committed tx: unlike tx/s, barely moved
-            # by other work on the machine, so changes can be compared on a busy one.
             "commits_seen_at": next(
                 (n.node_id for n in cluster.nodes if n.client_addr == self._watched), ""),
+            # CPU of every node (with its workers) per committed tx: unlike tx/s, barely moved
+            # by other work on the machine, so changes can be compared on a busy one.
             "cluster_cpu_us_per_tx": round(
                 sum(sampler.cpu_seconds.values()) * 1e6 / max(figures["committed"], 1), 1),
         }

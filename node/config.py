@@ -7,6 +7,8 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+STORE_COMPRESSIONS = ("none", "snappy")  # node/storage.py opens LevelDB with either
+
 
 class ConfigError(Exception):
     """The configuration or genesis is invalid; the message says what to fix."""
@@ -198,9 +200,6 @@ def parse_config(doc: dict[str, Any], base_dir: str) -> NodeConfig:
         client_tls=_client_tls(doc, tls),
         store_compression=_store_compression(doc.get("store_compression", "none")),
     )
-
-
-STORE_COMPRESSIONS = ("none", "snappy")
 
 
 def _store_compression(value: Any) -> str:

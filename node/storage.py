@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import plyvel
 
+from node.config import STORE_COMPRESSIONS
 from node.txfilter import TxIdFilter
 from proto import types_pb2
 
@@ -144,7 +145,7 @@ class Storage:
     def __init__(self, path: str, *, compression: str = "none") -> None:
         """`compression`: "none" or "snappy" for the tables LevelDB writes from now on (a store
         holds tables of either kind, so a change needs no conversion)."""
-        if compression not in ("none", "snappy"):
+        if compression not in STORE_COMPRESSIONS:
             raise StorageError(f"store compression {compression!r}: choose none or snappy")
         os.makedirs(path, exist_ok=True)
         try:
