@@ -25,6 +25,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 
@@ -52,6 +53,59 @@ class StateSyncError(Exception):
 def signers_needed(consensus: str, voters: int) -> int:
     """How many validators must sign the same manifest: f + 1 under PBFT, else one."""
     return (voters - 1) // 3 + 1 if consensus == "pbft" else 1
+
+
+@dataclass(frozen=True)
+class Dissent:
+    """Validators that signed a manifest other than the one most signed at a height."""
+
+    height: int
+    theirs: tuple[str, ...]
+    their_app_hash: bytes
+    majority: tuple[str, ...]
+    majority_app_hash: bytes
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What `choose_snapshot` found: the snapshot to restore (or None), its signers, every
+    disagreement at any eligible height, and the heights passed over for too few signers."""
+
+    snapshot: Snapshot | None
+    signers: tuple[str, ...]
+    dissents: tuple[Dissent, ...]
+    short: tuple[tuple[int, int, int], ...]  # (height, signers, needed)
+
+
+def choose_snapshot(
+    by_digest: dict[bytes, Snapshot], signers: dict[bytes, set[str]], *, lowest: int,
+    needed_at: Callable[[int], int],
+) -> Choice:
+    """The highest snapshot at or above `lowest` whose manifest enough validators signed, with
+    no other manifest signed as often at its height. Disagreements are reported at every
+    eligible height, not only the chosen one: validators write their snapshots at slightly
+    different times, so a liar may not offer the newest height yet."""
+    heights: dict[int, list[bytes]] = defaultdict(list)
+    for digest, snapshot in by_digest.items():
+        if snapshot.height >= lowest:
+            heights[snapshot.height].append(digest)
+    ranked = {height: sorted(digests, key=lambda d: (-len(signers[d]), d))
+              for height, digests in heights.items()}
+    dissents = [
+        Dissent(height, tuple(sorted(signers[other])), by_digest[other].manifest.app_hash,
+                tuple(sorted(signers[digests[0]])), by_digest[digests[0]].manifest.app_hash)
+        for height, digests in sorted(ranked.items(), reverse=True) for other in digests[1:]]
+    short: list[tuple[int, int, int]] = []
+    for height in sorted(ranked, reverse=True):
+        best, *others = ranked[height]
+        needed = needed_at(height)
+        tied = bool(others) and len(signers[others[0]]) == len(signers[best])
+        if len(signers[best]) < needed or tied:
+            short.append((height, len(signers[best]), needed))
+            continue
+        return Choice(by_digest[best], tuple(sorted(signers[best])), tuple(dissents),
+                      tuple(short))
+    return Choice(None, (), tuple(dissents), tuple(short))
 
 
 class StateSync:
@@ -155,28 +209,20 @@ class StateSync:
                     continue
                 by_digest.setdefault(snapshot.digest, snapshot)
                 signers[snapshot.digest].add(peer)
-        heights: dict[int, list[bytes]] = defaultdict(list)
-        for digest, snapshot in by_digest.items():
-            heights[snapshot.height].append(digest)
-        for height in sorted(heights, reverse=True):
-            if height < head + self.min_blocks:
-                break
-            voters = len(self.sets.ids_at(height))
-            needed = signers_needed(self.consensus, voters)
-            digests = sorted(heights[height], key=lambda d: (-len(signers[d]), d))
-            best = digests[0]
-            for other in digests[1:]:
-                log.warning(
-                    "state sync: at height %d %s offer a snapshot (app hash %s) that differs "
-                    "from the one %s sign (app hash %s); ignoring theirs", height,
-                    sorted(signers[other]), by_digest[other].manifest.app_hash.hex()[:16],
-                    sorted(signers[best]), by_digest[best].manifest.app_hash.hex()[:16])
-            tied = len(digests) > 1 and len(signers[digests[1]]) == len(signers[best])
-            if len(signers[best]) < needed or tied:
-                log.info("state sync: the snapshot at height %d has %d signer(s), %d needed",
-                         height, len(signers[best]), needed)
-                continue
-            return by_digest[best], sorted(signers[best])
+        choice = choose_snapshot(
+            by_digest, signers, lowest=head + self.min_blocks,
+            needed_at=lambda h: signers_needed(self.consensus, len(self.sets.ids_at(h))))
+        for dissent in choice.dissents:
+            log.warning(
+                "state sync: at height %d %s offer a snapshot (app hash %s) that differs "
+                "from the one %s sign (app hash %s); ignoring theirs", dissent.height,
+                list(dissent.theirs), dissent.their_app_hash.hex()[:16],
+                list(dissent.majority), dissent.majority_app_hash.hex()[:16])
+        for height, count, needed in choice.short:
+            log.info("state sync: the snapshot at height %d has %d signer(s), %d needed",
+                     height, count, needed)
+        if choice.snapshot is not None:
+            return choice.snapshot, list(choice.signers)
         log.log(logging.DEBUG if quiet else logging.INFO,
                 "state sync: no snapshot at least %d blocks above height %d; replaying",
                 self.min_blocks, head)
