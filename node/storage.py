@@ -1,10 +1,12 @@
 """The node's durable store: one LevelDB (plyvel) with a prefix per kind of record.
 
-Prefixes (docs/architecture.md): `s/` contract state, `b/` committed blocks by height (with their
-receipts), `t/` tx id -> (height, index), `c/` consensus records, `m/` meta (height, app
-hash, last block hash, genesis id). Receipts live inside the `b/` record (one copy of each byte)
-rather than under a separate `r/` prefix. Nothing reads a block by its hash, so blocks are
-indexed by height only; `h/` keys found in a store are ignored.
+Prefixes (docs/architecture.md): `s/` contract state, `b/` committed blocks by height (with
+their receipts), `t/` tx id -> (height, index), `i/` height -> that block's indexed tx ids with
+their indexes (what a state snapshot copies: one record per block, not one per tx), `c/`
+consensus records, `m/` meta (height, app hash, last block hash, genesis id). Receipts live
+inside the `b/` record (one copy of each byte) rather than under a separate `r/` prefix. Nothing
+reads a block by its hash, so blocks are indexed by height only; `h/` keys found in a store are
+ignored.
 
 Every block commit is one synced write batch, so after a crash the store holds either all of a
 block (state, block, index, height, app hash) or none of it.
@@ -39,6 +41,11 @@ _TX = b"t/"
 _CONSENSUS = b"c/"
 _META = b"m/"
 _APP_HASH = b"a/"  # height -> app hash after that block (headers carry it APP_HASH_LAG later)
+_TX_IDS = b"i/"  # height -> (tx id | index u32) for each indexed tx of the block, in index order
+# Set once every block's `i/` record is present: a store written before they existed is filled
+# in from the tx index when opened.
+_TX_IDS_COMPLETE = _META + b"tx_ids_by_height"
+TX_ID_ENTRY_BYTES = 36
 
 
 BLOCK_CACHE_BYTES = 64 * 1024 * 1024
@@ -127,6 +134,14 @@ class SnapshotReader:
             for key, value in it:
                 yield key[cut:], value
 
+    def tx_ids_by_height(self) -> Iterator[tuple[bytes, bytes]]:
+        """(packed height, that block's `TX_ID_ENTRY_BYTES` entries) for every block up to the
+        snapshot's height, in height order: the tx id index, a record per block."""
+        cut = len(_TX_IDS)
+        with self._snapshot.iterator(prefix=_TX_IDS) as it:
+            for key, value in it:
+                yield key[cut:], value
+
     def block_raw(self, height: int) -> bytes | None:
         value: bytes | None = self._snapshot.get(_height_key(_BLOCK, height))
         return value
@@ -164,7 +179,29 @@ class Storage:
         self._write_lock = threading.Lock()
         self._closed = False
         self._state_cache: dict[str, bytes | None] = {}
+        if self._db.get(_META + b"genesis") is not None and self._db.get(
+                _TX_IDS_COMPLETE) is None:
+            self._fill_tx_ids_by_height()
         self._tx_filter = self._build_tx_filter()
+
+    def _fill_tx_ids_by_height(self) -> None:
+        """Write the `i/` record of every block from the tx index, once, for a store written
+        before those records existed (or one whose restore came from an older snapshot)."""
+        by_height: dict[int, list[tuple[int, bytes]]] = {}
+        with self._db.iterator(prefix=_TX) as it:
+            cut = len(_TX)
+            for key, value in it:
+                height, index = struct.unpack(">QI", value)
+                by_height.setdefault(height, []).append((index, key[cut:]))
+        batch = self._db.write_batch(sync=True)
+        for height, entries in by_height.items():
+            entries.sort()
+            batch.put(_height_key(_TX_IDS, height), b"".join(
+                tx_id + struct.pack(">I", index) for index, tx_id in entries))
+        batch.put(_TX_IDS_COMPLETE, b"\x01")
+        self._write(batch)
+        log.info("store: wrote the per-block tx id records of %d blocks (%d tx ids)",
+                 len(by_height), sum(len(e) for e in by_height.values()))
 
     def _build_tx_filter(self) -> TxIdFilter:
         """Every committed tx id, from the store's index (one pass to count, one to add); only at
@@ -220,6 +257,7 @@ class Storage:
             batch.put(_META + b"app_hash", app_hash)
             batch.put(_META + b"block_hash", bytes(32))
             batch.put(_META + b"time_ms", struct.pack(">Q", time_ms))
+            batch.put(_TX_IDS_COMPLETE, b"\x01")
             self._write(batch)
 
     # --- state ------------------------------------------------------------------------------
@@ -282,8 +320,13 @@ class Storage:
             batch = self._db.write_batch(sync=sync)
             self._put_state(batch, state_writes)
             batch.put(_height_key(_BLOCK, height), committed.SerializeToString())
+            entries = []
             for tx_id, index in tx_ids:
-                batch.put(_TX + tx_id, location + struct.pack(">I", index))
+                packed_index = struct.pack(">I", index)
+                batch.put(_TX + tx_id, location + packed_index)
+                entries.append(tx_id + packed_index)
+            if entries:
+                batch.put(_height_key(_TX_IDS, height), b"".join(entries))
             batch.put(_META + b"height", location)
             batch.put(_META + b"app_hash", committed.app_hash)
             batch.put(_META + b"block_hash", committed.block_hash)
@@ -378,20 +421,23 @@ class Storage:
         (a node restores only when far behind: what it holds is a prefix of the chain)."""
         with self._write_lock:
             self._db.put(_META + b"restoring", struct.pack(">Q", height), sync=True)
-        for prefix in (_STATE, _TX, _BLOCK, _APP_HASH):
+        for prefix in (_STATE, _TX, _TX_IDS, _BLOCK, _APP_HASH):
             self._delete_prefix(prefix)
         self._state_cache.clear()
 
     def restore_records(self, state: Iterable[tuple[bytes, bytes]],
-                        tx_index: Iterable[tuple[bytes, bytes]]) -> None:
-        """One chunk's records (state key -> value, tx id -> location), not synced: the
-        finishing batch is, and a crash before it restarts the restore."""
+                        tx_ids_by_height: Iterable[tuple[bytes, bytes]]) -> None:
+        """One chunk's records (state key -> value; packed height -> that block's tx id
+        entries, each also written to the tx id index), not synced: the finishing batch is, and
+        a crash before it restarts the restore."""
         with self._write_lock:
             batch = self._db.write_batch()
             for key, value in state:
                 batch.put(_STATE + key, value)
-            for tx_id, location in tx_index:
-                batch.put(_TX + tx_id, location)
+            for location, entries in tx_ids_by_height:
+                batch.put(_TX_IDS + location, entries)
+                for at in range(0, len(entries), TX_ID_ENTRY_BYTES):
+                    batch.put(_TX + entries[at:at + 32], location + entries[at + 32:at + 36])
             self._write(batch)
 
     def finish_restore(
@@ -415,6 +461,7 @@ class Storage:
             batch.put(_META + b"block_hash", block.block_hash)
             batch.put(_META + b"time_ms", struct.pack(">Q", header.time_ms))
             batch.put(_META + b"base_height", location)
+            batch.put(_TX_IDS_COMPLETE, b"\x01")
             batch.delete(_META + b"restoring")
             self._write(batch)
         self._state_cache.clear()
@@ -422,7 +469,7 @@ class Storage:
 
     def discard_partial_restore(self) -> None:
         """Empty a store whose restore did not finish (every key: genesis is written again)."""
-        for prefix in (_STATE, _TX, _BLOCK, _APP_HASH, _CONSENSUS, _META):
+        for prefix in (_STATE, _TX, _TX_IDS, _BLOCK, _APP_HASH, _CONSENSUS, _META):
             self._delete_prefix(prefix)
         self._state_cache.clear()
         self._tx_filter = self._build_tx_filter()

@@ -9,6 +9,7 @@ import hashlib
 import os
 import struct
 
+import plyvel
 import pytest
 
 from bench.state_sync import restore_figures
@@ -22,6 +23,7 @@ from node.snapshots import (
     chunks_of,
     decode_chunk,
     parse_signed,
+    signing_statement,
 )
 from node.state_sync import signers_needed
 from node.storage import Storage
@@ -96,6 +98,44 @@ def test_a_restore_gives_the_same_state_index_and_head(tmp_path) -> None:
     tx = hashlib.sha256(b"tx3-4").digest()
     assert target.has_tx(tx) and target.tx_location(tx) == (3, 4)
     assert target.restore_pending() is None
+    # The restored node serves the very same snapshot in turn (its per-block tx id records
+    # came with the restore).
+    again = target.snapshot_reader()
+    assert _store(tmp_path, "again").write(again).manifest == signed.manifest
+    again.close()
+
+
+def _drop_tx_id_records(path: str) -> None:
+    """Make a store look like one written before the per-block tx id records existed."""
+    db = plyvel.DB(path)
+    with db.iterator(prefix=b"i/", include_value=False) as it:
+        keys = list(it)
+    assert keys, "the store had no per-block tx id records to drop"
+    with db.write_batch() as batch:
+        for key in keys:
+            batch.delete(key)
+        batch.delete(b"m/tx_ids_by_height")
+    db.close()
+
+
+def test_an_older_store_gets_its_per_block_tx_ids_from_the_index_once_opened(tmp_path) -> None:
+    path = str(tmp_path / "a")
+    storage = _fill(path)
+    # One block with a duplicate skipped: indexes need not be contiguous.
+    header = types_pb2.BlockHeader(chain_id=CHAIN, height=31, time_ms=2_000)
+    storage.commit_block(types_pb2.CommittedBlock(block=types_pb2.Block(header=header),
+                                                  block_hash=bytes(32), app_hash=bytes(32)),
+                         {}, [(b"\x01" * 32, 0), (b"\x02" * 32, 2)])
+    reader = storage.snapshot_reader()
+    before = _store(tmp_path, "before").write(reader)
+    reader.close()
+    storage.close()
+    _drop_tx_id_records(path)
+    reopened = Storage(path)
+    reader = reopened.snapshot_reader()
+    assert _store(tmp_path, "after").write(reader).manifest == before.manifest
+    reader.close()
+    assert parse_signed(before, CHAIN, _keys).manifest.tx_ids == 152
 
 
 def test_two_nodes_write_the_same_manifest_bytes_for_a_height(tmp_path) -> None:
@@ -143,6 +183,15 @@ def test_tampering_is_refused(tmp_path) -> None:
         decode_chunk(b"s" + struct.pack(">I", 99) + b"short")
     with pytest.raises(SnapshotError, match="kind"):
         decode_chunk(b"x" + struct.pack(">I", 1) + b"k" + struct.pack(">I", 1) + b"v")
+    with pytest.raises(SnapshotError, match="wrong size"):  # an entry cut short
+        decode_chunk(b"i" + struct.pack(">I", 8) + bytes(8) + struct.pack(">I", 35) + bytes(35))
+    old_format = peer_pb2.SnapshotManifest.FromString(signed.manifest)
+    old_format.format = 1
+    forged.manifest = old_format.SerializeToString()
+    forged.node = "node1"
+    forged.signature = SIGNER.sign(signing_statement(CHAIN, forged.manifest))
+    with pytest.raises(SnapshotError, match="format 1, this node reads 2"):
+        parse_signed(forged, CHAIN, _keys)
 
 
 def test_a_restore_cut_short_is_seen_on_the_next_open_and_emptied(tmp_path) -> None:
