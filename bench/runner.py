@@ -74,7 +74,10 @@ class NodeSampler:
     reads its table files through mmap, so the RSS of a node with a large store includes
     page cache of those files, which the kernel reclaims when memory runs short."""
 
-    def __init__(self, pids: dict[str, int | None]) -> None:
+    def __init__(self, pids: dict[str, int | None], *, with_children: bool = True) -> None:
+        """`with_children`: count each process's descendants too (a node's verify workers);
+        off for the load generator, whose children are the nodes of a fresh cluster."""
+        self.with_children = with_children
         self.procs: dict[str, psutil.Process | None] = {}
         for node_id, pid in pids.items():
             try:
@@ -88,9 +91,10 @@ class NodeSampler:
         self.cpu_percent: dict[str, float] = dict.fromkeys(pids, 0.0)
         self.cpu_seconds: dict[str, float] = dict.fromkeys(pids, 0.0)
 
-    @staticmethod
-    def _tree(proc: psutil.Process) -> list[psutil.Process]:
+    def _tree(self, proc: psutil.Process) -> list[psutil.Process]:
         """The node and its signature-check worker processes: a node's cost is all of them."""
+        if not self.with_children:
+            return [proc]
         try:
             return [proc, *proc.children(recursive=True)]
         except psutil.Error:
@@ -391,7 +395,7 @@ class Round:
             offset += len(plan.warmup)
         phase = Phase("load", len(plan.load))
         sampler = NodeSampler({n.node_id: n.pid for n in cluster.nodes})
-        loadgen = NodeSampler({"bench": os.getpid()})
+        loadgen = NodeSampler({"bench": os.getpid()}, with_children=False)
         load_avg_1m = round(os.getloadavg()[0], 2)
         heights0 = await _heights(cluster)
         blocks0 = len(tracker.blocks)

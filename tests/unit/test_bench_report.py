@@ -183,3 +183,30 @@ def test_derived_ids_match_the_contract_engine() -> None:
     ctx = Context(runtime=default_runtime(), state=MemoryState(), sender="s", tx_id=tx_id.hex(),
                   height=1, time_ms=1)  # type: ignore[arg-type]
     assert derive_id(tx_id, "voucher", "issue") == ctx.derive_id("voucher", "issue")
+
+
+def test_the_load_generator_cpu_leaves_out_its_children(tmp_path) -> None:
+    """The nodes of a fresh cluster are the bench's children: its own CPU must not count them."""
+    import subprocess
+    import sys
+    import time
+
+    from bench.runner import NodeSampler
+
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time\nend = time.time() + 30\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)  # the child is running
+        samplers = [NodeSampler({"bench": os.getpid()}, with_children=flag)
+                    for flag in (True, False)]
+        for sampler in samplers:
+            sampler.begin()
+        time.sleep(1.5)
+        for sampler in samplers:
+            sampler.end()
+        with_children, alone = (s.cpu_seconds["bench"] for s in samplers)
+        assert with_children >= 0.3, with_children  # the spinning child was counted
+        assert alone < 0.2, alone  # this process only slept
+    finally:
+        child.kill()
+        child.wait(10)
