@@ -30,7 +30,10 @@ import numpy as np
 BITS_PER_ID = 10  # the first layer; each later one adds LAYER_BITS_STEP
 LAYER_BITS_STEP = 2
 HASHES = 7  # the first layer; each later one adds one
-CAPACITY_MIN = 1 << 16
+# The first layer of a new chain's filter: 1.25 MB. Each layer a miss must check costs about a
+# microsecond, and starting at 65,536 ids a chain of 2.4 million had six layers (4.3 us per
+# miss) where starting here it has two (2.2 us).
+CAPACITY_MIN = 1 << 20
 BUILD_BATCH_IDS = 1 << 16  # ids set per numpy pass when a filter is built from the index
 
 
