@@ -343,9 +343,8 @@ class Storage:
         if len(cache) + len(state_writes) > STATE_CACHE_KEYS:
             cache.clear()
         cache.update(state_writes)
-        tx_filter = self._tx_filter
-        for tx_id, _ in tx_ids:
-            tx_filter.add(tx_id)  # grows by a layer when full: no pass over the index
+        # Grows by a layer when full: no pass over the index.
+        self._tx_filter.add_batch([tx_id for tx_id, _ in tx_ids])
 
     def get_block(self, height: int) -> types_pb2.CommittedBlock | None:
         """None when the store does not hold it: above the head, or below the base height."""

@@ -57,14 +57,16 @@ class _Layer:
     def add_many(self, firsts: np.ndarray, steps: np.ndarray) -> None:
         """`add` for many ids at once, setting exactly the same bits: (first + i * step) %
         size computed as (first % size + (i * (step % size)) % size) % size, which stays far
-        below 2**64 (size < 2**40), so numpy's uint64 arithmetic is exact."""
+        below 2**64 (size < 2**40), so numpy's uint64 arithmetic is exact. Touches only the
+        bytes it sets, so a block's few hundred ids cost little however large the layer."""
         size = np.uint64(self._bits_count)
         first, step = firsts % size, steps % size
         view = np.frombuffer(self._bits, dtype=np.uint8)
-        bits = np.unpackbits(view, bitorder="little")
+        three, seven = np.uint64(3), np.uint64(7)
         for i in range(self.hashes):
-            bits[(first + (np.uint64(i) * step) % size) % size] = 1
-        self._bits[:] = np.packbits(bits, bitorder="little").tobytes()
+            positions = (first + (np.uint64(i) * step) % size) % size
+            np.bitwise_or.at(view, (positions >> three).astype(np.intp),
+                             np.left_shift(np.uint8(1), (positions & seven).astype(np.uint8)))
         self.count += len(firsts)
 
     def might_contain(self, first: int, step: int) -> bool:
@@ -87,10 +89,11 @@ class TxIdFilter:
         built = cls(2 * count_hint)
         ids = iter(tx_ids)
         while batch := list(itertools.islice(ids, BUILD_BATCH_IDS)):
-            built._add_batch(batch)
+            built.add_batch(batch)
         return built
 
-    def _add_batch(self, batch: list[bytes]) -> None:
+    def add_batch(self, batch: list[bytes]) -> None:
+        """`add` for each of `batch`, in numpy passes (a committed block's ids)."""
         if any(len(tx_id) != 32 for tx_id in batch):  # tx ids are SHA-256 digests; anything
             for tx_id in batch:                          # else takes the one-at-a-time path
                 self.add(tx_id)
