@@ -67,3 +67,18 @@ def test_building_from_the_index_sets_the_same_bits_as_adding_one_by_one() -> No
         assert all(built.might_contain(tx_id) for tx_id in ids[::97])
         assert [bytes(layer._bits) for layer in built._layers] == [
             bytes(layer._bits) for layer in added._layers]
+
+
+def test_blocks_of_ids_added_in_batches_set_the_same_bits_as_one_by_one(monkeypatch) -> None:
+    monkeypatch.setattr(txfilter, "CAPACITY_MIN", 1_024)  # so the batches open layers too
+    ids = _ids(b"block", 10_620)
+    batched, single = TxIdFilter(0), TxIdFilter(0)
+    at = 0
+    for size in [5, 31, 32, 33, 430] * 20:  # both sides of BATCH_IDS_MIN
+        batch, at = ids[at:at + size], at + size
+        batched.add_batch(batch)
+        for tx_id in batch:
+            single.add(tx_id)
+    assert batched.count == single.count == at and batched.layer_count > 1
+    assert [bytes(layer._bits) for layer in batched._layers] == [
+        bytes(layer._bits) for layer in single._layers]
