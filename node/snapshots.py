@@ -62,7 +62,7 @@ def encode_record(kind: bytes, key: bytes, value: bytes) -> bytes:
 def decode_chunk(data: bytes) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
     """A chunk's state records and per-block tx id records; SnapshotError when malformed."""
     state: list[tuple[bytes, bytes]] = []
-    txs: list[tuple[bytes, bytes]] = []
+    block_txs: list[tuple[bytes, bytes]] = []
     at, end = 0, len(data)
     try:
         while at < end:
@@ -80,12 +80,12 @@ def decode_chunk(data: bytes) -> tuple[list[tuple[bytes, bytes]], list[tuple[byt
             elif kind == KIND_BLOCK_TXS:
                 if len(key) != 8 or len(value) % TX_ID_ENTRY_BYTES:
                     raise SnapshotError("a block's tx id record has the wrong size")
-                txs.append((key, value))
+                block_txs.append((key, value))
             else:
                 raise SnapshotError(f"unknown record kind {kind!r}")
     except struct.error as exc:
         raise SnapshotError(f"truncated record: {exc}") from None
-    return state, txs
+    return state, block_txs
 
 
 def chunks_of(records: Iterable[bytes], chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:

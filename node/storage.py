@@ -45,7 +45,9 @@ _TX_IDS = b"i/"  # height -> (tx id | index u32) for each indexed tx of the bloc
 # Set once every block's `i/` record is present: a store written before they existed is filled
 # in from the tx index when opened.
 _TX_IDS_COMPLETE = _META + b"tx_ids_by_height"
-TX_ID_ENTRY_BYTES = 36
+TX_ID_BYTES = 32
+TX_ID_ENTRY_BYTES = TX_ID_BYTES + 4
+_INDEX = struct.Struct(">I")
 
 
 BLOCK_CACHE_BYTES = 64 * 1024 * 1024
@@ -67,6 +69,11 @@ class StorageError(Exception):
 
 def _height_key(prefix: bytes, height: int) -> bytes:
     return prefix + struct.pack(">Q", height)
+
+
+def _tx_id_entries(tx_ids: Iterable[tuple[bytes, int]]) -> bytes:
+    """A block's `i/` record: each (tx id, index in the block), in the order given."""
+    return b"".join(tx_id + _INDEX.pack(index) for tx_id, index in tx_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +203,8 @@ class Storage:
         batch = self._db.write_batch(sync=True)
         for height, entries in by_height.items():
             entries.sort()
-            batch.put(_height_key(_TX_IDS, height), b"".join(
-                tx_id + struct.pack(">I", index) for index, tx_id in entries))
+            batch.put(_height_key(_TX_IDS, height),
+                      _tx_id_entries((tx_id, index) for index, tx_id in entries))
         batch.put(_TX_IDS_COMPLETE, b"\x01")
         self._write(batch)
         log.info("store: wrote the per-block tx id records of %d blocks (%d tx ids)",
@@ -312,7 +319,7 @@ class Storage:
         header = committed.block.header
         height = header.height
         location = struct.pack(">Q", height)
-        tx_ids = list(tx_ids)  # iterated twice: the batch, then the tx id filter
+        tx_ids = list(tx_ids)  # iterated three times: the index, the `i/` record, the filter
         with self._write_lock:
             current = self.head().height
             if height != current + 1:
@@ -320,13 +327,10 @@ class Storage:
             batch = self._db.write_batch(sync=sync)
             self._put_state(batch, state_writes)
             batch.put(_height_key(_BLOCK, height), committed.SerializeToString())
-            entries = []
             for tx_id, index in tx_ids:
-                packed_index = struct.pack(">I", index)
-                batch.put(_TX + tx_id, location + packed_index)
-                entries.append(tx_id + packed_index)
-            if entries:
-                batch.put(_height_key(_TX_IDS, height), b"".join(entries))
+                batch.put(_TX + tx_id, location + _INDEX.pack(index))
+            if tx_ids:
+                batch.put(_height_key(_TX_IDS, height), _tx_id_entries(tx_ids))
             batch.put(_META + b"height", location)
             batch.put(_META + b"app_hash", committed.app_hash)
             batch.put(_META + b"block_hash", committed.block_hash)
@@ -436,7 +440,8 @@ class Storage:
             for location, entries in tx_ids_by_height:
                 batch.put(_TX_IDS + location, entries)
                 for at in range(0, len(entries), TX_ID_ENTRY_BYTES):
-                    batch.put(_TX + entries[at:at + 32], location + entries[at + 32:at + 36])
+                    middle, end = at + TX_ID_BYTES, at + TX_ID_ENTRY_BYTES
+                    batch.put(_TX + entries[at:middle], location + entries[middle:end])
             self._write(batch)
 
     def finish_restore(
