@@ -302,4 +302,6 @@ class Snapshotter:
             log.exception("snapshot at height %d failed", reader.height)
         finally:
             reader.close()
+            # The snapshot read every block's tx ids and all of the state.
+            self.storage.release_scanned_pages()
             self._busy.release()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import plyvel
 
 from node.config import STORE_COMPRESSIONS
+from node.pagecache import page_out
 from node.txfilter import TxIdFilter
 from proto import types_pb2
 
@@ -193,6 +194,7 @@ class Storage:
                 _TX_IDS_COMPLETE) is None:
             self._fill_tx_ids_by_height()
         self._tx_filter = self._build_tx_filter()
+        self.release_scanned_pages()
 
     def _fill_tx_ids_by_height(self) -> None:
         """Write the `i/` record of every block from the tx index, once, for a store written
@@ -224,6 +226,16 @@ class Storage:
         if count:
             log.info("tx id filter: %d committed tx ids, capacity %d", count, built.capacity)
         return built
+
+    def release_scanned_pages(self) -> None:
+        """After a scan of much of the store (the open, a snapshot): its table pages leave the
+        node's resident set (node/pagecache.py says why and how)."""
+        if self._closed:
+            return
+        paged = page_out(self.path)
+        if paged.mappings:
+            log.info("store: paged out %d mapped tables (file pages %.0f -> %.0f MB)",
+                     paged.mappings, paged.resident_before / 2**20, paged.resident_after / 2**20)
 
     def close(self) -> None:
         if not self._closed:
