@@ -14,6 +14,7 @@ from node.config import ConfigError, NodeConfig, load_config
 from node.effects import FatalError
 from node.genesis import load_genesis
 from node.logs import setup_logging
+from node.malloc_tuning import tune_malloc
 from node.ports import NodeObserver, NullObserver
 from node.server import Node, SnapshotWrapper, TransportWrapper, open_chain
 from node.state_sync import StateSync, StateSyncError
@@ -38,6 +39,7 @@ def run_node(
         print(f"scfchain node: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.node_id, config.log_level, config.log_format)
+    tune_malloc()  # before the node starts its threads (node/malloc_tuning.py says why)
     # Block execution and LevelDB reads run in worker threads that drop and re-take the GIL
     # around each store read; a short switch interval keeps them from waiting up to 5 ms for
     # the event loop thread each time.
