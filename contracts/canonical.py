@@ -169,6 +169,20 @@ def encode(value: JsonValue) -> bytes:
     return "".join(_ENCODER(value, 0)).encode()
 
 
+def encode_text(value: JsonValue) -> str:
+    """`encode(value).decode()` without the round trip through bytes (receipts carry results
+    and event attributes as text)."""
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    _assert_no_float(value)
+    if kind is str:
+        return encode_basestring_ascii(value)
+    if _ENCODER is None:  # pragma: no cover - CPython always has the C accelerator
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "".join(_ENCODER(value, 0))
+
+
 def decode(raw: bytes) -> JsonValue:
     """`json.loads(raw)`; canonical bytes (what encode wrote) take a direct path to the scanner.
 

@@ -9,9 +9,10 @@ call another (never by reaching into another contract's keys). Canonical values 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from contracts.canonical import ARGS_BYTES_MAX as ARGS_BYTES_MAX
 from contracts.canonical import ARGS_DEPTH_MAX as ARGS_DEPTH_MAX
@@ -19,6 +20,7 @@ from contracts.canonical import ContractError as ContractError
 from contracts.canonical import JsonValue as JsonValue
 from contracts.canonical import decode as decode
 from contracts.canonical import encode as encode
+from contracts.canonical import encode_text as encode_text
 from contracts.canonical import json_problem as json_problem
 from contracts.canonical import parse_args as parse_args
 from contracts.ids import derive_id
@@ -33,7 +35,7 @@ RATE_BPS_MAX = 100_000
 TIME_MS_MAX = 10**14  # ~ year 5138; rejects absurd maturities
 CALL_DEPTH_MAX = 4
 
-_HEX_DIGITS = frozenset("0123456789abcdef")
+_HEX_ONLY = re.compile("[0-9a-f]*").fullmatch  # lower-case hex digits and nothing else
 
 
 class StateView(Protocol):
@@ -115,7 +117,7 @@ class Args:
         value = self._get(name, True)
         if not isinstance(value, str) or len(value) != length:
             raise ContractError("INVALID_ARGS", f"{name} must be {length} lower-case hex chars")
-        if not _HEX_DIGITS.issuperset(value):
+        if _HEX_ONLY(value) is None:
             raise ContractError("INVALID_ARGS", f"{name} must be {length} lower-case hex chars")
         return value
 
@@ -157,14 +159,16 @@ class Args:
 # Events, context and the registry.
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
+    """What a call emitted (immutable; a tuple: every tx builds one or more)."""
+
     contract: str
     name: str
     attrs: Mapping[str, JsonValue]
 
     def attrs_json(self) -> str:
-        return encode(dict(self.attrs)).decode()
+        attrs = self.attrs  # `emit` gives a dict of its own: no copy to encode
+        return encode_text(attrs if type(attrs) is dict else dict(attrs))
 
 
 @dataclass(slots=True)

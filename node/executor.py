@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from contracts.runtime import ContractError, Event, Runtime, encode
+from contracts.runtime import ContractError, Event, Runtime, encode_text
 from node.chain import (
     app_hash_after,
 )
@@ -127,7 +127,7 @@ class Executor:
                 method=body.method,
                 args_raw=body.args,
             )
-            receipt.result_json = encode(result).decode()
+            receipt.result_json = encode_text(result)
         except ContractError as exc:
             receipt.status = types_pb2.FAILED
             receipt.error_code = exc.code

@@ -24,6 +24,7 @@ from contracts.canonical import (
     _reject_float,
     decode,
     encode,
+    encode_text,
     json_problem,
     parse_args,
 )
@@ -141,3 +142,15 @@ def test_encode_still_refuses_floats_anywhere() -> None:
             encode(value)
     with pytest.raises(TypeError, match="not JSON serializable"):
         encode({"a": {1, 2}})
+
+
+@settings(max_examples=300, deadline=None)
+@given(values)
+def test_encode_text_is_encode_as_text(value: Any) -> None:
+    assert encode_text(value) == encode(value).decode()
+
+
+def test_encode_text_refuses_floats_like_encode() -> None:
+    for value in (1.5, [1, [2.0]], {"a": {"b": (1, 0.1)}}):
+        with pytest.raises(AssertionError, match="floats"):
+            encode_text(value)
