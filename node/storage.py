@@ -233,7 +233,7 @@ class Storage:
         if self._closed:
             return
         paged = page_out(self.path)
-        if paged.mappings:
+        if paged.resident_before - paged.resident_after >= 2**20:
             log.info("store: paged out %d mapped tables (file pages %.0f -> %.0f MB)",
                      paged.mappings, paged.resident_before / 2**20, paged.resident_after / 2**20)
 
