@@ -196,6 +196,11 @@ class Context:
     def put(self, key: str, value: JsonValue) -> None:
         self.state.set(f"{self.contract}/{key}", encode(value))
 
+    def put_encoded(self, key: str, raw: bytes) -> None:
+        """`put(key, value)` for a caller that holds `raw == encode(value)` already (a record
+        encoder specialized for one shape, tested against `encode`): only canonical bytes."""
+        self.state.set(f"{self.contract}/{key}", raw)
+
     def delete(self, key: str) -> None:
         self.state.delete(self._key(key))
 

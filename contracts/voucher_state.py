@@ -26,9 +26,17 @@ Every amount is an integer in minor units; every time is a block time in millise
 
 from __future__ import annotations
 
+from json.encoder import encode_basestring_ascii as _json_text
 from typing import Any
 
-from contracts.runtime import TIME_MS_MAX, Context, ContractError, ReadContext
+from contracts.runtime import (
+    TIME_MS_MAX,
+    Context,
+    ContractError,
+    ReadContext,
+    encode,
+    encode_text,
+)
 
 ACTIVE = "ACTIVE"
 DISCOUNT_PENDING = "DISCOUNT_PENDING"
@@ -84,7 +92,59 @@ def load_tree(ctx: AnyContext, root_id: str) -> list[Record]:
 def save_voucher(ctx: Context, record: Record) -> None:
     assert record["state"] in STATES
     assert isinstance(record["amount"], int) and record["amount"] > 0
-    ctx.put(f"v/{record['id']}", record)
+    ctx.put_encoded(f"v/{record['id']}", voucher_bytes(record))
+
+
+# The fields of a voucher record as `new_voucher` makes it, and its canonical JSON with the
+# values left open (keys in sorted order, as `encode` writes them).
+_FIELDS = frozenset((
+    "amount", "children", "core", "created_ms", "discount", "holder", "id", "maturity_ms",
+    "parent", "root", "seq", "state", "tier",
+))
+_JSON = (
+    '{"amount":%d,"children":[%s],"core":%s,"created_ms":%d,"discount":%s,"holder":%s,'
+    '"id":%s,"maturity_ms":%d,"parent":%s,"root":%s,"seq":%d,"state":%s,"tier":%d}'
+)
+
+
+def voucher_bytes(record: Record) -> bytes:
+    """`encode(record)`, about twice as fast for a record of the usual shape and types: the
+    generic encoder sorts and dispatches on every field of every record saved (two to three
+    per transfer). Anything else (a settled record's `redeemed_ms`, an unexpected type) goes
+    to `encode`; strings go through the encoder's own escaping, ints are written as it writes
+    them (a bool or a float is not an int here, so they too take the generic path)."""
+    if record.keys() != _FIELDS:
+        return encode(record)
+    amount, created_ms, maturity_ms = record["amount"], record["created_ms"], record["maturity_ms"]
+    seq, tier, children = record["seq"], record["tier"], record["children"]
+    core, holder, voucher_id = record["core"], record["holder"], record["id"]
+    root, state, parent = record["root"], record["state"], record["parent"]
+    discount = record["discount"]
+    if not (
+        type(amount) is int and type(created_ms) is int and type(maturity_ms) is int
+        and type(seq) is int and type(tier) is int and type(children) is list
+        and type(core) is str and type(holder) is str and type(voucher_id) is str
+        and type(root) is str and type(state) is str
+        and (parent is None or type(parent) is str)
+        and (not children or all(type(child) is str for child in children))
+    ):
+        return encode(record)
+    text = _JSON % (
+        amount,
+        ",".join(map(_json_text, children)),
+        _json_text(core),
+        created_ms,
+        "null" if discount is None else encode_text(discount),
+        _json_text(holder),
+        _json_text(voucher_id),
+        maturity_ms,
+        "null" if parent is None else _json_text(parent),
+        _json_text(root),
+        seq,
+        _json_text(state),
+        tier,
+    )
+    return text.encode()
 
 
 def index_holder(ctx: Context, record: Record) -> None:
