@@ -7,6 +7,7 @@ order, so contracts see one consistent, sorted view.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -96,10 +97,15 @@ class Overlay:
     A block's overlay holds thousands of writes and contracts scan prefixes of it (block-end
     queues, a holder's vouchers), so past `INDEX_AFTER_WRITES` writes a scan sorts only the
     keys under the scanned prefix's "directory" (its part up to the last "/") instead of all
-    writes. The keys of a directory are listed (one pass over the writes) the first time it is
-    scanned and kept up to date on later writes; a block scans few distinct directories (the
-    hooks' queues), so indexing every directory of every write, which most writes would pay
-    for and no scan would read, waits until `SCANNED_DIRS_MAX` directories were scanned.
+    writes. The keys of a directory are listed the first time it is scanned and kept up to
+    date on later writes; a block scans few distinct directories (the hooks' queues), so
+    indexing every directory of every write, which most writes would pay for and no scan would
+    read, waits until `SCANNED_DIRS_MAX` directories were scanned.
+
+    A directory is listed from a sorted copy of the keys written so far, made once (by the
+    first listing), plus the keys written since: the hooks list half a dozen directories at
+    the end of every block, and one pass over thousands of writes per directory cost more
+    than one sort of them.
     """
 
     def __init__(self, base: ReadableState) -> None:
@@ -107,6 +113,8 @@ class Overlay:
         self.writes: dict[str, bytes | None] = {}
         self._dirs: dict[str, list[str]] | None = None  # directory -> keys written under it
         self._every_dir = False  # whether _dirs holds every directory of every write
+        self._sorted: list[str] | None = None  # keys written before the first listing, sorted
+        self._since: list[str] = []  # keys first written after that sort
 
     def get(self, key: str) -> bytes | None:
         writes = self.writes
@@ -129,6 +137,8 @@ class Overlay:
         dirs = self._dirs
         assert dirs is not None
         if not self._every_dir:
+            if self._sorted is not None:
+                self._since.append(key)
             for directory, keys in dirs.items():
                 if key.startswith(directory):
                     keys.append(key)
@@ -150,13 +160,29 @@ class Overlay:
         if self._every_dir:
             return []  # every directory with a written key is indexed
         if len(dirs) < SCANNED_DIRS_MAX:
-            keys = dirs[directory] = [k for k in self.writes if k.startswith(directory)]
+            keys = dirs[directory] = self._listed(directory)
             return keys
         dirs.clear()
         self._every_dir = True
+        self._sorted, self._since = None, []
         for key in self.writes:
             self._index(key)
         return dirs.get(directory, [])
+
+    def _listed(self, directory: str) -> list[str]:
+        """Every written key under directory: a range of the sorted keys, and those since."""
+        ordered = self._sorted
+        if ordered is None:
+            ordered = self._sorted = sorted(self.writes)
+            self._since = []
+        keys: list[str] = []
+        for index in range(bisect.bisect_left(ordered, directory), len(ordered)):
+            key = ordered[index]
+            if not key.startswith(directory):
+                break
+            keys.append(key)
+        keys += [k for k in self._since if k.startswith(directory)]
+        return keys
 
     def _buffered(self, prefix: str) -> list[tuple[str, bytes | None]]:
         """This overlay's writes under prefix, sorted by key."""
