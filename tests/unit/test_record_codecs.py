@@ -87,4 +87,3 @@ def test_voucher_bytes_refuses_floats_like_encode() -> None:
         voucher_bytes(record)
     with pytest.raises(AssertionError, match="floats"):
         voucher_bytes({**record, "amount": 1, "discount": {"rate_bps": 0.5}})
-
