@@ -156,24 +156,14 @@ def encode(value: JsonValue) -> bytes:
 
     A float anywhere in value is refused (AssertionError).
     """
-    kind = type(value)
-    if kind is int:  # balances, amounts: what json.dumps writes for an int
-        return str(value).encode()
-    _assert_no_float(value)
-    if kind is str:
-        return encode_basestring_ascii(value).encode()
-    if _ENCODER is None:  # pragma: no cover - CPython always has the C accelerator
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=True
-        ).encode()
-    return "".join(_ENCODER(value, 0)).encode()
+    return encode_text(value).encode()
 
 
 def encode_text(value: JsonValue) -> str:
     """`encode(value).decode()` without the round trip through bytes (receipts carry results
     and event attributes as text)."""
     kind = type(value)
-    if kind is int:
+    if kind is int:  # balances, amounts: what json.dumps writes for an int
         return str(value)
     _assert_no_float(value)
     if kind is str:

@@ -126,7 +126,7 @@ def voucher_bytes(record: Record) -> bytes:
         and type(core) is str and type(holder) is str and type(voucher_id) is str
         and type(root) is str and type(state) is str
         and (parent is None or type(parent) is str)
-        and (not children or all(type(child) is str for child in children))
+        and all(type(child) is str for child in children)
     ):
         return encode(record)
     text = _JSON % (

@@ -116,10 +116,8 @@ class _Worker:
             if not self._backlog:
                 try:
                     written = os.write(self._in, data)
-                except BlockingIOError:
-                    written = 0
-                except OSError:
-                    written = 0  # the reader sees the exit and fails the pending futures
+                except OSError:  # full (BlockingIOError), or the worker exited: the reader
+                    written = 0  # then fails the pending futures
                 data = data[written:]
             if data:
                 self._backlog += data
