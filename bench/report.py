@@ -4,7 +4,8 @@
 `nodes`, `workload`, `clients`, `submitted`, `committed`, `failed`, `failed_by_code`,
 `send_rate_tps`, `committed_tps`, `latency_ms` {min, p50, p95, p99, max} and `nodes_stats`
 (per node `cpu_percent`, `rss_mb_max`, `blocks`), plus extras the plot and the Markdown use
-(`duration_s`, `blocks`, `mean_block_txs`, `tps_series`, `latency_quantiles_ms`, `mix`).
+(`duration_s`, `blocks`, `mean_block_txs`, `tps_series`, `latency_quantiles_ms`,
+`latency_series`, `mix`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,29 @@ def tps_series(commit_s: Sequence[float], start_s: float, bin_s: float = SERIES_
     return [[round((i + 1) * bin_s, 2), bins.get(i, 0) / bin_s] for i in range(last + 1)]
 
 
+def latency_bin_s(window_s: float) -> float:
+    """Window of `latency_series`: 1 s for rounds up to a minute, then so that a round has
+    about 60 windows (5 s for five minutes)."""
+    return max(1.0, float(math.ceil(window_s / 60.0)))
+
+
+def latency_series(submit_s: Sequence[float], latencies_ms: Sequence[float], start_s: float,
+                   bin_s: float) -> list[list[float]]:
+    """[[seconds since start at the window's end, txs, p50 ms, p99 ms], ...] of the txs
+    submitted in each window: whether the tail grows as a long round goes on (a store that
+    grows, compactions, snapshots) or is the same all through. Windows with no tx are left
+    out."""
+    bins: dict[int, list[float]] = {}
+    for at, latency in zip(submit_s, latencies_ms, strict=True):
+        bins.setdefault(int((at - start_s) // bin_s), []).append(latency)
+    series = []
+    for slot in sorted(bins):
+        ordered = sorted(bins[slot])
+        series.append([round((slot + 1) * bin_s, 2), len(ordered),
+                       round(percentile(ordered, 0.50), 1), round(percentile(ordered, 0.99), 1)])
+    return series
+
+
 def slowest_second(commit_s: Sequence[float], start_s: float) -> tuple[float, int]:
     """(fewest txs committed in any whole second of the window, whole seconds with none).
 
@@ -120,6 +144,7 @@ def round_figures(
     latencies = [(commit_s[i] - submit_s[i]) * 1000 for i in receipted]
     first = min((submit_s[i] for i in sent), default=0.0)
     last_sent = max((submit_s[i] for i in sent), default=0.0)
+    bin_s = latency_bin_s(last_sent - first)
     last_commit = max((commit_s[i] for i in committed), default=first)
     window = max(last_commit - first, 1e-9)
     send_window = last_sent - first
@@ -137,6 +162,9 @@ def round_figures(
         **dict(zip(("slowest_second_tps", "zero_seconds"),
                    slowest_second([commit_s[i] for i in committed], first), strict=True)),
         "latency_quantiles_ms": quantiles(latencies),
+        "latency_series": latency_series([submit_s[i] for i in receipted], latencies, first,
+                                         bin_s),
+        "latency_bin_s": bin_s,
     }
 
 
@@ -198,6 +226,37 @@ def _node_cell(round_: dict[str, Any]) -> str:
     rss = max(s["rss_mb_max"] for s in stats)
     anon = [s["anon_mb_max"] for s in stats if "anon_mb_max" in s]
     return f"{cpu:.0f} % / {rss:.0f} MB" + (f" (anon {max(anon):.0f})" if anon else "")
+
+
+def minute_windows(windows: list[list[float]]) -> list[tuple[int, int, float, float]]:
+    """(minute, txs, p50, p99) of a round's `latency_series`, each a tx-weighted mean of the
+    windows' percentiles in that minute (the per-tx latencies are not kept)."""
+    minutes: dict[int, list[list[float]]] = {}
+    for window in windows:
+        minutes.setdefault(int((window[0] - 1e-9) // 60), []).append(window)
+    rows = []
+    for minute in sorted(minutes):
+        group = minutes[minute]
+        txs = sum(int(w[1]) for w in group)
+        rows.append((minute + 1, txs, sum(w[1] * w[2] for w in group) / txs,
+                     sum(w[1] * w[3] for w in group) / txs))
+    return rows
+
+
+def _latency_by_minute(rounds: list[dict[str, Any]]) -> list[str]:
+    """A table of latency minute by minute, for rounds of more than two minutes."""
+    long_rounds = [r for r in rounds if r.get("duration_s", 0) > 120 and r.get("latency_series")]
+    if not long_rounds:
+        return []
+    lines = ["", "## Latency minute by minute", "",
+             "Txs by the minute they were submitted in; p50 and p99 are the means of the "
+             "windows' (`latency_series`, weighted by txs), so the tail's growth over a long "
+             "round shows.", "",
+             "| round | minute | txs | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+    for r in long_rounds:
+        for minute, txs, p50, p99 in minute_windows(r["latency_series"]):
+            lines.append(f"| {r['label']} | {minute} | {txs:,} | {p50:.0f} | {p99:.0f} |")
+    return lines
 
 
 TABLE_HEADERS = (
@@ -270,6 +329,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Failures by code", ""]
         for label, codes in failures:
             lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in codes.items()))
+    lines += _latency_by_minute(rounds)
     mixes = [(r["label"], r.get("mix")) for r in rounds if r.get("mix")]
     if mixes:
         lines += ["", "## Load mix", ""]
@@ -285,8 +345,14 @@ def write_png(path: str, rounds: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (tps_ax, lat_ax) = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, (tps_ax, lat_ax, over_ax) = plt.subplots(1, 3, figsize=(18, 4.8))
     for r in rounds:
+        windows = r.get("latency_series") or []
+        if windows:
+            line, = over_ax.plot([w[0] for w in windows], [w[3] for w in windows],
+                                 label=f"{r['label']} p99")
+            over_ax.plot([w[0] for w in windows], [w[2] for w in windows], linestyle="--",
+                         color=line.get_color(), label=f"{r['label']} p50")
         series = r.get("tps_series") or []
         if series:
             tps_ax.plot([p[0] for p in series], [p[1] for p in series], label=r["label"])
@@ -301,9 +367,14 @@ def write_png(path: str, rounds: list[dict[str, Any]]) -> None:
     lat_ax.set_xlabel("ms")
     lat_ax.set_ylabel("% of txs at or below")
     lat_ax.grid(alpha=0.3)
+    over_ax.set_title("latency over time, by submit time (p99 solid, p50 dashed)")
+    over_ax.set_xlabel("seconds since the first submit")
+    over_ax.set_ylabel("ms")
+    over_ax.grid(alpha=0.3)
     if rounds:
         tps_ax.legend(fontsize=7)
         lat_ax.legend(fontsize=7)
+        over_ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

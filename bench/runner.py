@@ -493,6 +493,8 @@ class Round:
             "round_changes": max(r for _, r in heights1.values())
             - max(r for _, r in heights0.values()),
             "latency_quantiles_ms": figures["latency_quantiles_ms"],
+            "latency_series": figures["latency_series"],
+            "latency_bin_s": figures["latency_bin_s"],
             "commits_seen_at": next(
                 (n.node_id for n in cluster.nodes if n.client_addr == self._watched), ""),
             # CPU of every node (with its workers) per committed tx: unlike tx/s, barely moved

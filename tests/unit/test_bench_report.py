@@ -14,9 +14,12 @@ from bench.cli import parse_sweep
 from bench.cluster import BenchError
 from bench.report import (
     check_schema,
+    latency_bin_s,
+    latency_series,
     latency_summary,
     longest_gap_s,
     markdown,
+    minute_windows,
     percentile,
     round_figures,
     slowest_second,
@@ -69,6 +72,40 @@ def test_round_figures_count_failures_by_code_and_time_only_receipted_txs() -> N
 def test_tps_series_bins_commits_per_half_second() -> None:
     series = tps_series([0.1, 0.2, 0.3, 1.2], start_s=0.0, bin_s=0.5)
     assert series == [[0.5, 6.0], [1.0, 0.0], [1.5, 2.0]]
+
+
+def test_latency_series_shows_a_tail_that_grows_as_the_round_goes_on() -> None:
+    """Latency by the window a tx was submitted in: a round whose latency rises after 2 s shows
+    it in the windows, which the round's overall percentiles mix together."""
+    submit = [i / 100 for i in range(400)]  # 100 tx/s for 4 s
+    latency = [20.0 if at < 2.0 else 20.0 + 100 * (i % 10) for i, at in enumerate(submit)]
+    series = latency_series(submit, latency, start_s=0.0, bin_s=1.0)
+    assert [w[0] for w in series] == [1.0, 2.0, 3.0, 4.0]
+    assert [w[1] for w in series] == [100, 100, 100, 100]
+    assert series[0][2:] == [20.0, 20.0] and series[1][2:] == [20.0, 20.0]
+    assert series[2][2] == 420.0 and series[2][3] == 920.0  # p50, p99 of 20..920 in tens
+    assert latency_series([], [], start_s=0.0, bin_s=1.0) == []
+
+
+def test_latency_windows_are_one_second_up_to_a_minute_then_about_sixty_a_round() -> None:
+    assert latency_bin_s(30.0) == 1.0
+    assert latency_bin_s(60.0) == 1.0
+    assert latency_bin_s(300.0) == 5.0
+    assert latency_bin_s(301.0) == 6.0
+
+
+def test_a_long_round_gets_its_latency_minute_by_minute() -> None:
+    # Two windows in minute 1 (100 txs at p99 100, 300 at p99 500), one in minute 2.
+    windows = [[30.0, 100, 10.0, 100.0], [60.0, 300, 30.0, 500.0], [65.0, 50, 5.0, 50.0]]
+    assert minute_windows(windows) == [(1, 400, 25.0, 400.0), (2, 50, 5.0, 50.0)]
+    report = _synthetic_report()
+    round_ = report["rounds"][0]  # type: ignore[index]
+    assert "minute by minute" not in markdown(report)  # a short round: no such table
+    round_["duration_s"] = 300.0
+    round_["latency_series"] = windows
+    md = markdown(report)
+    assert "| solo-1n/cash-transfer/c2 | 1 | 400 | 25 | 400 |" in md
+    assert "| solo-1n/cash-transfer/c2 | 2 | 50 | 5 | 50 |" in md
 
 
 def test_slowest_second_finds_a_pause_that_the_mean_hides() -> None:
