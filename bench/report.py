@@ -243,6 +243,36 @@ def minute_windows(windows: list[list[float]]) -> list[tuple[int, int, float, fl
     return rows
 
 
+def disk_summary(disk: dict[str, Any]) -> str:
+    """One round's disk probe in words: its percentiles and its slowest syncs."""
+    if disk.get("error") and not disk.get("samples"):
+        return f"no figures ({disk['error']})"
+    text = (f"p50 {disk['p50_ms']:.1f} / p99 {disk['p99_ms']:.1f} / max {disk['max_ms']:,.0f} "
+            f"ms over {disk['samples']:,} syncs")
+    stalls = disk.get("stalls") or []
+    if stalls:
+        shown = ", ".join(f"{ms:,.0f} ms at {at:.0f} s" for at, ms in stalls[:5])
+        text += f"; {len(stalls)} took 100 ms or more (the longest: {shown})"
+    else:
+        text += "; none took 100 ms"
+    if disk.get("error"):
+        text += f"; the probe stopped early: {disk['error']}"
+    return text
+
+
+def _disk_lines(rounds: list[dict[str, Any]]) -> list[str]:
+    probed = [r for r in rounds if r.get("disk_fsync")]
+    if not probed:
+        return []
+    lines = ["", "## Disk", "",
+             "A 4 KB append and `fdatasync` every 50 ms in the cluster's directory during the "
+             "measured load, as a node syncs each block: when the disk stalls, every node on "
+             "it waits, and the round's latency shows it (seconds count from the first "
+             "submit, as in the latency-over-time plot).", ""]
+    lines += [f"- {r['label']}: {disk_summary(r['disk_fsync'])}" for r in probed]
+    return lines
+
+
 def _latency_by_minute(rounds: list[dict[str, Any]]) -> list[str]:
     """A table of latency minute by minute, for rounds of more than two minutes."""
     long_rounds = [r for r in rounds if r.get("duration_s", 0) > 120 and r.get("latency_series")]
@@ -329,6 +359,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Failures by code", ""]
         for label, codes in failures:
             lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in codes.items()))
+    lines += _disk_lines(rounds)
     lines += _latency_by_minute(rounds)
     mixes = [(r["label"], r.get("mix")) for r in rounds if r.get("mix")]
     if mixes:
@@ -353,6 +384,8 @@ def write_png(path: str, rounds: list[dict[str, Any]]) -> None:
                                  label=f"{r['label']} p99")
             over_ax.plot([w[0] for w in windows], [w[2] for w in windows], linestyle="--",
                          color=line.get_color(), label=f"{r['label']} p50")
+            for at, _ms in (r.get("disk_fsync") or {}).get("stalls", []):
+                over_ax.axvline(at, color=line.get_color(), alpha=0.25, linewidth=1)
         series = r.get("tps_series") or []
         if series:
             tps_ax.plot([p[0] for p in series], [p[1] for p in series], label=r["label"])
@@ -367,7 +400,8 @@ def write_png(path: str, rounds: list[dict[str, Any]]) -> None:
     lat_ax.set_xlabel("ms")
     lat_ax.set_ylabel("% of txs at or below")
     lat_ax.grid(alpha=0.3)
-    over_ax.set_title("latency over time, by submit time (p99 solid, p50 dashed)")
+    over_ax.set_title("latency by submit time (p99 solid, p50 dashed; bars: disk syncs >= 100 ms)",
+                      fontsize=9)
     over_ax.set_xlabel("seconds since the first submit")
     over_ax.set_ylabel("ms")
     over_ax.grid(alpha=0.3)

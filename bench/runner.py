@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 
 from bench.cluster import BenchError, Cluster, load_target, start_fresh
+from bench.diskprobe import FsyncProbe
 from bench.load import Batch, Phase, Sender, Tracker
 from bench.report import round_figures
 from bench.signing import account_for, sign_all
@@ -415,6 +416,9 @@ class Round:
                 self.progress.update(task_id, completed=phase.finished)
 
         tracker.on_block = update
+        # On the nodes' disk: a fresh cluster's directory, or the target's.
+        disk = FsyncProbe(self._root or cfg.target or cfg.work_dir)
+        disk.start()
         sampler.begin()
         loadgen.begin()
         started = time.perf_counter()
@@ -442,6 +446,8 @@ class Round:
             sampler.end()
             loadgen.end()
             tracker.on_block = None
+            disk_figures = disk.stop(
+                min((s for s in phase.submit_s if s), default=started))
         update()
         heights1 = await _heights(cluster)
         figures = round_figures(submit_s=phase.submit_s, commit_s=phase.commit_s,
@@ -495,6 +501,7 @@ class Round:
             "latency_quantiles_ms": figures["latency_quantiles_ms"],
             "latency_series": figures["latency_series"],
             "latency_bin_s": figures["latency_bin_s"],
+            "disk_fsync": disk_figures.as_dict(),
             "commits_seen_at": next(
                 (n.node_id for n in cluster.nodes if n.client_addr == self._watched), ""),
             # CPU of every node (with its workers) per committed tx: unlike tx/s, barely moved
