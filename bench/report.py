@@ -5,7 +5,7 @@
 `send_rate_tps`, `committed_tps`, `latency_ms` {min, p50, p95, p99, max} and `nodes_stats`
 (per node `cpu_percent`, `rss_mb_max`, `blocks`), plus extras the plot and the Markdown use
 (`duration_s`, `blocks`, `mean_block_txs`, `tps_series`, `latency_quantiles_ms`,
-`latency_series`, `mix`).
+`latency_series`, `disk_fsync` (bench/diskprobe.py), `mix`).
 """
 
 from __future__ import annotations
