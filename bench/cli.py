@@ -46,6 +46,9 @@ def add_parser(sub: Any) -> None:
     bench.add_argument("--accounts", type=int, default=64, help="member accounts in the load")
     bench.add_argument("--block-txs", type=int, default=2_000, help="block txs_max (fresh)")
     bench.add_argument("--block-interval-ms", type=int, default=50, help="block interval (fresh)")
+    bench.add_argument("--snapshot-interval", type=int, default=None,
+                       help="each node's state snapshot every N blocks, 0: none (fresh; "
+                       "default: the node's, 500)")
     bench.add_argument("--commit-timeout", type=float, default=120.0,
                        help="seconds to wait for the last commits of a phase")
     bench.add_argument("--out", default="bench-out", help="report directory")
@@ -109,6 +112,8 @@ def round_configs(args: argparse.Namespace) -> list[Any]:
             cfg["nodes"] = 1
         if cfg["nodes"] < 1 or cfg["clients"] < 1 or args.txs < 1 or cfg["batch"] < 1:
             raise BenchError("--nodes, --clients, --txs and --batch must be positive")
+        if args.snapshot_interval is not None and args.snapshot_interval < 0:
+            raise BenchError("--snapshot-interval must be 0 (no snapshots) or more")
         warmup = args.warmup if args.warmup is not None else max(200, args.txs // 20)
         configs.append(RoundConfig(
             label=_label(cfg), consensus=cfg["consensus"], nodes=cfg["nodes"],
@@ -119,6 +124,7 @@ def round_configs(args: argparse.Namespace) -> list[Any]:
             block_interval_ms=args.block_interval_ms, commit_timeout_s=args.commit_timeout,
             work_dir=default_work_dir(), target=args.target, keep=args.keep,
             submit_to=args.submit_to, plan_time_ms=plan_time_ms,
+            snapshot_interval=args.snapshot_interval,
         ))
     return configs
 
@@ -169,6 +175,7 @@ def main(args: argparse.Namespace) -> int:
             "duration": args.duration,
             "block_txs_max": args.block_txs,
             "block_interval_ms": args.block_interval_ms,
+            "snapshot_interval": args.snapshot_interval,
             "sweep": args.sweep,
             "target": args.target,
             "submit_to": args.submit_to,

@@ -68,6 +68,7 @@ class RoundConfig:
     keep: bool = False
     plan_time_ms: int = 0  # the workload's "now" (maturities, due dates); 0: the round's start
     submit_to: str = "all"  # "all": client i talks to node i mod n; "leader": all to the leader
+    snapshot_interval: int | None = None  # blocks between state snapshots; None: the node's
 
 
 class NodeSampler:
@@ -281,6 +282,8 @@ class Round:
         return await start_fresh(
             root, nodes=cfg.nodes, consensus=cfg.consensus, members=members, seed=cfg.seed,
             block_txs_max=cfg.block_txs_max, block_interval_ms=cfg.block_interval_ms,
+            node_options=(None if cfg.snapshot_interval is None
+                          else {"snapshots.interval": cfg.snapshot_interval}),
         )
 
     async def _run(self) -> dict[str, Any]:

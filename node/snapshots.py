@@ -9,9 +9,15 @@ store's `i/` record, node/storage.py). Copying the index a block at a time keeps
 snapshot cheap however many txs the chain holds: a record per tx cost 1.5 s of one core (and of
 the GIL, beside block execution, on every node at the same height) at 1.5 million tx ids.
 Records are cut into chunks of about CHUNK_BYTES: a chunk ends after the record that takes it to
-CHUNK_BYTES or beyond. The state at h is the same on every honest node, so every honest node's
-chunks, their hashes and the manifest are the same bytes, and a joining node can ask several
-peers for them.
+CHUNK_BYTES or beyond, and the `i` records start a chunk of their own. The state at h is the
+same on every honest node, so every honest node's chunks, their hashes and the manifest are the
+same bytes, and a joining node can ask several peers for them.
+
+The tx id chunks depend only on the chain's blocks, not on the state, so a tx id chunk that was
+complete in one snapshot is the same bytes in every later one: the node links it from its
+previous snapshot instead of reading and writing it again. Without that, each snapshot wrote
+the whole index (36 bytes per tx ever committed): 43 MB on every node every 15 s after 1.2
+million txs at 5,000 tx/s, growing with the chain.
 
 The manifest (`peer.proto` SnapshotManifest) names the height, the app hash after h and
 after h - 1, the block at h (without its commit certificate, which differs between nodes) and
@@ -39,7 +45,8 @@ from proto import peer_pb2, types_pb2
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # 1: a `t` record per tx id, in id order
+# 1: a `t` record per tx id, in id order; 2: the `i` records could share a chunk with `s` records
+FORMAT = 3
 CHUNK_BYTES = 4 * 1024 * 1024
 KIND_STATE = b"s"
 KIND_BLOCK_TXS = b"i"
@@ -100,6 +107,17 @@ def chunks_of(records: Iterable[bytes], chunk_bytes: int = CHUNK_BYTES) -> Itera
             parts, size = [], 0
     if parts:
         yield b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _TxChunk:
+    """A complete tx id chunk of the newest snapshot written: reused by the next one."""
+
+    last_height: int
+    digest: bytes
+    size: int
+    tx_ids: int
+    path: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +190,9 @@ class SnapshotStore:
             if name.endswith(".partial"):
                 shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
         self._lock = threading.Lock()
+        # The complete tx id chunks of the newest snapshot written since start (a restart
+        # writes its first snapshot whole). Only `write` uses it, one at a time.
+        self._tx_chunks: list[_TxChunk] = []
         self._signed: dict[int, peer_pb2.SignedManifest] = {}
         for height in self.heights():
             self._signed[height] = self._read_signed(height)
@@ -222,27 +243,60 @@ class SnapshotStore:
         partial = self._path(height) + ".partial"
         shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(partial)
-        counts = {"state": 0, "txs": 0}
+        state_keys = 0
 
-        def records() -> Iterator[bytes]:
+        def state_records() -> Iterator[bytes]:
+            nonlocal state_keys
             for key, value in reader.state():
-                counts["state"] += 1
+                state_keys += 1
                 yield encode_record(KIND_STATE, key, value)
-            for location, entries in reader.tx_ids_by_height():
-                counts["txs"] += len(entries) // TX_ID_ENTRY_BYTES
-                yield encode_record(KIND_BLOCK_TXS, location, entries)
 
         hashes: list[bytes] = []
-        total = 0
-        for index, data in enumerate(chunks_of(records(), self.chunk_bytes)):
-            with open(os.path.join(partial, f"chunk-{index:06d}"), "wb") as handle:
+        total = written = 0
+
+        def chunk_path(index: int) -> str:
+            return os.path.join(partial, f"chunk-{index:06d}")
+
+        def put(data: bytes) -> None:
+            nonlocal total, written
+            with open(chunk_path(len(hashes)), "wb") as handle:
                 handle.write(data)
             hashes.append(hashlib.sha256(data).digest())
             total += len(data)
+            written += len(data)
+
+        for data in chunks_of(state_records(), self.chunk_bytes):
+            put(data)
+        # The tx id chunks: those complete in the previous snapshot, linked; then the blocks
+        # after them, read from the store and chunked as a fresh snapshot would.
+        first_tx = len(hashes)
+        reused = [c for c in self._tx_chunks if c.last_height < height]
+        for chunk in reused:
+            os.link(chunk.path, chunk_path(len(hashes)))
+            hashes.append(chunk.digest)
+            total += chunk.size
+        # (last height, bytes, tx ids) of every complete tx id chunk, in order
+        complete = [(c.last_height, c.size, c.tx_ids) for c in reused]
+        tx_ids = sum(c.tx_ids for c in reused)
+        parts: list[bytes] = []
+        size = ids = 0
+        from_height = reused[-1].last_height + 1 if reused else 0
+        for location, entries in reader.tx_ids_by_height(from_height):
+            parts.append(encode_record(KIND_BLOCK_TXS, location, entries))
+            size += len(parts[-1])
+            ids += len(entries) // TX_ID_ENTRY_BYTES
+            if size >= self.chunk_bytes:
+                complete.append((int(struct.unpack(">Q", location)[0]), size, ids))
+                put(b"".join(parts))
+                tx_ids += ids
+                parts, size, ids = [], 0, 0
+        if parts:
+            put(b"".join(parts))
+            tx_ids += ids
         manifest = peer_pb2.SnapshotManifest(
             format=FORMAT, chain_id=self.chain_id, height=height, app_hash=app_hash,
             block_hash=block.block_hash, prev_app_hash=prev_app_hash, chunk_hashes=hashes,
-            total_bytes=total, state_keys=counts["state"], tx_ids=counts["txs"],
+            total_bytes=total, state_keys=state_keys, tx_ids=tx_ids,
             block=block_raw,
         )
         manifest_bytes = manifest.SerializeToString(deterministic=True)
@@ -256,6 +310,12 @@ class SnapshotStore:
             os.fsync(handle.fileno())
         shutil.rmtree(self._path(height), ignore_errors=True)
         os.rename(partial, self._path(height))
+        final = self._path(height)
+        self._tx_chunks = [
+            _TxChunk(last, hashes[first_tx + i], chunk_size, ids,
+                     os.path.join(final, f"chunk-{first_tx + i:06d}"))
+            for i, (last, chunk_size, ids) in enumerate(complete)
+        ]
         with self._lock:
             self._signed[height] = signed
             dropped = sorted(self._signed, reverse=True)[self.keep:]
@@ -263,9 +323,10 @@ class SnapshotStore:
                 del self._signed[old]
         for old in dropped:
             shutil.rmtree(self._path(old), ignore_errors=True)
-        log.info("snapshot at height %d: %d state keys, %d tx ids, %d chunks, %.1f MB in %.1f s",
-                 height, counts["state"], counts["txs"], len(hashes), total / 1e6,
-                 time.monotonic() - started)
+        log.info("snapshot at height %d: %d state keys, %d tx ids, %d chunks (%d linked from "
+                 "the previous snapshot), %.1f MB (%.1f MB written) in %.1f s",
+                 height, state_keys, tx_ids, len(hashes), len(reused), total / 1e6,
+                 written / 1e6, time.monotonic() - started)
         return signed
 
 

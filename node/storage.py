@@ -145,11 +145,13 @@ class SnapshotReader:
             for key, value in it:
                 yield key[cut:], value
 
-    def tx_ids_by_height(self) -> Iterator[tuple[bytes, bytes]]:
-        """(packed height, that block's `TX_ID_ENTRY_BYTES` entries) for every block up to the
-        snapshot's height, in height order: the tx id index, a record per block."""
+    def tx_ids_by_height(self, from_height: int = 0) -> Iterator[tuple[bytes, bytes]]:
+        """(packed height, that block's `TX_ID_ENTRY_BYTES` entries) for every block from
+        `from_height` up to the snapshot's height, in height order: the tx id index, a record
+        per block."""
         cut = len(_TX_IDS)
-        with self._snapshot.iterator(prefix=_TX_IDS) as it:
+        with self._snapshot.iterator(start=_height_key(_TX_IDS, from_height),
+                                     stop=_TX_IDS[:-1] + bytes([_TX_IDS[-1] + 1])) as it:
             for key, value in it:
                 yield key[cut:], value
 

@@ -36,7 +36,13 @@ SIGNER = Account.from_seed(b"node1")
 def _fill(path: str, blocks: int = 30, keys_per_block: int = 40) -> Storage:
     storage = Storage(path)
     storage.init_genesis(b"g" * 32, {"genesis/x": b"1"}, b"a" * 32, 1_000)
-    for height in range(1, blocks + 1):
+    _extend(storage, blocks, keys_per_block)
+    return storage
+
+
+def _extend(storage: Storage, blocks: int, keys_per_block: int = 40) -> None:
+    first = storage.head().height + 1
+    for height in range(first, first + blocks):
         writes: dict[str, bytes | None] = {
             f"k/{height:04d}/{i:03d}": os.urandom(8) + bytes([height])
             for i in range(keys_per_block)
@@ -50,7 +56,6 @@ def _fill(path: str, blocks: int = 30, keys_per_block: int = 40) -> Storage:
                                          app_hash=app_hash)
         tx_ids = [(hashlib.sha256(b"tx%d-%d" % (height, i)).digest(), i) for i in range(5)]
         storage.commit_block(block, writes, tx_ids)
-    return storage
 
 
 def _contents(storage: Storage) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
@@ -149,6 +154,53 @@ def test_two_nodes_write_the_same_manifest_bytes_for_a_height(tmp_path) -> None:
     assert signed[0].manifest == signed[1].manifest
 
 
+def _write(store: SnapshotStore, storage: Storage) -> peer_pb2.SignedManifest:
+    reader = storage.snapshot_reader()
+    try:
+        return store.write(reader)
+    finally:
+        reader.close()
+
+
+def test_a_later_snapshot_links_the_tx_id_chunks_of_the_one_before(tmp_path) -> None:
+    """The tx id chunks complete at height 30 are linked, not written again, into the snapshot
+    at 60, which is still the same bytes as a fresh node's; and they outlive the snapshot they
+    came from."""
+    storage = _fill(str(tmp_path / "a"))
+    store = _store(tmp_path)
+    at_30 = parse_signed(_write(store, storage), CHAIN, _keys).manifest
+    _extend(storage, 30)
+    at_60 = parse_signed(_write(store, storage), CHAIN, _keys).manifest
+    fresh = parse_signed(_write(_store(tmp_path, "fresh"), storage), CHAIN, _keys).manifest
+    assert at_60 == fresh and at_60.height == 60 and at_60.tx_ids == 300
+
+    def kinds(height: int, index: int) -> tuple[bool, bool]:
+        state, txs = decode_chunk(store.chunk(height, index) or b"")
+        return bool(state), bool(txs)
+
+    # The state has chunks of its own; the tx id chunks follow.
+    kinds_30 = [kinds(30, i) for i in range(len(at_30.chunk_hashes))]
+    assert (True, True) not in kinds_30 and kinds_30[0] == (True, False)
+    first_tx = kinds_30.index((False, True))
+    tx_chunks_30 = len(at_30.chunk_hashes) - first_tx
+    assert tx_chunks_30 >= 2  # so at least one complete chunk to link
+    first_tx_60 = [kinds(60, i) for i in range(len(at_60.chunk_hashes))].index((False, True))
+    linked = [
+        i for i in range(len(at_60.chunk_hashes))
+        if os.stat(tmp_path / "snaps" / "60" / f"chunk-{i:06d}").st_nlink == 2
+    ]
+    # Every tx id chunk of height 30 but its last (cut short by the height) is linked.
+    assert linked == list(range(first_tx_60, first_tx_60 + tx_chunks_30 - 1))
+    # A third snapshot drops the first (keep=2); what was linked from it is still whole.
+    _extend(storage, 30)
+    at_90 = parse_signed(_write(store, storage), CHAIN, _keys)
+    assert store.heights() == [90, 60]
+    for index in range(len(at_90.manifest.chunk_hashes)):
+        check_chunk(at_90, index, store.chunk(90, index) or b"")
+    assert at_90.manifest == parse_signed(
+        _write(_store(tmp_path, "fresh90"), storage), CHAIN, _keys).manifest
+
+
 def test_records_are_cut_at_the_first_record_past_the_chunk_size() -> None:
     records = [bytes([i]) * 400 for i in range(10)]
     chunks = list(chunks_of(records, 1_000))
@@ -186,11 +238,11 @@ def test_tampering_is_refused(tmp_path) -> None:
     with pytest.raises(SnapshotError, match="wrong size"):  # an entry cut short
         decode_chunk(b"i" + struct.pack(">I", 8) + bytes(8) + struct.pack(">I", 35) + bytes(35))
     old_format = peer_pb2.SnapshotManifest.FromString(signed.manifest)
-    old_format.format = 1
+    old_format.format = 2
     forged.manifest = old_format.SerializeToString()
     forged.node = "node1"
     forged.signature = SIGNER.sign(signing_statement(CHAIN, forged.manifest))
-    with pytest.raises(SnapshotError, match="format 1, this node reads 2"):
+    with pytest.raises(SnapshotError, match="format 2, this node reads 3"):
         parse_signed(forged, CHAIN, _keys)
 
 
