@@ -29,6 +29,7 @@ chain id, sha256(manifest)). Files, under `<data_dir>/snapshots/<height>/`: `man
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -271,8 +272,17 @@ class SnapshotStore:
         # after them, read from the store and chunked as a fresh snapshot would.
         first_tx = len(hashes)
         reused = [c for c in self._tx_chunks if c.last_height < height]
+        try:
+            for index, chunk in enumerate(reused):
+                os.link(chunk.path, chunk_path(first_tx + index))
+        except OSError as exc:  # e.g. an operator removed the snapshot: write them all again
+            log.warning("snapshot at height %d: cannot link %s (%s); writing every tx id chunk",
+                        height, chunk.path, exc)
+            for index in range(len(reused)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(chunk_path(first_tx + index))
+            reused = []
         for chunk in reused:
-            os.link(chunk.path, chunk_path(len(hashes)))
             hashes.append(chunk.digest)
             total += chunk.size
         # (last height, bytes, tx ids) of every complete tx id chunk, in order

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import struct
 
 import plyvel
@@ -199,6 +200,20 @@ def test_a_later_snapshot_links_the_tx_id_chunks_of_the_one_before(tmp_path) -> 
         check_chunk(at_90, index, store.chunk(90, index) or b"")
     assert at_90.manifest == parse_signed(
         _write(_store(tmp_path, "fresh90"), storage), CHAIN, _keys).manifest
+
+
+def test_a_snapshot_whose_chunks_to_link_are_gone_writes_them_again(tmp_path, caplog) -> None:
+    storage = _fill(str(tmp_path / "a"))
+    store = _store(tmp_path)
+    _write(store, storage)
+    shutil.rmtree(tmp_path / "snaps" / "30")  # an operator cleared it by hand
+    _extend(storage, 30)
+    again = parse_signed(_write(store, storage), CHAIN, _keys)
+    assert again.manifest == parse_signed(
+        _write(_store(tmp_path, "fresh"), storage), CHAIN, _keys).manifest
+    for index in range(len(again.manifest.chunk_hashes)):
+        check_chunk(again, index, store.chunk(60, index) or b"")
+    assert "cannot link" in caplog.text and "writing every tx id chunk" in caplog.text
 
 
 def test_records_are_cut_at_the_first_record_past_the_chunk_size() -> None:
