@@ -67,6 +67,10 @@ class FsyncProbe:
                                         daemon=True)
         self._thread.start()
 
+    @property
+    def samples(self) -> int:
+        return len(self._syncs)
+
     def stop(self, origin_s: float) -> DiskFigures:
         """Stop and sum up; stall times are given as seconds since `origin_s` (the clock's)."""
         self._stop.set()
@@ -79,7 +83,7 @@ class FsyncProbe:
             samples=len(ordered),
             p50_ms=round(percentile(ordered, 0.50), 2),
             p99_ms=round(percentile(ordered, 0.99), 2),
-            max_ms=round(ordered[-1], 1) if ordered else 0.0,
+            max_ms=round(ordered[-1], 2) if ordered else 0.0,
             stalls=stalls[:STALLS_KEPT],
             error="" if self._error is None else f"{type(self._error).__name__}: {self._error}",
         )

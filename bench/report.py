@@ -441,3 +441,8 @@ def print_table(report: dict[str, Any], console: Any) -> None:
         latency = " / ".join(row[10:14])
         table.add_row(row[0], *row[5:10], latency, *row[14:16])
     console.print(table)
+    for round_ in report["rounds"]:
+        disk = round_.get("disk_fsync")
+        if disk and (disk.get("stalls") or disk.get("error")):
+            # The round's tail may be the disk's, not the chain's: say so where it is read.
+            console.print(f"{round_['label']}: disk syncs during the load: {disk_summary(disk)}")

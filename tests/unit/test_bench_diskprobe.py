@@ -7,14 +7,16 @@ import os
 import time
 
 from bench.diskprobe import FsyncProbe
-from bench.report import disk_summary, markdown
+from bench.report import disk_summary, markdown, print_table
 
 
 def test_the_probe_syncs_in_its_directory_and_leaves_nothing_behind(tmp_path) -> None:
     probe = FsyncProbe(str(tmp_path), every_s=0.01)
     probe.start()
-    time.sleep(0.3)
     assert next(p.name for p in tmp_path.iterdir()).startswith(".bench-fsync-")
+    deadline = time.monotonic() + 30  # a busy disk syncs slowly
+    while probe.samples < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
     figures = probe.stop(origin_s=0.0)
     assert figures.samples >= 5
     assert 0 < figures.p50_ms <= figures.p99_ms <= figures.max_ms
@@ -36,7 +38,9 @@ def test_slow_syncs_are_stalls_timed_from_the_origin(tmp_path) -> None:
 
     probe = FsyncProbe(str(tmp_path), every_s=0.001, clock=clock)
     probe.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while probe.samples < 9 and time.monotonic() < deadline:
+        time.sleep(0.05)
     figures = probe.stop(origin_s=100.0)
     slow = [ms for _, ms in figures.stalls]
     assert figures.samples >= 9
@@ -68,3 +72,14 @@ def test_the_report_says_when_the_disk_stalled() -> None:
         "latency_ms": {"min": 1, "p50": 1, "p95": 1, "p99": 1, "max": 1},
         "nodes_stats": [], "disk_fsync": stalled}]}
     assert "- raft-3n: p50 0.5 / p99 1.2 / max 1,650 ms over 600 syncs; 2 took" in markdown(report)
+
+    # The terminal says it too when the disk stalled, and nothing when it did not.
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    print_table(report, console)
+    assert "raft-3n: disk syncs during the load: p50 0.5" in console.export_text()
+    report["rounds"][0]["disk_fsync"] = steady  # type: ignore[index]
+    console = Console(record=True, width=200)
+    print_table(report, console)
+    assert "disk syncs" not in console.export_text()
