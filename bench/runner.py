@@ -419,9 +419,13 @@ class Round:
                 self.progress.update(task_id, completed=phase.finished)
 
         tracker.on_block = update
-        # On the nodes' disk: a fresh cluster's directory, or the target's.
-        disk = FsyncProbe(self._root or cfg.target or cfg.work_dir)
-        disk.start()
+        # On the nodes' disk: a fresh cluster's directory, or a local target's (its
+        # cluster.json has the nodes' PIDs); a consortium's nodes on other machines have no
+        # disk here to probe.
+        local = cluster.fresh or any(n.pid for n in cluster.nodes)
+        disk = FsyncProbe(self._root or cfg.target or cfg.work_dir) if local else None
+        if disk is not None:
+            disk.start()
         sampler.begin()
         loadgen.begin()
         started = time.perf_counter()
@@ -449,7 +453,7 @@ class Round:
             sampler.end()
             loadgen.end()
             tracker.on_block = None
-            disk_figures = disk.stop(
+            disk_figures = None if disk is None else disk.stop(
                 min((s for s in phase.submit_s if s), default=started))
         update()
         heights1 = await _heights(cluster)
@@ -504,7 +508,7 @@ class Round:
             "latency_quantiles_ms": figures["latency_quantiles_ms"],
             "latency_series": figures["latency_series"],
             "latency_bin_s": figures["latency_bin_s"],
-            "disk_fsync": disk_figures.as_dict(),
+            **({} if disk_figures is None else {"disk_fsync": disk_figures.as_dict()}),
             "commits_seen_at": next(
                 (n.node_id for n in cluster.nodes if n.client_addr == self._watched), ""),
             # CPU of every node (with its workers) per committed tx: unlike tx/s, barely moved

@@ -42,6 +42,11 @@ def test_small_solo_round_commits_every_tx_and_writes_the_report(tmp_path) -> No
     assert round_["latency_ms"]["min"] <= round_["latency_ms"]["p50"] <= round_["latency_ms"][
         "max"]
     assert "solo-1n/cash-transfer/c2" in (out / "report.md").read_text()
+    # The disk under the fresh cluster was probed while the load ran, and latency was binned
+    # by submit time.
+    assert round_["disk_fsync"]["samples"] >= 1 and round_["disk_fsync"]["error"] == ""
+    assert "## Disk" in (out / "report.md").read_text()
+    assert sum(window[1] for window in round_["latency_series"]) == round_["committed"]
     assert (out / "report.png").stat().st_size > 0
     assert "committed" in result.stdout  # the table was printed
     # the round succeeded, so its cluster's directory (stores, keys, logs) is gone
