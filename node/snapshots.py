@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from node.client.identity import Account, verify_signature
 from node.storage import TX_ID_ENTRY_BYTES, SnapshotReader, Storage
@@ -51,6 +52,7 @@ FORMAT = 3
 CHUNK_BYTES = 4 * 1024 * 1024
 KIND_STATE = b"s"
 KIND_BLOCK_TXS = b"i"
+M = TypeVar("M")
 _LEN = struct.Struct(">I")
 
 
@@ -96,18 +98,29 @@ def decode_chunk(data: bytes) -> tuple[list[tuple[bytes, bytes]], list[tuple[byt
     return state, block_txs
 
 
-def chunks_of(records: Iterable[bytes], chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Records joined into chunks of about `chunk_bytes` (see the module docstring)."""
+def record_chunks(records: Iterable[tuple[bytes, M]], chunk_bytes: int = CHUNK_BYTES
+                  ) -> Iterator[tuple[bytes, list[M], bool]]:
+    """Records joined into chunks of about `chunk_bytes` (see the module docstring): each chunk
+    with what came with its records, and whether it is complete (cut by size, not by the end
+    of the records)."""
     parts: list[bytes] = []
+    tags: list[M] = []
     size = 0
-    for record in records:
+    for record, tag in records:
         parts.append(record)
+        tags.append(tag)
         size += len(record)
         if size >= chunk_bytes:
-            yield b"".join(parts)
-            parts, size = [], 0
+            yield b"".join(parts), tags, True
+            parts, tags, size = [], [], 0
     if parts:
-        yield b"".join(parts)
+        yield b"".join(parts), tags, False
+
+
+def chunks_of(records: Iterable[bytes], chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Records joined into chunks of about `chunk_bytes` (see the module docstring)."""
+    for data, _, _ in record_chunks(((record, None) for record in records), chunk_bytes):
+        yield data
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,21 +301,18 @@ class SnapshotStore:
         # (last height, bytes, tx ids) of every complete tx id chunk, in order
         complete = [(c.last_height, c.size, c.tx_ids) for c in reused]
         tx_ids = sum(c.tx_ids for c in reused)
-        parts: list[bytes] = []
-        size = ids = 0
         from_height = reused[-1].last_height + 1 if reused else 0
-        for location, entries in reader.tx_ids_by_height(from_height):
-            parts.append(encode_record(KIND_BLOCK_TXS, location, entries))
-            size += len(parts[-1])
-            ids += len(entries) // TX_ID_ENTRY_BYTES
-            if size >= self.chunk_bytes:
-                complete.append((int(struct.unpack(">Q", location)[0]), size, ids))
-                put(b"".join(parts))
-                tx_ids += ids
-                parts, size, ids = [], 0, 0
-        if parts:
-            put(b"".join(parts))
+        blocks = (
+            (encode_record(KIND_BLOCK_TXS, location, entries),
+             (location, len(entries) // TX_ID_ENTRY_BYTES))
+            for location, entries in reader.tx_ids_by_height(from_height)
+        )
+        for data, tags, whole in record_chunks(blocks, self.chunk_bytes):
+            put(data)
+            ids = sum(count for _, count in tags)
             tx_ids += ids
+            if whole:
+                complete.append((int(struct.unpack(">Q", tags[-1][0])[0]), len(data), ids))
         manifest = peer_pb2.SnapshotManifest(
             format=FORMAT, chain_id=self.chain_id, height=height, app_hash=app_hash,
             block_hash=block.block_hash, prev_app_hash=prev_app_hash, chunk_hashes=hashes,
