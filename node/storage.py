@@ -1,15 +1,30 @@
-"""The node's durable store: one LevelDB (plyvel) with a prefix per kind of record.
+"""The node's durable store: two LevelDBs (plyvel), each with a prefix per kind of record.
 
-Prefixes (docs/architecture.md): `s/` contract state, `b/` committed blocks by height (with
-their receipts), `t/` tx id -> (height, index), `i/` height -> that block's indexed tx ids with
-their indexes (what a state snapshot copies: one record per block, not one per tx), `c/`
-consensus records, `m/` meta (height, app hash, last block hash, genesis id). Receipts live
-inside the `b/` record (one copy of each byte) rather than under a separate `r/` prefix. Nothing
-reads a block by its hash, so blocks are indexed by height only; `h/` keys found in a store are
-ignored.
+The state database (the store's directory) holds, by prefix (docs/architecture.md): `s/`
+contract state, `t/` tx id -> (height, index), `i/` height -> that block's indexed tx ids with
+their indexes (what a state snapshot copies: one record per block, not one per tx), `a/` height
+-> app hash, `m/` meta (height, app hash, last block hash, genesis id). The block database
+(its `blocks/` subdirectory) holds `b/` committed blocks by height, with their receipts (one
+copy of each byte, no separate `r/` prefix). Nothing reads a block by its hash, so blocks are
+indexed by height only; `h/` keys found in a store are ignored. The consensus database
+(`consensus/`) holds `c/` consensus records: the engine's synced writes (a Raft entry is a whole
+block) go neither through the state's compactions nor behind a block commit's write.
 
-Every block commit is one synced write batch, so after a crash the store holds either all of a
-block (state, block, index, height, app hash) or none of it.
+Why two: blocks are most of what a node writes (85 % of a cash-transfer store), and in one
+database with the randomly keyed state and tx index every compaction rewrote them level after
+level. Alone, their keys only ever grow, so LevelDB moves their tables down the levels without
+rewriting them: the node writes each block about twice (log and table) instead of once per
+level, and the compaction thread no longer spends its CPU on them (docs/architecture.md gives
+the figures). A store written when blocks lived in the state database keeps those there and
+reads them from it (`_legacy_blocks`); new blocks go to the block database. Its consensus
+records move into the consensus database when it is opened.
+
+A block commit writes the block to the block database, synced, and then one write batch to the
+state database (state, index, app hash, new head), synced unless a catch-up asks otherwise.
+The block is on disk before the head that names it, so after a crash the state database holds
+either all of a block's effects or none of them, and the block database holds every block up to
+the head (perhaps one above it, which the next commit writes again with the same bytes: a block
+is decided before it is executed). Reads never see a block above the head.
 
 A store restored from a state snapshot (node/state_sync.py) or pruned (`prune_below`) holds
 blocks from its base height (`m/base_height`) on; the state and the whole tx id index are
@@ -26,6 +41,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import plyvel
 
@@ -36,6 +52,8 @@ from proto import types_pb2
 
 log = logging.getLogger(__name__)
 
+BLOCKS_DIR = "blocks"  # the block database, inside the store's directory
+CONSENSUS_DIR = "consensus"  # the consensus log's database, inside it too
 _STATE = b"s/"
 _BLOCK = b"b/"
 _TX = b"t/"
@@ -63,6 +81,10 @@ WRITE_BUFFER_BYTES = 8 * 1024 * 1024
 # Committed state values kept in memory for block execution (member records, balances, ...):
 # a store read releases and re-takes the GIL, which under load means waiting for other threads.
 STATE_CACHE_KEYS = 50_000
+# The memtable of the block and consensus databases (LevelDB's default): their writes reach
+# tables without merging (blocks only append; consensus records are few once deleted), so a
+# larger one would only hold more memory.
+SIDE_WRITE_BUFFER_BYTES = 4 * 1024 * 1024
 PRUNE_BATCH_BLOCKS = 256
 DELETE_BATCH_KEYS = 10_000
 
@@ -126,8 +148,12 @@ class CommittedView:
 class SnapshotReader:
     """The store at one height, for writing a state snapshot (node/snapshots.py)."""
 
-    def __init__(self, snapshot: plyvel.Snapshot) -> None:
+    def __init__(self, snapshot: plyvel.Snapshot,
+                 read_block: Callable[[int], bytes | None]) -> None:
+        """`read_block`: a stored block by height. Blocks never change once written, so the
+        block database needs no snapshot of its own."""
         self._snapshot = snapshot
+        self._read_block = read_block
         raw = snapshot.get(_META + b"height")
         self.height: int = 0 if raw is None else int(struct.unpack(">Q", raw)[0])
 
@@ -156,8 +182,9 @@ class SnapshotReader:
                 yield key[cut:], value
 
     def block_raw(self, height: int) -> bytes | None:
-        value: bytes | None = self._snapshot.get(_height_key(_BLOCK, height))
-        return value
+        if height > self.height:
+            return None
+        return self._read_block(height)
 
     def app_hash_at(self, height: int) -> bytes | None:
         value: bytes | None = self._snapshot.get(_height_key(_APP_HASH, height))
@@ -165,6 +192,13 @@ class SnapshotReader:
 
     def close(self) -> None:
         self._snapshot.close()
+
+
+def _open_db(path: str, **options: Any) -> plyvel.DB:
+    try:
+        return plyvel.DB(path, create_if_missing=True, **options)
+    except plyvel.Error as exc:
+        raise StorageError(f"cannot open the store at {path}: {exc}") from exc
 
 
 class Storage:
@@ -176,22 +210,32 @@ class Storage:
         if compression not in STORE_COMPRESSIONS:
             raise StorageError(f"store compression {compression!r}: choose none or snappy")
         os.makedirs(path, exist_ok=True)
+        codec = None if compression == "none" else "snappy"
+        # A Bloom filter makes the frequent "is this tx id committed?" miss cheap. The block
+        # database is read by height, of blocks it holds: no filter, and a small cache (what is
+        # read most, the newest blocks, is still in its memtable).
+        self._db = _open_db(path, bloom_filter_bits=10, lru_cache_size=BLOCK_CACHE_BYTES,
+                            write_buffer_size=WRITE_BUFFER_BYTES, compression=codec)
+        opened = [self._db]
         try:
-            # A Bloom filter makes the frequent "is this tx id committed?" miss cheap.
-            self._db = plyvel.DB(
-                path,
-                create_if_missing=True,
-                bloom_filter_bits=10,
-                lru_cache_size=BLOCK_CACHE_BYTES,
-                write_buffer_size=WRITE_BUFFER_BYTES,
-                compression=None if compression == "none" else "snappy",
-            )
-        except plyvel.Error as exc:
-            raise StorageError(f"cannot open the store at {path}: {exc}") from exc
+            self._blocks = _open_db(os.path.join(path, BLOCKS_DIR),
+                                    write_buffer_size=SIDE_WRITE_BUFFER_BYTES, compression=codec)
+            opened.append(self._blocks)
+            self._log = _open_db(os.path.join(path, CONSENSUS_DIR),
+                                 write_buffer_size=SIDE_WRITE_BUFFER_BYTES, compression=codec)
+        except StorageError:
+            for db in opened:
+                db.close()
+            raise
         self.path = path
+        # Blocks committed when they lived in the state database stay there and are read from
+        # it; a store without any never looks.
+        with self._db.iterator(prefix=_BLOCK, include_value=False) as it:
+            self._legacy_blocks = next(it, None) is not None
         self._write_lock = threading.Lock()
         self._closed = False
         self._state_cache: dict[str, bytes | None] = {}
+        self._move_consensus_records()
         if self._db.get(_META + b"genesis") is not None and self._db.get(
                 _TX_IDS_COMPLETE) is None:
             self._fill_tx_ids_by_height()
@@ -242,6 +286,8 @@ class Storage:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._log.close()
+            self._blocks.close()
             self._db.close()
 
     # --- meta -------------------------------------------------------------------------------
@@ -341,9 +387,11 @@ class Storage:
             current = self.head().height
             if height != current + 1:
                 raise StorageError(f"commit of height {height} on top of height {current}")
+            # Synced even in a catch-up: unsynced, the two databases could each lose a suffix
+            # of their writes on their own, and a head could survive its block.
+            self._put_block(height, committed.SerializeToString())
             batch = self._db.write_batch(sync=sync)
             self._put_state(batch, state_writes)
-            batch.put(_height_key(_BLOCK, height), committed.SerializeToString())
             for tx_id, index in tx_ids:
                 batch.put(_TX + tx_id, location + _INDEX.pack(index))
             if tx_ids:
@@ -369,7 +417,7 @@ class Storage:
 
     def get_block(self, height: int) -> types_pb2.CommittedBlock | None:
         """None when the store does not hold it: above the head, or below the base height."""
-        raw = self._db.get(_height_key(_BLOCK, height))
+        raw = self.get_block_raw(height)
         if raw is None:
             return None
         block = types_pb2.CommittedBlock()
@@ -384,8 +432,24 @@ class Storage:
         return value
 
     def get_block_raw(self, height: int) -> bytes | None:
-        value: bytes | None = self._db.get(_height_key(_BLOCK, height))
+        raw = self._db.get(_META + b"height")
+        if raw is None or height > struct.unpack(">Q", raw)[0]:
+            return None  # a block written just before a crash, or before its head, is not yet
+        return self._read_block(height)
+
+    def _read_block(self, height: int) -> bytes | None:
+        key = _height_key(_BLOCK, height)
+        value: bytes | None = self._blocks.get(key)
+        if value is None and self._legacy_blocks:
+            value = self._db.get(key)
         return value
+
+    def _put_block(self, height: int, raw: bytes) -> None:
+        try:
+            self._blocks.put(_height_key(_BLOCK, height), raw, sync=True)
+        except plyvel.Error as exc:
+            log.critical("block write failed at %s: %s", self.path, exc)
+            raise StorageError(f"write to {self.path}/{BLOCKS_DIR} failed: {exc}") from exc
 
     def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
         raw = self._db.get(_TX + tx_id)
@@ -418,15 +482,22 @@ class Storage:
         for first in range(start, height, PRUNE_BATCH_BLOCKS):
             last = min(first + PRUNE_BATCH_BLOCKS, height)
             with self._write_lock:
+                blocks = self._blocks.write_batch()
                 batch = self._db.write_batch()
                 for h in range(first, last):
-                    batch.delete(_height_key(_BLOCK, h))
+                    blocks.delete(_height_key(_BLOCK, h))
+                    if self._legacy_blocks:
+                        batch.delete(_height_key(_BLOCK, h))
                     if h < height - 1:  # the app hash below the base stays for the next header
                         batch.delete(_height_key(_APP_HASH, h))
+                self._write(blocks)
                 self._write(batch)
             if progress is not None:
                 progress(last)
-        self._db.compact_range(start=_height_key(_BLOCK, 0), stop=_height_key(_BLOCK, height))
+        span = {"start": _height_key(_BLOCK, 0), "stop": _height_key(_BLOCK, height)}
+        self._blocks.compact_range(**span)
+        if self._legacy_blocks:
+            self._db.compact_range(**span)
         return height
 
     # --- restoring a state snapshot ---------------------------------------------------------
@@ -442,7 +513,9 @@ class Storage:
         with self._write_lock:
             self._db.put(_META + b"restoring", struct.pack(">Q", height), sync=True)
         for prefix in (_STATE, _TX, _TX_IDS, _BLOCK, _APP_HASH):
-            self._delete_prefix(prefix)
+            self._delete_prefix(self._db, prefix)
+        self._delete_prefix(self._blocks, _BLOCK)
+        self._legacy_blocks = False
         self._state_cache.clear()
 
     def restore_records(self, state: Iterable[tuple[bytes, bytes]],
@@ -473,8 +546,8 @@ class Storage:
         height = header.height
         location = struct.pack(">Q", height)
         with self._write_lock:
+            self._put_block(height, block.SerializeToString())
             batch = self._db.write_batch(sync=True)
-            batch.put(_height_key(_BLOCK, height), block.SerializeToString())
             batch.put(_height_key(_APP_HASH, height), block.app_hash)
             batch.put(_height_key(_APP_HASH, height - 1), previous_app_hash)
             batch.put(_META + b"height", location)
@@ -491,23 +564,26 @@ class Storage:
     def discard_partial_restore(self) -> None:
         """Empty a store whose restore did not finish (every key: genesis is written again)."""
         for prefix in (_STATE, _TX, _TX_IDS, _BLOCK, _APP_HASH, _CONSENSUS, _META):
-            self._delete_prefix(prefix)
+            self._delete_prefix(self._db, prefix)
+        self._delete_prefix(self._blocks, _BLOCK)
+        self._delete_prefix(self._log, _CONSENSUS)
+        self._legacy_blocks = False
         self._state_cache.clear()
         self._tx_filter = self._build_tx_filter()
 
     def snapshot_reader(self) -> SnapshotReader:
         """Everything a state snapshot holds, frozen at one height (a LevelDB snapshot: commits
         go on while it is read). Close it when done."""
-        return SnapshotReader(self._db.snapshot())
+        return SnapshotReader(self._db.snapshot(), self._read_block)
 
-    def _delete_prefix(self, prefix: bytes) -> None:
+    def _delete_prefix(self, db: plyvel.DB, prefix: bytes) -> None:
         while True:
-            with self._db.iterator(prefix=prefix, include_value=False) as it:
+            with db.iterator(prefix=prefix, include_value=False) as it:
                 keys = [key for key, _ in zip(it, range(DELETE_BATCH_KEYS), strict=False)]
             if not keys:
                 return
             with self._write_lock:
-                batch = self._db.write_batch()
+                batch = db.write_batch()
                 for key in keys:
                     batch.delete(key)
                 self._write(batch)
@@ -515,21 +591,39 @@ class Storage:
     # --- consensus records ------------------------------------------------------------------
 
     def put_consensus(self, records: Iterable[tuple[str, bytes | None]]) -> None:
-        """Synced: the engine acts on these only after they are on disk."""
-        with self._write_lock:
-            batch = self._db.write_batch(sync=True)
-            for key, value in records:
-                full = _CONSENSUS + key.encode()
-                if value is None:
-                    batch.delete(full)
-                else:
-                    batch.put(full, value)
-            self._write(batch)
+        """Synced: the engine acts on these only after they are on disk. Their own database:
+        not behind a block commit's write, nor in the state's compactions (a Raft entry holds
+        a whole block, lives a few hundred blocks and is deleted)."""
+        batch = self._log.write_batch(sync=True)
+        for key, value in records:
+            full = _CONSENSUS + key.encode()
+            if value is None:
+                batch.delete(full)
+            else:
+                batch.put(full, value)
+        self._write(batch)
 
     def consensus_records(self) -> dict[str, bytes]:
         cut = len(_CONSENSUS)
-        with self._db.iterator(prefix=_CONSENSUS) as it:
+        with self._log.iterator(prefix=_CONSENSUS) as it:
             return {key[cut:].decode(): value for key, value in it}
+
+    def _move_consensus_records(self) -> None:
+        """Into the consensus database, once, from a store that kept them in the state
+        database: copied (synced) first, then deleted, so a crash in between leaves a copy."""
+        with self._db.iterator(prefix=_CONSENSUS) as it:
+            records = list(it)
+        if not records:
+            return
+        with self._log.iterator(prefix=_CONSENSUS, include_value=False) as it:
+            moved_before = next(it, None) is not None
+        if not moved_before:  # else a crash came between the copy and the delete
+            batch = self._log.write_batch(sync=True)
+            for key, value in records:
+                batch.put(key, value)
+            self._write(batch)
+        self._delete_prefix(self._db, _CONSENSUS)
+        log.info("store: moved %d consensus records into %s/", len(records), CONSENSUS_DIR)
 
     # --- internals --------------------------------------------------------------------------
 

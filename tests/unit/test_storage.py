@@ -120,3 +120,148 @@ def test_a_store_reopens_with_the_other_compression(tmp_path, first: str, then: 
 def test_an_unknown_compression_is_refused(tmp_path) -> None:
     with pytest.raises(StorageError, match="choose none or snappy"):
         Storage(str(tmp_path), compression="zstd")
+
+
+def _keys(path, prefix: bytes) -> list[bytes]:
+    import plyvel
+
+    db = plyvel.DB(str(path))
+    try:
+        return [key for key, _ in db.iterator(prefix=prefix)]
+    finally:
+        db.close()
+
+
+def _chain(store: Storage, heights: range) -> None:
+    for height in heights:
+        store.commit_block(committed(height, bytes([height]) * 32), {f"k/{height}": b"v"},
+                           [(bytes([height]) * 32, 0)])
+
+
+def test_blocks_live_in_their_own_database_and_the_state_database_holds_none(tmp_path) -> None:
+    """Blocks alone in a database only ever append, so LevelDB moves their tables down the
+    levels without rewriting them; the state database keeps the rest."""
+    from node.storage import BLOCKS_DIR
+
+    store = Storage(str(tmp_path))
+    store.init_genesis(b"g" * 32, {}, b"h0" * 16, 1000)
+    _chain(store, range(1, 4))
+    store.close()
+    assert _keys(tmp_path, b"b/") == []
+    assert len(_keys(tmp_path / BLOCKS_DIR, b"b/")) == 3
+    again = Storage(str(tmp_path))
+    assert [again.get_block(h).block_hash for h in (1, 2, 3)] == [bytes([h]) * 32
+                                                                   for h in (1, 2, 3)]
+    assert again.get_block(4) is None
+    again.close()
+
+
+def test_a_block_written_before_a_crash_above_the_head_is_not_read_and_is_written_again(
+    tmp_path
+) -> None:
+    """The block is synced before the batch that moves the head: a crash between the two
+    leaves a block above the head, which no read returns and the next commit overwrites."""
+    import plyvel
+
+    from node.storage import BLOCKS_DIR
+
+    store = Storage(str(tmp_path))
+    store.init_genesis(b"g" * 32, {}, b"h0" * 16, 1000)
+    _chain(store, range(1, 3))
+    store.close()
+    stray = committed(3, b"stray" * 6 + b"xx")
+    blocks = plyvel.DB(str(tmp_path / BLOCKS_DIR))
+    blocks.put(b"b/" + (3).to_bytes(8, "big"), stray.SerializeToString(), sync=True)
+    blocks.close()
+    again = Storage(str(tmp_path))
+    assert again.head().height == 2
+    assert again.get_block(3) is None and again.get_block_raw(3) is None
+    reader = again.snapshot_reader()
+    assert reader.block_raw(3) is None and reader.block_raw(2) is not None
+    reader.close()
+    _chain(again, range(3, 4))
+    assert again.get_block(3).app_hash == bytes([3]) * 32
+    again.close()
+
+
+def test_a_store_whose_blocks_are_in_the_state_database_reads_prunes_and_restores_them(
+    tmp_path
+) -> None:
+    """Stores written before the block database keep their blocks where they are: they are
+    read from there, pruned there, and new blocks go to the block database."""
+    import shutil
+
+    import plyvel
+
+    from node.storage import BLOCKS_DIR
+
+    store = Storage(str(tmp_path))
+    store.init_genesis(b"g" * 32, {}, b"h0" * 16, 1000)
+    _chain(store, range(1, 5))
+    store.close()
+    blocks = plyvel.DB(str(tmp_path / BLOCKS_DIR))
+    old = list(blocks.iterator(prefix=b"b/"))
+    blocks.close()
+    shutil.rmtree(tmp_path / BLOCKS_DIR)
+    state = plyvel.DB(str(tmp_path))
+    for key, value in old:
+        state.put(key, value)
+    state.close()
+
+    legacy = Storage(str(tmp_path))
+    assert [legacy.get_block(h).app_hash for h in (1, 2, 3, 4)] == [bytes([h]) * 32
+                                                                     for h in (1, 2, 3, 4)]
+    _chain(legacy, range(5, 7))
+    assert legacy.get_block(6).app_hash == bytes([6]) * 32
+    assert legacy.prune_below(3) == 3
+    assert legacy.get_block(2) is None and legacy.get_block(3) is not None
+    legacy.close()
+    assert [int.from_bytes(k[2:], "big") for k in _keys(tmp_path, b"b/")] == [3, 4]
+    assert [int.from_bytes(k[2:], "big") for k in _keys(tmp_path / BLOCKS_DIR, b"b/")] == [5, 6]
+
+    restored = Storage(str(tmp_path))
+    restored.begin_restore(9)
+    assert _keys_of(restored) == ([], [])
+    restored.close()
+
+
+def _keys_of(store: Storage) -> tuple[list[bytes], list[bytes]]:
+    """The block keys in the state database and in the block database."""
+    return ([k for k, _ in store._db.iterator(prefix=b"b/")],
+            [k for k, _ in store._blocks.iterator(prefix=b"b/")])
+
+
+def test_consensus_records_move_once_from_the_state_database_into_their_own(tmp_path) -> None:
+    """A store that kept consensus records in the state database has them copied into the
+    consensus database and then deleted, and a crash between the two loses nothing."""
+    import shutil
+
+    import plyvel
+
+    from node.storage import CONSENSUS_DIR
+
+    store = Storage(str(tmp_path))
+    store.init_genesis(b"g" * 32, {}, b"h0" * 16, 1000)
+    store.put_consensus([("raft/term", b"3"), ("raft/entry/1", b"e1")])
+    store.close()
+    shutil.rmtree(tmp_path / CONSENSUS_DIR)
+    state = plyvel.DB(str(tmp_path))
+    state.put(b"c/raft/term", b"3")
+    state.put(b"c/raft/entry/1", b"e1")
+    state.close()
+
+    moved = Storage(str(tmp_path))
+    assert moved.consensus_records() == {"raft/term": b"3", "raft/entry/1": b"e1"}
+    moved.put_consensus([("raft/entry/1", None), ("raft/entry/2", b"e2")])
+    moved.close()
+    assert _keys(tmp_path, b"c/") == []
+
+    # A crash after the copy, before the delete: the state database still holds the old
+    # records, and the consensus database the newer ones, which win.
+    state = plyvel.DB(str(tmp_path))
+    state.put(b"c/raft/entry/1", b"e1")
+    state.close()
+    again = Storage(str(tmp_path))
+    assert again.consensus_records() == {"raft/term": b"3", "raft/entry/2": b"e2"}
+    again.close()
+    assert _keys(tmp_path, b"c/") == []
