@@ -265,3 +265,28 @@ def test_consensus_records_move_once_from_the_state_database_into_their_own(tmp_
     assert again.consensus_records() == {"raft/term": b"3", "raft/entry/2": b"e2"}
     again.close()
     assert _keys(tmp_path, b"c/") == []
+
+
+def test_a_catch_ups_unsynced_commits_keep_their_blocks_with_their_head(tmp_path) -> None:
+    """Unsynced, the two databases could each lose a suffix on their own: those blocks go in
+    the state batch, atomic with their head, and are read and pruned from there."""
+    from node.storage import BLOCKS_DIR
+
+    store = Storage(str(tmp_path))
+    store.init_genesis(b"g" * 32, {}, b"h0" * 16, 1000)
+    _chain(store, range(1, 3))
+    for height in (3, 4, 5):
+        store.commit_block(committed(height, bytes([height]) * 32), {}, [],
+                           sync=height == 5)
+    assert [store.get_block(h).app_hash for h in range(1, 6)] == [bytes([h]) * 32
+                                                                   for h in range(1, 6)]
+    store.close()
+    as_height = lambda keys: [int.from_bytes(k[2:], "big") for k in keys]  # noqa: E731
+    assert as_height(_keys(tmp_path, b"b/")) == [3, 4]
+    assert as_height(_keys(tmp_path / BLOCKS_DIR, b"b/")) == [1, 2, 5]
+    again = Storage(str(tmp_path))
+    assert again.get_block(4).app_hash == bytes([4]) * 32
+    assert again.prune_below(5) == 5
+    assert [again.get_block(h) for h in (1, 3, 4)] == [None, None, None]
+    again.close()
+    assert _keys(tmp_path, b"b/") == [] and as_height(_keys(tmp_path / BLOCKS_DIR, b"b/")) == [5]
