@@ -73,14 +73,15 @@ _INDEX = struct.Struct(">I")
 
 
 BLOCK_CACHE_BYTES = 64 * 1024 * 1024
-# LevelDB's memtable (its default is 4 MB): a larger one flushes fewer, larger tables and
-# absorbs rewrites of hot keys (a core's position record, balances) before they reach a table.
-# Not larger than 8 MB because LevelDB reads tables through mmap: a compaction's input files
-# are resident in the node's RSS until it ends, and level-0 files are one memtable each. With
-# 32 MB a Raft-3 node at 5,000 tx/s held 168-172 MB of table pages at once (RSS 308-320 MB);
-# with 8 MB, 92 MB (264-297), at the same CPU per tx (296 and 284 us; solo voucher-mix 284 and
-# 285 us, where 32 MB had once saved compaction CPU against 4 MB).
-WRITE_BUFFER_BYTES = 8 * 1024 * 1024
+# The state database's memtable (LevelDB's default is 4 MB): a larger one flushes fewer,
+# larger tables and absorbs rewrites of hot keys (a core's position record, balances) before they
+# reach a table, so compactions rewrite less. Bounded because LevelDB reads tables through mmap:
+# a compaction's input files are resident in the node's RSS until it ends, and level-0 files are
+# one memtable each. When blocks shared this database, 32 MB held 168-172 MB of table pages at
+# once in a Raft-3 node at 5,000 tx/s (RSS 308-320 MB) and 8 MB 92 MB. Without the blocks, 16 MB
+# peaks at 212 MB RSS there (8 MB: 208) and takes 5-16 % less CPU per voucher-mix tx (compaction
+# ~66 against ~81 us per tx per node, Raft-3 pairs in bench/RESULTS.md).
+WRITE_BUFFER_BYTES = 16 * 1024 * 1024
 # Committed state values kept in memory for block execution (member records, balances, ...):
 # a store read releases and re-takes the GIL, which under load means waiting for other threads.
 STATE_CACHE_KEYS = 50_000
