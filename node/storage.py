@@ -1,4 +1,4 @@
-"""The node's durable store: two LevelDBs (plyvel), each with a prefix per kind of record.
+"""The node's durable store: three LevelDBs (plyvel), each with a prefix per kind of record.
 
 The state database (the store's directory) holds, by prefix (docs/architecture.md): `s/`
 contract state, `t/` tx id -> (height, index), `i/` height -> that block's indexed tx ids with
@@ -10,7 +10,7 @@ indexed by height only; `h/` keys found in a store are ignored. The consensus da
 (`consensus/`) holds `c/` consensus records: the engine's synced writes (a Raft entry is a whole
 block) go neither through the state's compactions nor behind a block commit's write.
 
-Why two: blocks are most of what a node writes (85 % of a cash-transfer store), and in one
+Why apart: blocks are most of what a node writes (85 % of a cash-transfer store), and in one
 database with the randomly keyed state and tx index every compaction rewrote them level after
 level. Alone, their keys only ever grow, so LevelDB moves their tables down the levels without
 rewriting them: the node writes each block about twice (log and table) instead of once per
@@ -442,7 +442,7 @@ class Storage:
     def get_block_raw(self, height: int) -> bytes | None:
         raw = self._db.get(_META + b"height")
         if raw is None or height > struct.unpack(">Q", raw)[0]:
-            return None  # a block written just before a crash, or before its head, is not yet
+            return None  # written before a crash or ahead of its head: not the chain's yet
         return self._read_block(height)
 
     def _read_block(self, height: int) -> bytes | None:
