@@ -75,6 +75,40 @@ class Committer:
         head = self._head
         return head.app_hash if height == head.height else self.storage.app_hash_at(height)
 
+    # --- blocks stored before a power loss ----------------------------------------------------
+
+    def replay_stored_blocks(self) -> int:
+        """Apply the blocks the block database holds above the head; at start, before anything
+        reads the head. A block commit syncs the block but its state batch only once a second
+        (node/storage.py), so a power loss can take the last state batches and leave their
+        blocks. A block is stored only once decided, so these are the chain's: each is checked
+        like any commit, executed, and must give the app hash this node computed for it
+        before. Returns how many were applied."""
+        applied = 0
+        for stored in self.storage.blocks_above_head():
+            header = stored.block.header
+            if header.parent_hash != self._head.block_hash:
+                log.warning("stored block %d does not extend the head (%d): not replayed; "
+                            "consensus will commit that height again", header.height,
+                            self._head.height)
+                break
+            ours = types_pb2.CommittedBlock()
+            ours.block.CopyFrom(stored.block)
+            committed, _ = self._execute_and_store(ours, stored.block_hash, stored.certificate)
+            if committed.app_hash != stored.app_hash:
+                raise FatalError(
+                    f"stored block {header.height} executes to app hash "
+                    f"{committed.app_hash.hex()[:16]}; before the restart it gave "
+                    f"{stored.app_hash.hex()[:16]}: execution is not deterministic here. "
+                    "Stopping for safety."
+                )
+            applied += 1
+        if applied:
+            self.storage.sync_state()
+            log.warning("replayed %d stored blocks whose state a crash lost; head now %d",
+                        applied, self._head.height)
+        return applied
+
     # --- blocks the engine committed --------------------------------------------------------
 
     async def enqueue(self, commit: Commit) -> None:
@@ -93,10 +127,10 @@ class Committer:
                     committed.block.ParseFromString(commit.block)
                 except DecodeError:
                     raise FatalError(f"committed block {commit.height} does not parse") from None
-                committed = await asyncio.to_thread(
+                committed, tx_ids = await asyncio.to_thread(
                     self._execute_and_store, committed, commit.block_hash, commit.certificate
                 )
-                self._after_commit(committed)
+                self._after_commit(committed, tx_ids)
 
     @contextlib.asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
@@ -121,8 +155,8 @@ class Committer:
             applied, complete = await asyncio.to_thread(
                 self._execute_and_store_run, peer, run, accept
             )
-            for committed in applied:
-                self._after_commit(committed)
+            for committed, tx_ids in applied:
+                self._after_commit(committed, tx_ids)
         return complete
 
     def _execute_and_store_run(
@@ -130,12 +164,12 @@ class Committer:
         peer: str,
         run: list[types_pb2.CommittedBlock],
         accept: Callable[[types_pb2.CommittedBlock], bool],
-    ) -> tuple[list[types_pb2.CommittedBlock], bool]:
+    ) -> tuple[list[tuple[types_pb2.CommittedBlock, list[bytes]]], bool]:
         """Worker thread: only the last block of the run is synced to disk (a node 1,000
         blocks behind spent most of its catch-up on an fsync per block). Each block is checked
         here, after the one before it is stored: a certificate is checked against the
         validator set in effect at its height, which the block before may have changed."""
-        applied: list[types_pb2.CommittedBlock] = []
+        applied: list[tuple[types_pb2.CommittedBlock, list[bytes]]] = []
         for i, fetched in enumerate(run):
             if not accept(fetched):
                 # Blocks applied unsynced before it may be lost to a crash (a suffix, never half
@@ -143,14 +177,14 @@ class Committer:
                 return applied, False
             ours = types_pb2.CommittedBlock()  # the peer's receipts are not taken: ours are
             ours.block.CopyFrom(fetched.block)
-            committed = self._execute_and_store(
+            committed, tx_ids = self._execute_and_store(
                 ours, fetched.block_hash, fetched.certificate, sync=i == len(run) - 1
             )
             if committed.app_hash != fetched.app_hash:
                 raise FatalError(
                     f"block {self._head.height} from {peer}: app hash differs from ours"
                 )
-            applied.append(committed)
+            applied.append((committed, tx_ids))
             self.observer.block_synced(self._head.height)
         return applied, True
 
@@ -163,9 +197,9 @@ class Committer:
         certificate: bytes,
         *,
         sync: bool = True,
-    ) -> types_pb2.CommittedBlock:
+    ) -> tuple[types_pb2.CommittedBlock, list[bytes]]:
         """Execute `committed.block` (only that field is set) and store it with its receipts,
-        which the executor builds in place."""
+        which the executor builds in place. Returns it with its txs' ids, in block order."""
         block = committed.block
         header = block.header
         head = self._head
@@ -208,11 +242,11 @@ class Committer:
             self.params.observe()
         if self.snapshotter is not None:
             self.snapshotter.block_stored(header.height)
-        return committed
+        return committed, outcome.tx_ids
 
-    def _after_commit(self, committed: types_pb2.CommittedBlock) -> None:
+    def _after_commit(self, committed: types_pb2.CommittedBlock, tx_ids: list[bytes]) -> None:
         if self.epochs is not None:
             self.epochs.block_committed(committed.block.header.height)
-        self.mempool.remove_committed(r.tx_id for r in committed.receipts)
+        self.mempool.remove_committed(tx_ids)
         self.notifier.publish(committed)
         self.inbox.wake()  # the proposer may fill the next height now

@@ -153,6 +153,10 @@ class Node:
             self.snapshotter,
             self.metrics,
         )
+        # Before the engine (built next) and the views below read the head; a replayed block
+        # may have changed the validator set.
+        if committer.replay_stored_blocks():
+            voting = epochs.is_voter_next()
         # A validator's engine is built now, so a bad key or genesis stops the start-up.
         self._engine = self._build_engine() if voting else None
         self.role = Role(_NoStatus(), validator=False)
