@@ -67,7 +67,7 @@ class NodeMetrics:
             "scfchain_block_execute_seconds", "Executing a block's txs and hooks", registry=r,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self.commit_seconds = Histogram(
-            "scfchain_block_commit_seconds", "Writing a block's batch to the store (synced)",
+            "scfchain_block_commit_seconds", "Writing a block and its state batch to the store",
             registry=r, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
         self.peer_sent = Counter("scfchain_peer_bytes_sent", "Consensus bytes sent", ["peer"],
                                  registry=r)
