@@ -94,7 +94,7 @@ class Committer:
                 break
             ours = types_pb2.CommittedBlock()
             ours.block.CopyFrom(stored.block)
-            committed, _ = self._execute_and_store(ours, stored.block_hash, stored.certificate)
+            committed = self._execute_and_store(ours, stored.block_hash, stored.certificate)
             if committed.app_hash != stored.app_hash:
                 raise FatalError(
                     f"stored block {header.height} executes to app hash "
@@ -127,10 +127,10 @@ class Committer:
                     committed.block.ParseFromString(commit.block)
                 except DecodeError:
                     raise FatalError(f"committed block {commit.height} does not parse") from None
-                committed, tx_ids = await asyncio.to_thread(
+                committed = await asyncio.to_thread(
                     self._execute_and_store, committed, commit.block_hash, commit.certificate
                 )
-                self._after_commit(committed, tx_ids)
+                self._after_commit(committed)
 
     @contextlib.asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
@@ -155,8 +155,8 @@ class Committer:
             applied, complete = await asyncio.to_thread(
                 self._execute_and_store_run, peer, run, accept
             )
-            for committed, tx_ids in applied:
-                self._after_commit(committed, tx_ids)
+            for committed in applied:
+                self._after_commit(committed)
         return complete
 
     def _execute_and_store_run(
@@ -164,12 +164,12 @@ class Committer:
         peer: str,
         run: list[types_pb2.CommittedBlock],
         accept: Callable[[types_pb2.CommittedBlock], bool],
-    ) -> tuple[list[tuple[types_pb2.CommittedBlock, list[bytes]]], bool]:
+    ) -> tuple[list[types_pb2.CommittedBlock], bool]:
         """Worker thread: only the last block of the run is synced to disk (a node 1,000
         blocks behind spent most of its catch-up on an fsync per block). Each block is checked
         here, after the one before it is stored: a certificate is checked against the
         validator set in effect at its height, which the block before may have changed."""
-        applied: list[tuple[types_pb2.CommittedBlock, list[bytes]]] = []
+        applied: list[types_pb2.CommittedBlock] = []
         for i, fetched in enumerate(run):
             if not accept(fetched):
                 # Blocks applied unsynced before it may be lost to a crash (a suffix, never half
@@ -177,14 +177,14 @@ class Committer:
                 return applied, False
             ours = types_pb2.CommittedBlock()  # the peer's receipts are not taken: ours are
             ours.block.CopyFrom(fetched.block)
-            committed, tx_ids = self._execute_and_store(
+            committed = self._execute_and_store(
                 ours, fetched.block_hash, fetched.certificate, sync=i == len(run) - 1
             )
             if committed.app_hash != fetched.app_hash:
                 raise FatalError(
                     f"block {self._head.height} from {peer}: app hash differs from ours"
                 )
-            applied.append((committed, tx_ids))
+            applied.append(committed)
             self.observer.block_synced(self._head.height)
         return applied, True
 
@@ -197,9 +197,9 @@ class Committer:
         certificate: bytes,
         *,
         sync: bool = True,
-    ) -> tuple[types_pb2.CommittedBlock, list[bytes]]:
+    ) -> types_pb2.CommittedBlock:
         """Execute `committed.block` (only that field is set) and store it with its receipts,
-        which the executor builds in place. Returns it with its txs' ids, in block order."""
+        which the executor builds in place."""
         block = committed.block
         header = block.header
         head = self._head
@@ -242,11 +242,11 @@ class Committer:
             self.params.observe()
         if self.snapshotter is not None:
             self.snapshotter.block_stored(header.height)
-        return committed, outcome.tx_ids
+        return committed
 
-    def _after_commit(self, committed: types_pb2.CommittedBlock, tx_ids: list[bytes]) -> None:
+    def _after_commit(self, committed: types_pb2.CommittedBlock) -> None:
         if self.epochs is not None:
             self.epochs.block_committed(committed.block.header.height)
-        self.mempool.remove_committed(tx_ids)
+        self.mempool.remove_committed(r.tx_id for r in committed.receipts)
         self.notifier.publish(committed)
         self.inbox.wake()  # the proposer may fill the next height now

@@ -33,7 +33,6 @@ class BlockOutcome:
     app_hash: bytes
     # (tx id, index) of txs that executed (a repeated tx id gets a receipt but no index entry)
     indexed: list[tuple[bytes, int]]
-    tx_ids: list[bytes]  # every tx's id, in block order (repeats included)
 
 
 class Executor:
@@ -62,11 +61,9 @@ class Executor:
         assert not committed.receipts and not committed.end_block_events
         add_receipt = committed.receipts.add
         indexed: list[tuple[bytes, int]] = []
-        tx_ids: list[bytes] = []
         seen: set[bytes] = set()
         for index, signed in enumerate(block.txs):
             tx_id = hashlib.sha256(signed.body).digest()
-            tx_ids.append(tx_id)
             receipt = add_receipt(tx_id=tx_id, height=height, index=index)
             if tx_id in seen or is_committed_tx(tx_id):
                 receipt.status = types_pb2.FAILED
@@ -100,7 +97,6 @@ class Executor:
             end_block_events=committed.end_block_events,
             app_hash=app_hash_after(previous_app_hash, block_state.writes),
             indexed=indexed,
-            tx_ids=tx_ids,
         )
 
     def _run_tx(
