@@ -28,7 +28,7 @@ from node.admission import Admission, SignatureVerifier, membership
 from node.chain import block_hash_of, txs_hash
 from node.config import Limits
 from node.executor import Executor
-from node.genesis import BlockLimits, Genesis, Member
+from node.genesis import STATE_FORMAT_LATEST, BlockLimits, Genesis, Member
 from node.mempool import Mempool
 from node.state import StoreState
 from node.storage import Storage
@@ -63,6 +63,7 @@ def _genesis(seed: int, workload: str, accounts: int) -> Genesis:
         block=BlockLimits(),
         genesis_id=bytes(32),
         committee=(("admin", 1),),
+        state_format=STATE_FORMAT_LATEST,
     )
 
 

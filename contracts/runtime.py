@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from contracts import binary_records
 from contracts.canonical import ARGS_BYTES_MAX as ARGS_BYTES_MAX
 from contracts.canonical import ARGS_DEPTH_MAX as ARGS_DEPTH_MAX
 from contracts.canonical import ContractError as ContractError
@@ -155,6 +156,15 @@ class Args:
         return value
 
 
+def decode_state(raw: bytes) -> JsonValue:
+    """A stored value: canonical JSON, or a voucher record in binary (a chain of state format
+    2, contracts/binary_records.py), told apart by the first byte."""
+    return binary_records.unpack(raw) if raw[:1] == _BINARY else decode(raw)
+
+
+_BINARY = bytes((binary_records.TAG,))
+
+
 # ---------------------------------------------------------------------------------------------
 # Events, context and the registry.
 
@@ -191,14 +201,15 @@ class Context:
 
     def get(self, key: str) -> JsonValue:
         raw = self.state.get(f"{self.contract}/{key}")
-        return None if raw is None else decode(raw)
+        return None if raw is None else decode_state(raw)
 
     def put(self, key: str, value: JsonValue) -> None:
         self.state.set(f"{self.contract}/{key}", encode(value))
 
     def put_encoded(self, key: str, raw: bytes) -> None:
-        """`put(key, value)` for a caller that holds `raw == encode(value)` already (a record
-        encoder specialized for one shape, tested against `encode`): only canonical bytes."""
+        """`put(key, value)` for a caller that holds the value's bytes already: `encode(value)`
+        (from a record encoder specialized for one shape, tested against `encode`) or a binary
+        record that `decode_state` reads back as `value`."""
         self.state.set(f"{self.contract}/{key}", raw)
 
     def delete(self, key: str) -> None:
@@ -211,7 +222,7 @@ class Context:
         for count, (key, raw) in enumerate(self.state.iter_prefix(full)):
             if limit is not None and count >= limit:
                 return
-            yield key[cut:], decode(raw)
+            yield key[cut:], decode_state(raw)
 
     def derive_id(self, *parts: str | int) -> str:
         """A deterministic id from the tx id and extra parts (e.g. child index)."""
@@ -245,14 +256,14 @@ class ReadContext:
 
     def get(self, key: str) -> JsonValue:
         raw = self.state.get(f"{self.contract}/{key}")
-        return None if raw is None else decode(raw)
+        return None if raw is None else decode_state(raw)
 
     def scan(self, prefix: str, limit: int | None = None) -> Iterator[tuple[str, JsonValue]]:
         cut = len(self.contract) + 1
         for count, (key, raw) in enumerate(self.state.iter_prefix(f"{self.contract}/{prefix}")):
             if limit is not None and count >= limit:
                 return
-            yield key[cut:], decode(raw)
+            yield key[cut:], decode_state(raw)
 
     def view(self, contract: str, view: str, args: Mapping[str, JsonValue]) -> JsonValue:
         return self.runtime.query(self.state, contract, view, args, self.height, self.reader)

@@ -14,6 +14,7 @@ Keys (under the contract's namespace `voucher/`; times are zero-padded so keys s
 | `od/<core>/<maturity:015>/<id>` | amount | a core's overdue queue, oldest first |
 | `odc/<core>` | 1 | cores that have an overdue queue |
 | `pend/<financier>/<id>` | 1 | discount applications awaiting a financier |
+| `record_format` | 2 | records are stored in binary (absent: canonical JSON) |
 
 A line is {limit, used, expiry_ms, granted_ms}; a core's lines live in its position record,
 so an issue reads and writes one record and scans nothing. A root's lineage is walked from the
@@ -22,6 +23,11 @@ root through each record's `children` (at most `VOUCHERS_PER_ROOT_MAX` records) 
 voucher count (`n/`, a small integer), not its summary.
 
 Every amount is an integer in minor units; every time is a block time in milliseconds.
+
+A chain's genesis chooses its state format (`state_format` in genesis.json): format 2 writes
+`record_format`, and its voucher records are saved in binary (contracts/binary_records.py says
+why), format 1 (a genesis without the field) keeps every record canonical JSON, as the chains
+made before it executed their blocks. Reads take either.
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ from __future__ import annotations
 from json.encoder import encode_basestring_ascii as _json_text
 from typing import Any
 
+from contracts import binary_records
 from contracts.runtime import (
     TIME_MS_MAX,
     Context,
     ContractError,
     ReadContext,
+    StateView,
     encode,
     encode_text,
 )
@@ -45,6 +53,8 @@ OVERDUE = "OVERDUE"
 SPLIT = "SPLIT"
 STATES = (ACTIVE, DISCOUNT_PENDING, REDEEMED, OVERDUE, SPLIT)
 LIVE_STATES = (ACTIVE, DISCOUNT_PENDING, OVERDUE)  # states whose amount is still owed
+assert set(STATES) <= set(binary_records.STATES)
+BINARY_RECORDS = 2  # the `record_format` of a chain of state format 2
 
 VOUCHERS_PER_ROOT_MAX = 256  # bounds settlement work per maturing root and the lineage view
 LINES_PER_CORE_MAX = 64  # financiers with a credit line to one core (the core's record holds them)
@@ -89,10 +99,17 @@ def load_tree(ctx: AnyContext, root_id: str) -> list[Record]:
     return records
 
 
+def seed_record_format(state: StateView, state_format: int) -> None:
+    """Genesis: from state format 2 on, voucher records are stored in binary."""
+    if state_format >= 2:
+        state.set("voucher/record_format", encode(BINARY_RECORDS))
+
+
 def save_voucher(ctx: Context, record: Record) -> None:
     assert record["state"] in STATES
     assert isinstance(record["amount"], int) and record["amount"] > 0
-    ctx.put_encoded(f"v/{record['id']}", voucher_bytes(record))
+    raw = binary_records.pack(record) if ctx.get("record_format") == BINARY_RECORDS else None
+    ctx.put_encoded(f"v/{record['id']}", voucher_bytes(record) if raw is None else raw)
 
 
 # The fields of a voucher record as `new_voucher` makes it, and its canonical JSON with the

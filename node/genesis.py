@@ -10,6 +10,12 @@ weight; without a committee, every `admin` member with weight 1, so older genese
 `ca_cert_pem` (the consortium CA's certificate, against which a new validator's certificate is
 checked; optional, and absent on solo chains), each validator's optional `tls_cert_pem`, the
 consensus kind and the chain params (block txs and bytes max, `empty_block_interval_ms`).
+
+`state_format` (1 or 2; absent: 1) is how contracts store their records, fixed for the chain's
+life: every node must write the same bytes for the same block. Format 2 stores voucher records
+in binary (contracts/binary_records.py); format 1 is canonical JSON for every value, as chains
+made before format 2 executed their blocks, so their stores and app hashes stay valid. The
+launcher's geneses use format 2 (`STATE_FORMAT_LATEST`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from contracts.cash import seed_balances
 from contracts.consortium import seed_members
 from contracts.governance import PROPOSAL_TTL_BLOCKS_DEFAULT, seed_governance
 from contracts.runtime import ROLES, ContractError
+from contracts.voucher_state import seed_record_format
 from node.config import ConfigError
 from node.state import MemoryState, Overlay
 
@@ -31,6 +38,8 @@ from node.state import MemoryState, Overlay
 BLOCK_BYTES_LIMIT = MESSAGE_BYTES_MAX // 2
 
 CONSENSUS_KINDS = ("solo", "raft", "pbft")
+STATE_FORMATS = (1, 2)
+STATE_FORMAT_LATEST = 2
 EMPTY_BLOCK_INTERVAL_MS_DEFAULT = 1_000  # what node/server.py uses when genesis names none
 
 
@@ -71,6 +80,7 @@ class Genesis:
     committee_threshold: int | None = None  # None: more than half the total weight
     proposal_ttl_blocks: int = PROPOSAL_TTL_BLOCKS_DEFAULT
     ca_cert_pem: str = ""
+    state_format: int = 1
 
     def validator(self, node_id: str) -> Validator:
         for validator in self.validators:
@@ -86,6 +96,7 @@ class Genesis:
         try:
             seed_members(overlay, [(m.account, m.name, list(m.roles)) for m in self.members])
             seed_balances(overlay, list(self.balances))
+            seed_record_format(overlay, self.state_format)
             accounts = {m.name: m.account for m in self.members}
             seed_governance(
                 overlay,
@@ -194,6 +205,10 @@ def parse_genesis(raw: bytes) -> Genesis:
         )
     if not 1 <= block.interval_ms <= 60_000:
         raise ConfigError("genesis: block.interval_ms must be 1..60000")
+    state_format = _optional(doc, "state_format", int, 1)
+    if state_format not in STATE_FORMATS:
+        raise ConfigError(f"genesis: state_format is {state_format}; this node knows "
+                          f"{', '.join(map(str, STATE_FORMATS))}")
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return Genesis(
         chain_id=chain_id,
@@ -209,6 +224,7 @@ def parse_genesis(raw: bytes) -> Genesis:
         committee_threshold=threshold,
         proposal_ttl_blocks=ttl,
         ca_cert_pem=ca_cert_pem,
+        state_format=state_format,
     )
 
 

@@ -21,11 +21,13 @@ from contracts import default_runtime
 from contracts.cash import seed_balances
 from contracts.consortium import seed_members
 from contracts.governance import proposal_id_of, seed_governance
-from contracts.runtime import Runtime, decode
+from contracts.runtime import Runtime, decode_state
 from contracts.visibility import reader_of
+from contracts.voucher_state import seed_record_format
 from node.chain import app_hash_after, block_hash_of, txs_hash
 from node.client.identity import Account, tx_id_of
 from node.executor import Executor
+from node.genesis import STATE_FORMAT_LATEST
 from node.state import MemoryState, Overlay
 from proto import types_pb2
 
@@ -65,6 +67,7 @@ class LocalChain:
     params: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PARAMS))
     ca_cert_pem: str = ""
     proposal_ttl_blocks: int = 1000
+    state_format: int = STATE_FORMAT_LATEST  # 1: every record JSON, as older chains
 
     def __post_init__(self) -> None:
         self.accounts = {name: Account.from_seed(name.encode()) for name in self.members}
@@ -75,6 +78,7 @@ class LocalChain:
             [(self.accounts[n].account_id, n, list(r)) for n, r in sorted(self.members.items())],
         )
         seed_balances(genesis, [(self.id(n), a) for n, a in sorted(self.balances.items())])
+        seed_record_format(genesis, self.state_format)
         if self.committee is None:
             admins = [n for n, roles in sorted(self.members.items()) if "admin" in roles]
             self.committee = {n: 1 for n in admins or sorted(self.members)[:1]}
@@ -200,7 +204,7 @@ class LocalChain:
 
     def raw(self, key: str) -> Any:
         value = self.state.get(key)
-        return None if value is None else decode(value)
+        return None if value is None else decode_state(value)
 
     def balance(self, name: str) -> int:
         return int(self.query("cash.balance", account=self.id(name))["balance"])

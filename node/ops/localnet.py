@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from node.client.identity import Account
 from node.client.ledger import ClientTls
+from node.genesis import STATE_FORMAT_LATEST
 from node.tls import CertFiles, issue_node_cert, make_ca
 
 LOOPBACK = "127.0.0.1"
@@ -224,6 +225,8 @@ def genesis_document(
         "members": list(members),
         "balances": list(balances),
         "block": block or {},
+        # New chains take the newest state format; a chain keeps the one it was made with.
+        "state_format": STATE_FORMAT_LATEST,
     }
     if ca_cert_pem is not None:
         # Governance checks a new validator's certificate against this CA (contracts/

@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from contracts.runtime import decode_state
 from tests.harness import DAY_MS, LocalChain
 
 MEMBERS: dict[str, tuple[str, ...]] = {
@@ -67,7 +68,7 @@ class VoucherWorld:
 
     def scan(self, prefix: str) -> list[tuple[str, Any]]:
         return [
-            (key, json.loads(value))
+            (key, decode_state(value))
             for key, value in sorted(self.chain.state.items.items())
             if key.startswith(prefix)
         ]

@@ -1,0 +1,125 @@
+"""The voucher record in binary: what a chain of state format 2 stores under `voucher/v/<id>`.
+
+A voucher record in canonical JSON is about 590 bytes, more than half of it five to seven
+64-character hex ids, and a voucher-mix tx writes two to three of them at random keys. LevelDB
+rewrites each byte on every level it passes (about 20 times in a store of a few hundred MB), so
+the record's size is most of what the compaction thread and the disk do for a voucher tx. Here
+the ids are their 32 bytes, the integers fixed-width and the field names implied: 170-250
+bytes. In-process (`bench/RESULTS.md`), voucher-mix wrote 13.6 instead of 24.3 KB per tx and
+spent 41-44 instead of 73-79 µs per tx in compaction.
+
+Layout (big-endian): tag 0x01 | amount u64 | created_ms u64 | maturity_ms u64 | seq u8 |
+tier u16 | state u8 (index in STATES) | flags u8 (1: parent, 2: discount, 4: redeemed_ms) |
+children u8 | id, core, holder, root 32 bytes each | redeemed_ms u64 if flagged | parent 32
+bytes if flagged | each child 32 bytes | the discount's canonical JSON if flagged (the rest of
+the value). A settled voucher's record has `redeemed_ms`; the others do not.
+
+`pack` gives None for any record it cannot hold exactly (another set of fields, a text id,
+uppercase hex, an integer out of range): the caller stores canonical JSON then, so every record
+reads back as the very value that was saved. `unpack` gives what `decode` gives for that
+record's JSON, key order included. A canonical JSON value never starts with byte 0x01, so a
+reader tells the two apart by the first byte, and a store may hold both.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from contracts.canonical import decode, encode
+
+TAG = 0x01
+_HEAD = struct.Struct(">BQQQBHBBB32s32s32s32s")
+_PARENT, _DISCOUNT, _REDEEMED = 1, 2, 4
+_U64_FIELD = struct.Struct(">Q")
+_U64 = 2**64
+# A record's state by its index: part of the format, so never reordered (voucher_state checks
+# that each of its states is here).
+STATES = ("ACTIVE", "DISCOUNT_PENDING", "REDEEMED", "OVERDUE", "SPLIT")
+_FIELDS = frozenset((
+    "amount", "children", "core", "created_ms", "discount", "holder", "id", "maturity_ms",
+    "parent", "root", "seq", "state", "tier",
+))
+_SETTLED_FIELDS = _FIELDS | {"redeemed_ms"}
+
+
+def _id_bytes(value: Any) -> bytes | None:
+    """The 32 bytes of a lowercase 64-hex-digit id; None for anything else."""
+    if type(value) is not str or len(value) != 64:
+        return None
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        return None
+    return raw if raw.hex() == value else None
+
+
+def pack(record: dict[str, Any]) -> bytes | None:
+    """The binary record, or None when it cannot be held exactly (store JSON then)."""
+    keys = record.keys()
+    if keys == _FIELDS:
+        redeemed_ms = None
+    elif keys == _SETTLED_FIELDS:
+        redeemed_ms = record["redeemed_ms"]
+        if not (type(redeemed_ms) is int and 0 <= redeemed_ms < _U64):
+            return None
+    else:
+        return None
+    amount, created_ms, maturity_ms = record["amount"], record["created_ms"], record["maturity_ms"]
+    seq, tier, state = record["seq"], record["tier"], record["state"]
+    children, parent, discount = record["children"], record["parent"], record["discount"]
+    if not (
+        type(amount) is int and 0 <= amount < _U64
+        and type(created_ms) is int and 0 <= created_ms < _U64
+        and type(maturity_ms) is int and 0 <= maturity_ms < _U64
+        and type(seq) is int and 0 <= seq < 256
+        and type(tier) is int and 0 <= tier < 65536
+        and type(state) is str and state in STATES
+        and type(children) is list and len(children) < 256
+        and (discount is None or type(discount) is dict)
+    ):
+        return None
+    ids = [_id_bytes(record[name]) for name in ("id", "core", "holder", "root")]
+    tail = [_id_bytes(child) for child in children]
+    flags = 0
+    if parent is not None:
+        tail.insert(0, _id_bytes(parent))
+        flags |= _PARENT
+    if redeemed_ms is not None:
+        tail.insert(0, _U64_FIELD.pack(redeemed_ms))
+        flags |= _REDEEMED
+    if None in ids or None in tail:
+        return None
+    if discount is not None:
+        flags |= _DISCOUNT
+        tail.append(encode(discount))  # raises on a float, as JSON would
+    head = _HEAD.pack(TAG, amount, created_ms, maturity_ms, seq, tier, STATES.index(state),
+                      flags, len(children), *ids)
+    return head + b"".join(tail)  # type: ignore[arg-type]
+
+
+def unpack(raw: bytes) -> dict[str, Any]:
+    """The record `pack` wrote, as `decode` gives its JSON (keys in sorted order)."""
+    (_, amount, created_ms, maturity_ms, seq, tier, state, flags, count,
+     voucher_id, core, holder, root) = _HEAD.unpack_from(raw)
+    at = _HEAD.size
+    redeemed_ms = None
+    if flags & _REDEEMED:
+        (redeemed_ms,) = _U64_FIELD.unpack_from(raw, at)
+        at += 8
+    parent = None
+    if flags & _PARENT:
+        parent = raw[at:at + 32].hex()
+        at += 32
+    children = [raw[i:i + 32].hex() for i in range(at, at + 32 * count, 32)]
+    at += 32 * count
+    discount = decode(raw[at:]) if flags & _DISCOUNT else None
+    record = {
+        "amount": amount, "children": children, "core": core.hex(), "created_ms": created_ms,
+        "discount": discount, "holder": holder.hex(), "id": voucher_id.hex(),
+        "maturity_ms": maturity_ms, "parent": parent,
+    }
+    if redeemed_ms is not None:  # its place in sorted key order
+        record["redeemed_ms"] = redeemed_ms
+    record.update(root=root.hex(), seq=seq, state=STATES[state], tier=tier)
+    return record
