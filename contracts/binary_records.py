@@ -1,4 +1,5 @@
-"""The voucher record in binary: what a chain of state format 2 stores under `voucher/v/<id>`.
+"""Voucher and warehouse receipt records in binary: what a chain of state format 2 stores under
+`voucher/v/<id>` and `warehouse_receipt/r/<id>`.
 
 A voucher record in canonical JSON is about 590 bytes, more than half of it five to seven
 64-character hex ids, and a voucher-mix tx writes two to three of them at random keys. LevelDB
@@ -8,17 +9,27 @@ the ids are their 32 bytes, the integers fixed-width and the field names implied
 bytes. In-process (`bench/RESULTS.md`), voucher-mix wrote 13.6 instead of 24.3 KB per tx and
 spent 41-44 instead of 73-79 µs per tx in compaction.
 
-Layout (big-endian): tag 0x01 | amount u64 | created_ms u64 | maturity_ms u64 | seq u8 |
+A warehouse receipt
+record is about 730 bytes of JSON (five ids, its goods' texts), one written per tx of a trade.
+
+Voucher layout (big-endian): tag 0x01 | amount u64 | created_ms u64 | maturity_ms u64 | seq u8 |
 tier u16 | state u8 (index in STATES) | flags u8 (1: parent, 2: discount, 4: redeemed_ms) |
 children u8 | id, core, holder, root 32 bytes each | redeemed_ms u64 if flagged | parent 32
 bytes if flagged | each child 32 bytes | the discount's canonical JSON if flagged (the rest of
 the value). A settled voucher's record has `redeemed_ms`; the others do not.
 
-`pack` gives None for any record it cannot hold exactly (another set of fields, a text id,
-uppercase hex, an integer out of range): the caller stores canonical JSON then, so every record
-reads back as the very value that was saved. `unpack` gives what `decode` gives for that
-record's JSON, key order included. A canonical JSON value never starts with byte 0x01, so a
-reader tells the two apart by the first byte, and a store may hold both.
+Receipt layout: tag 0x02 | quantity u64 | issued_ms u64 | state u8 (index in RECEIPT_STATES) |
+flags u8 (1: parent, 2: pledge, 4: listing) | children u8 | id, root, warehouse, owner,
+inspection_hash 32 bytes each | parent 32 bytes if flagged | each child 32 bytes | commodity,
+unit, grade, location: each a u16 length and its UTF-8 | the pledge's canonical JSON with a u16
+length if flagged | the listing's canonical JSON if flagged (the rest of the value).
+
+`pack_voucher` and `pack_receipt` give None for any record they cannot hold exactly (another
+set of fields, a text id, uppercase hex, an integer out of range, a text UTF-8 cannot carry): the
+caller stores canonical JSON then, so every record reads back as the very value that was saved.
+`unpack` gives what `decode` gives for that record's JSON, key order included. A canonical JSON
+value never starts with byte 0x01 or 0x02, so a reader tells them apart by the first byte, and
+a store may hold both.
 """
 
 from __future__ import annotations
@@ -28,7 +39,11 @@ from typing import Any
 
 from contracts.canonical import decode, encode
 
-TAG = 0x01
+VOUCHER_TAG, RECEIPT_TAG = 0x01, 0x02
+TAGS = (VOUCHER_TAG, RECEIPT_TAG)
+# Where each contract keeps its `record_format` (genesis writes them from state format 2 on).
+RECORD_FORMAT_KEYS = ("voucher/record_format", "warehouse_receipt/record_format")
+BINARY_RECORDS = 2
 _HEAD = struct.Struct(">BQQQBHBBB32s32s32s32s")
 _PARENT, _DISCOUNT, _REDEEMED = 1, 2, 4
 _U64_FIELD = struct.Struct(">Q")
@@ -42,6 +57,17 @@ _FIELDS = frozenset((
 ))
 _SETTLED_FIELDS = _FIELDS | {"redeemed_ms"}
 
+RECEIPT_STATES = ("ACTIVE", "LISTED", "PLEDGE_PENDING", "PLEDGED", "DEFAULTED",
+                  "REDEEM_PENDING", "REDEEMED", "SPLIT")
+_RECEIPT_HEAD = struct.Struct(">BQQBBB32s32s32s32s32s")
+_PLEDGE, _LISTING = 2, 4
+_U16 = struct.Struct(">H")
+_RECEIPT_FIELDS = frozenset((
+    "children", "commodity", "grade", "id", "inspection_hash", "issued_ms", "listing",
+    "location", "owner", "parent", "pledge", "quantity", "root", "state", "unit", "warehouse",
+))
+_TEXTS = ("commodity", "unit", "grade", "location")
+
 
 def _id_bytes(value: Any) -> bytes | None:
     """The 32 bytes of a lowercase 64-hex-digit id; None for anything else."""
@@ -54,8 +80,15 @@ def _id_bytes(value: Any) -> bytes | None:
     return raw if raw.hex() == value else None
 
 
-def pack(record: dict[str, Any]) -> bytes | None:
-    """The binary record, or None when it cannot be held exactly (store JSON then)."""
+def seed_record_formats(state: Any, state_format: int) -> None:
+    """Genesis (`state` a StateView): from state format 2 on, records are stored in binary."""
+    if state_format >= BINARY_RECORDS:
+        for key in RECORD_FORMAT_KEYS:
+            state.set(key, encode(BINARY_RECORDS))
+
+
+def pack_voucher(record: dict[str, Any]) -> bytes | None:
+    """The binary voucher record, or None when it cannot be held exactly (store JSON then)."""
     keys = record.keys()
     if keys == _FIELDS:
         redeemed_ms = None
@@ -93,13 +126,18 @@ def pack(record: dict[str, Any]) -> bytes | None:
     if discount is not None:
         flags |= _DISCOUNT
         tail.append(encode(discount))  # raises on a float, as JSON would
-    head = _HEAD.pack(TAG, amount, created_ms, maturity_ms, seq, tier, STATES.index(state),
+    head = _HEAD.pack(VOUCHER_TAG, amount, created_ms, maturity_ms, seq, tier, STATES.index(state),
                       flags, len(children), *ids)
     return head + b"".join(tail)  # type: ignore[arg-type]
 
 
 def unpack(raw: bytes) -> dict[str, Any]:
-    """The record `pack` wrote, as `decode` gives its JSON (keys in sorted order)."""
+    """The record `pack_voucher` or `pack_receipt` wrote, as `decode` gives its JSON (keys in
+    sorted order)."""
+    return _unpack_voucher(raw) if raw[0] == VOUCHER_TAG else _unpack_receipt(raw)
+
+
+def _unpack_voucher(raw: bytes) -> dict[str, Any]:
     (_, amount, created_ms, maturity_ms, seq, tier, state, flags, count,
      voucher_id, core, holder, root) = _HEAD.unpack_from(raw)
     at = _HEAD.size
@@ -123,3 +161,82 @@ def unpack(raw: bytes) -> dict[str, Any]:
         record["redeemed_ms"] = redeemed_ms
     record.update(root=root.hex(), seq=seq, state=STATES[state], tier=tier)
     return record
+
+
+def _length_prefixed(raw: bytes) -> bytes | None:
+    return _U16.pack(len(raw)) + raw if len(raw) < 65536 else None
+
+
+def pack_receipt(record: dict[str, Any]) -> bytes | None:
+    """The binary warehouse receipt record, or None when it cannot be held exactly."""
+    if record.keys() != _RECEIPT_FIELDS:
+        return None
+    quantity, issued_ms, state = record["quantity"], record["issued_ms"], record["state"]
+    children, parent = record["children"], record["parent"]
+    pledge, listing = record["pledge"], record["listing"]
+    if not (
+        type(quantity) is int and 0 <= quantity < _U64
+        and type(issued_ms) is int and 0 <= issued_ms < _U64
+        and type(state) is str and state in RECEIPT_STATES
+        and type(children) is list and len(children) < 256
+        and (pledge is None or type(pledge) is dict)
+        and (listing is None or type(listing) is dict)
+    ):
+        return None
+    ids = [_id_bytes(record[name])
+           for name in ("id", "root", "warehouse", "owner", "inspection_hash")]
+    tail: list[bytes | None] = [_id_bytes(child) for child in children]
+    flags = 0
+    if parent is not None:
+        tail.insert(0, _id_bytes(parent))
+        flags |= _PARENT
+    for name in _TEXTS:
+        text = record[name]
+        if type(text) is not str:
+            return None
+        try:
+            tail.append(_length_prefixed(text.encode()))
+        except UnicodeEncodeError:  # a lone surrogate: JSON holds it, UTF-8 does not
+            return None
+    if pledge is not None:
+        flags |= _PLEDGE
+        tail.append(_length_prefixed(encode(pledge)))
+    if listing is not None:
+        flags |= _LISTING
+        tail.append(encode(listing))
+    if None in ids or None in tail:
+        return None
+    head = _RECEIPT_HEAD.pack(RECEIPT_TAG, quantity, issued_ms, RECEIPT_STATES.index(state),
+                              flags, len(children), *ids)
+    return head + b"".join(tail)  # type: ignore[arg-type]
+
+
+def _unpack_receipt(raw: bytes) -> dict[str, Any]:
+    (_, quantity, issued_ms, state, flags, count,
+     receipt_id, root, warehouse, owner, inspection) = _RECEIPT_HEAD.unpack_from(raw)
+    at = _RECEIPT_HEAD.size
+    parent = None
+    if flags & _PARENT:
+        parent = raw[at:at + 32].hex()
+        at += 32
+    children = [raw[i:i + 32].hex() for i in range(at, at + 32 * count, 32)]
+    at += 32 * count
+    texts = []
+    for _ in _TEXTS:
+        (size,) = _U16.unpack_from(raw, at)
+        texts.append(raw[at + 2:at + 2 + size].decode())
+        at += 2 + size
+    commodity, unit, grade, location = texts
+    pledge = None
+    if flags & _PLEDGE:
+        (size,) = _U16.unpack_from(raw, at)
+        pledge = decode(raw[at + 2:at + 2 + size])
+        at += 2 + size
+    listing = decode(raw[at:]) if flags & _LISTING else None
+    return {
+        "children": children, "commodity": commodity, "grade": grade, "id": receipt_id.hex(),
+        "inspection_hash": inspection.hex(), "issued_ms": issued_ms, "listing": listing,
+        "location": location, "owner": owner.hex(), "parent": parent, "pledge": pledge,
+        "quantity": quantity, "root": root.hex(), "state": RECEIPT_STATES[state], "unit": unit,
+        "warehouse": warehouse.hex(),
+    }

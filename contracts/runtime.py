@@ -157,12 +157,12 @@ class Args:
 
 
 def decode_state(raw: bytes) -> JsonValue:
-    """A stored value: canonical JSON, or a voucher record in binary (a chain of state format
-    2, contracts/binary_records.py), told apart by the first byte."""
-    return binary_records.unpack(raw) if raw[:1] == _BINARY else decode(raw)
+    """A stored value: canonical JSON, or a record in binary (a chain of state format 2,
+    contracts/binary_records.py), told apart by the first byte."""
+    return binary_records.unpack(raw) if raw[:1] in _BINARY else decode(raw)
 
 
-_BINARY = bytes((binary_records.TAG,))
+_BINARY = frozenset(bytes((tag,)) for tag in binary_records.TAGS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,7 +41,6 @@ from contracts.runtime import (
     Context,
     ContractError,
     ReadContext,
-    StateView,
     encode,
     encode_text,
 )
@@ -54,7 +53,6 @@ SPLIT = "SPLIT"
 STATES = (ACTIVE, DISCOUNT_PENDING, REDEEMED, OVERDUE, SPLIT)
 LIVE_STATES = (ACTIVE, DISCOUNT_PENDING, OVERDUE)  # states whose amount is still owed
 assert set(STATES) <= set(binary_records.STATES)
-BINARY_RECORDS = 2  # the `record_format` of a chain of state format 2
 
 VOUCHERS_PER_ROOT_MAX = 256  # bounds settlement work per maturing root and the lineage view
 LINES_PER_CORE_MAX = 64  # financiers with a credit line to one core (the core's record holds them)
@@ -99,16 +97,11 @@ def load_tree(ctx: AnyContext, root_id: str) -> list[Record]:
     return records
 
 
-def seed_record_format(state: StateView, state_format: int) -> None:
-    """Genesis: from state format 2 on, voucher records are stored in binary."""
-    if state_format >= 2:
-        state.set("voucher/record_format", encode(BINARY_RECORDS))
-
-
 def save_voucher(ctx: Context, record: Record) -> None:
     assert record["state"] in STATES
     assert isinstance(record["amount"], int) and record["amount"] > 0
-    raw = binary_records.pack(record) if ctx.get("record_format") == BINARY_RECORDS else None
+    binary = ctx.get("record_format") == binary_records.BINARY_RECORDS
+    raw = binary_records.pack_voucher(record) if binary else None
     ctx.put_encoded(f"v/{record['id']}", voucher_bytes(record) if raw is None else raw)
 
 

@@ -7,6 +7,8 @@ Keys (namespace `warehouse_receipt/`):
   `tree/<root>/<id>`  every receipt of a lineage, for the lineage view
   `own/<owner>/<id>`  live receipts by owner
   `due/<ms>/<id>`     pledged receipts whose loans fall due at ms (see contracts/schedule.py)
+  `record_format`     2: receipt records are stored in binary (a chain of state format 2,
+                      contracts/binary_records.py); absent: canonical JSON
 
 States: ACTIVE (free), LISTED (offered on an exchange), PLEDGE_PENDING, PLEDGED, DEFAULTED
 (pledged and the loan unpaid at its due date), REDEEM_PENDING, REDEEMED (cancelled: goods
@@ -17,7 +19,8 @@ receipts plus the redeemed quantity equal the issued quantity.
 
 from __future__ import annotations
 
-from contracts.runtime import Args, Context, ContractError, JsonValue, ReadContext
+from contracts import binary_records
+from contracts.runtime import Args, Context, ContractError, JsonValue, ReadContext, encode
 
 ACTIVE = "ACTIVE"
 LISTED = "LISTED"
@@ -28,6 +31,7 @@ REDEEM_PENDING = "REDEEM_PENDING"
 REDEEMED = "REDEEMED"
 SPLIT = "SPLIT"
 STATES = (ACTIVE, LISTED, PLEDGE_PENDING, PLEDGED, DEFAULTED, REDEEM_PENDING, REDEEMED, SPLIT)
+assert set(STATES) <= set(binary_records.RECEIPT_STATES)
 LIVE_STATES = (ACTIVE, LISTED, PLEDGE_PENDING, PLEDGED, DEFAULTED, REDEEM_PENDING)
 
 HOLDER_ROLES = ("core_enterprise", "supplier", "dealer", "financier")
@@ -57,7 +61,9 @@ def save(ctx: Context, receipt: Receipt) -> None:
     assert (receipt["pledge"] is not None) == (
         receipt["state"] in (PLEDGE_PENDING, PLEDGED, DEFAULTED)
     ), "a receipt has a pledge exactly when it is pledged or pledge-pending"
-    ctx.put(f"r/{receipt['id']}", receipt)
+    binary = ctx.get("record_format") == binary_records.BINARY_RECORDS
+    raw = binary_records.pack_receipt(receipt) if binary else None
+    ctx.put_encoded(f"r/{receipt['id']}", encode(receipt) if raw is None else raw)
 
 
 def set_owner(ctx: Context, receipt: Receipt, owner: str) -> None:

@@ -12,9 +12,10 @@ checked; optional, and absent on solo chains), each validator's optional `tls_ce
 consensus kind and the chain params (block txs and bytes max, `empty_block_interval_ms`).
 
 `state_format` (1 or 2; absent: 1) is how contracts store their records, fixed for the chain's
-life: every node must write the same bytes for the same block. Format 2 stores voucher records
-in binary (contracts/binary_records.py); format 1 is canonical JSON for every value, as chains
-made before format 2 executed their blocks, so their stores and app hashes stay valid. The
+life: every node must write the same bytes for the same block. Format 2 stores voucher and
+warehouse receipt records in binary (contracts/binary_records.py); format 1 is canonical JSON
+for every value, as chains made before format 2 executed their blocks, so their stores and app
+hashes stay valid. The
 launcher's geneses use format 2 (`STATE_FORMAT_LATEST`).
 """
 
@@ -26,11 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from consensus.codec import MESSAGE_BYTES_MAX
+from contracts.binary_records import seed_record_formats
 from contracts.cash import seed_balances
 from contracts.consortium import seed_members
 from contracts.governance import PROPOSAL_TTL_BLOCKS_DEFAULT, seed_governance
 from contracts.runtime import ROLES, ContractError
-from contracts.voucher_state import seed_record_format
 from node.config import ConfigError
 from node.state import MemoryState, Overlay
 
@@ -96,7 +97,7 @@ class Genesis:
         try:
             seed_members(overlay, [(m.account, m.name, list(m.roles)) for m in self.members])
             seed_balances(overlay, list(self.balances))
-            seed_record_format(overlay, self.state_format)
+            seed_record_formats(overlay, self.state_format)
             accounts = {m.name: m.account for m in self.members}
             seed_governance(
                 overlay,

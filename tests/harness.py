@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts import default_runtime
+from contracts.binary_records import seed_record_formats
 from contracts.cash import seed_balances
 from contracts.consortium import seed_members
 from contracts.governance import proposal_id_of, seed_governance
 from contracts.runtime import Runtime, decode_state
 from contracts.visibility import reader_of
-from contracts.voucher_state import seed_record_format
 from node.chain import app_hash_after, block_hash_of, txs_hash
 from node.client.identity import Account, tx_id_of
 from node.executor import Executor
@@ -78,7 +78,7 @@ class LocalChain:
             [(self.accounts[n].account_id, n, list(r)) for n, r in sorted(self.members.items())],
         )
         seed_balances(genesis, [(self.id(n), a) for n, a in sorted(self.balances.items())])
-        seed_record_format(genesis, self.state_format)
+        seed_record_formats(genesis, self.state_format)
         if self.committee is None:
             admins = [n for n, roles in sorted(self.members.items()) if "admin" in roles]
             self.committee = {n: 1 for n in admins or sorted(self.members)[:1]}

@@ -23,6 +23,8 @@ from node.config import ConfigError
 from node.genesis import parse_genesis
 from tests.harness import DAY_MS, LocalChain
 from tests.unit.test_record_codecs import odd_vouchers, outcome, vouchers
+from tests.unit.test_trade_determinism import run_trade_history
+from tests.unit.trade_chain import make_chain
 
 HEX = "ab" * 32
 
@@ -49,15 +51,15 @@ in_range = st.fixed_dictionaries({
 
 
 def packable(record: dict[str, Any]) -> bool:
-    return binary_records.pack(record) is not None
+    return binary_records.pack_voucher(record) is not None
 
 
 @settings(max_examples=500, deadline=None)
 @given(in_range)
 def test_every_record_in_range_is_packed_and_reads_back_as_its_json_reads(
         record: dict[str, Any]) -> None:
-    raw = binary_records.pack(record)
-    assert raw is not None and raw[0] == binary_records.TAG
+    raw = binary_records.pack_voucher(record)
+    assert raw is not None and raw[0] == binary_records.VOUCHER_TAG
     value = decode_state(raw)
     assert value == decode(encode(record)) == record
     assert list(value) == sorted(value)
@@ -68,13 +70,13 @@ def test_every_record_in_range_is_packed_and_reads_back_as_its_json_reads(
 @given(vouchers)
 def test_a_packed_record_reads_back_as_its_json_reads(record: dict[str, Any]) -> None:
     try:
-        raw = binary_records.pack(record)
+        raw = binary_records.pack_voucher(record)
     except AssertionError:  # a float in the discount: encode refuses it too
         assert outcome(encode, record)[0] == "error"
         return
     if raw is None:
         return
-    assert raw[0] == binary_records.TAG
+    assert raw[0] == binary_records.VOUCHER_TAG
     value = decode_state(raw)
     assert value == decode(encode(record)) == record
     assert list(value) == sorted(value)  # key order as json.loads gives canonical JSON
@@ -86,7 +88,7 @@ def test_a_packed_record_reads_back_as_its_json_reads(record: dict[str, Any]) ->
 def test_a_settled_record_reads_back_too(record: dict[str, Any], redeemed_ms: int) -> None:
     record = {**record, "redeemed_ms": redeemed_ms}
     try:
-        raw = binary_records.pack(record)
+        raw = binary_records.pack_voucher(record)
     except AssertionError:
         return
     if raw is not None:
@@ -101,7 +103,7 @@ def test_a_settled_record_reads_back_too(record: dict[str, Any], redeemed_ms: in
 @given(odd_vouchers())
 def test_any_other_record_is_refused_or_read_back_exactly(record: dict[str, Any]) -> None:
     try:
-        raw = binary_records.pack(record)
+        raw = binary_records.pack_voucher(record)
     except AssertionError:
         return
     if raw is not None:
@@ -123,7 +125,7 @@ def test_every_part_of_a_record_survives() -> None:
     record = usual(parent="e" * 64, children=["1" * 64, "2" * 64], seq=255, tier=65_535,
                    amount=2**64 - 1, state="REDEEMED", redeemed_ms=2**64 - 1,
                    discount={"financier": "f" * 64, "rate_bps": 600, "applied_ms": 7})
-    raw = binary_records.pack(record)
+    raw = binary_records.pack_voucher(record)
     assert raw is not None and decode_state(raw) == record
     assert list(decode_state(raw)) == sorted(record)
     assert len(raw) == 1 + 8 * 3 + 1 + 2 + 1 + 1 + 1 + 32 * 4 + 8 + 32 * 3 + len(
@@ -211,14 +213,112 @@ def test_both_state_formats_run_the_same_voucher_history() -> None:
 
     def decoded(chain: LocalChain) -> dict[str, Any]:
         return {key: decode_state(raw) for key, raw in chain.state.items.items()
-                if key != "voucher/record_format"}
+                if key not in binary_records.RECORD_FORMAT_KEYS}
 
     assert decoded(one) == decoded(two)
     assert one.app_hash != two.app_hash
     records = [key for key in two.state.items if key.startswith("voucher/v/")]
     assert len(records) > 50
-    assert all(two.state.items[key][0] == binary_records.TAG for key in records)
+    assert all(two.state.items[key][0] == binary_records.VOUCHER_TAG for key in records)
     assert all(one.state.items[key][:1] == b"{" for key in records)
     assert all(len(two.state.items[key]) < len(one.state.items[key]) / 2 for key in records)
     settled = [key for key in records if "redeemed_ms" in decode_state(two.state.items[key])]
     assert len(settled) > 50
+
+
+receipts_in_range = st.fixed_dictionaries({
+    "children": st.lists(hex_ids, max_size=3), "commodity": st.text(max_size=70),
+    "grade": st.text(max_size=8), "id": hex_ids, "inspection_hash": hex_ids,
+    "issued_ms": u64, "listing": st.none() | st.fixed_dictionaries(
+        {"exchange": hex_ids, "price": u64}),
+    "location": st.text(max_size=130), "owner": hex_ids, "parent": st.none() | hex_ids,
+    "pledge": st.none() | st.fixed_dictionaries(
+        {"financier": hex_ids, "controller": st.none() | hex_ids, "principal": u64,
+         "rate_bps": st.none() | st.integers(0, 10_000), "due_ms": u64}),
+    "quantity": u64, "root": hex_ids, "state": st.sampled_from(binary_records.RECEIPT_STATES),
+    "unit": st.text(max_size=16), "warehouse": hex_ids,
+})
+
+
+@settings(max_examples=500, deadline=None)
+@given(receipts_in_range)
+def test_a_receipt_record_reads_back_as_its_json_reads(record: dict[str, Any]) -> None:
+    raw = binary_records.pack_receipt(record)
+    texts_ok = all(
+        not any(0xD800 <= ord(c) <= 0xDFFF for c in record[name])
+        for name in ("commodity", "unit", "grade", "location"))
+    if not texts_ok:  # a lone surrogate: JSON only
+        assert raw is None
+        return
+    assert raw is not None and raw[0] == binary_records.RECEIPT_TAG
+    value = decode_state(raw)
+    assert value == decode(encode(record)) == record
+    assert list(value) == sorted(value)
+
+
+def usual_receipt(**changes: Any) -> dict[str, Any]:
+    record = {"children": [], "commodity": "copper", "grade": "A", "id": HEX,
+              "inspection_hash": "9" * 64, "issued_ms": 1, "listing": None, "location": "L",
+              "owner": "d" * 64, "parent": None, "pledge": None, "quantity": 5, "root": HEX,
+              "state": "ACTIVE", "unit": "t", "warehouse": "c" * 64}
+    record.update(changes)
+    return record
+
+
+@pytest.mark.parametrize("change", [
+    {"owner": "contract:prepayment"}, {"state": "LOST"}, {"quantity": -1},
+    {"commodity": 7}, {"unit": "\ud800"}, {"listing": [1]}, {"pledge": "p"},
+    {"location": "x" * 70_000}, {"redeemed_ms": 5}, {"children": [HEX.upper()]},
+])
+def test_receipts_the_format_cannot_hold_exactly_are_refused(change: dict[str, Any]) -> None:
+    assert binary_records.pack_receipt(usual_receipt()) is not None
+    assert binary_records.pack_receipt(usual_receipt(**change)) is None
+
+
+def warehouse_history(chain: LocalChain) -> list[Any]:
+    """The warehouse receipt's worked example (docs/contracts.md) and the trade history."""
+    seen: list[Any] = []
+
+    def run(who: str, call: str, **args: Any) -> Any:
+        receipt = chain.run(who, f"warehouse_receipt.{call}", **args)
+        assert receipt.ok, receipt.message
+        seen.append(receipt)
+        return receipt.result
+
+    root = run("wh", "issue", owner=chain.id("supplier"), commodity="copper cathode",
+               quantity=1_000, unit="tonne", grade="A", location="Shanghai bonded zone, bay 4",
+               inspection_hash="5" * 64)["receipt_id"]
+    part_a = run("supplier", "transfer", receipt_id=root, to=chain.id("dealer"),
+                 quantity=300)["receipt_id"]
+    part_b = seen[-1].event("ReceiptSplit")["children"][1]
+    run("supplier", "list_for_sale", receipt_id=part_b, exchange=chain.id("exch"),
+        price=4_900_000)
+    run("dealer", "buy", receipt_id=part_b, price=4_900_000)
+    run("dealer", "pledge", receipt_id=part_a, financier=chain.id("bank"), principal=1_000_000,
+        rate_bps=720, due_ms=chain.time_ms + 2_000 + 30 * DAY_MS)
+    run("bank", "approve_pledge", receipt_id=part_a)
+    seen.append(chain.advance(31 * DAY_MS))
+    run("dealer", "request_redemption", receipt_id=part_a)
+    run("wh", "confirm_delivery", receipt_id=part_a)
+    run("dealer", "split", receipt_id=part_b, quantities=[100, 600])
+    return [*seen, *run_trade_history(chain)]
+
+
+def test_both_state_formats_run_the_same_warehouse_history() -> None:
+    balances = {"core": 5_000_000, "dealer": 9_000_000, "bank": 19_000_000, "supplier": 100}
+    one, two = make_chain(1, **balances), make_chain(2, **balances)
+    assert warehouse_history(one) == warehouse_history(two)
+
+    def decoded(chain: LocalChain) -> dict[str, Any]:
+        return {key: decode_state(raw) for key, raw in chain.state.items.items()
+                if key not in binary_records.RECORD_FORMAT_KEYS}
+
+    assert decoded(one) == decoded(two)
+    assert one.app_hash != two.app_hash
+    records = [key for key in two.state.items if key.startswith("warehouse_receipt/r/")]
+    states = {decode_state(two.state.items[key])["state"] for key in records}
+    assert {"SPLIT", "REDEEMED", "ACTIVE"} <= states
+    assert all(one.state.items[key][:1] == b"{" for key in records)
+    assert len(records) >= 10
+    assert all(two.state.items[key][0] == binary_records.RECEIPT_TAG for key in records)
+    assert all(len(two.state.items[key]) < len(one.state.items[key]) / 2 for key in records)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from typing import Any
 
-from tests.harness import DAY_MS, Receipt
+from tests.harness import DAY_MS, LocalChain, Receipt
 from tests.unit.trade_chain import doc, make_chain, ok
 
 SCRIPT = """
@@ -24,9 +24,19 @@ print(trade_history())
 def trade_history() -> str:
     """A history touching every family and every hook; returns the final app hash (hex)."""
     chain = make_chain(core=5_000_000, dealer=3_000_000, bank=9_000_000, supplier=100)
+    run_trade_history(chain)
+    return chain.app_hash.hex()
+
+
+def run_trade_history(chain: LocalChain) -> list[Any]:
+    """The history of `trade_history` on `chain`; every receipt and block-end event."""
     t = chain.time_ms
+    seen: list[Any] = []
+
     def run(who: str, call: str, **args: Any) -> Receipt:
-        return ok(chain.run(who, call, **args))
+        receipt = ok(chain.run(who, call, **args))
+        seen.append(receipt)
+        return receipt
 
     run("bank", "order_financing.set_ratio", ratio_bps=7_000)
     order_id = run(
@@ -55,9 +65,11 @@ def trade_history() -> str:
     run("dealer", "cash.transfer", to=chain.id("supplier"), amount=2_000_000)
     fired: list[str] = []
     for day in range(12):
-        fired.extend(name for name, _ in chain.advance(DAY_MS + day))
+        events = chain.advance(DAY_MS + day)
+        seen.append(events)
+        fired.extend(name for name, _ in events)
     assert "LoanOverdue" in fired and "BuybackSettled" in fired
-    return chain.app_hash.hex()
+    return seen
 
 
 def test_same_trade_history_same_app_hash_in_process() -> None:

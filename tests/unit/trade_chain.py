@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from node.genesis import STATE_FORMAT_LATEST
 from tests.harness import LocalChain, Receipt
 
 MEMBERS: dict[str, tuple[str, ...]] = {
@@ -26,10 +27,11 @@ MEMBERS: dict[str, tuple[str, ...]] = {
 }
 
 
-def make_chain(**balances: int) -> LocalChain:
+def make_chain(state_format: int = STATE_FORMAT_LATEST, **balances: int) -> LocalChain:
     """The consortium with starting cash by member name (zero means none)."""
     return LocalChain(
-        members=dict(MEMBERS), balances={name: cash for name, cash in balances.items() if cash}
+        members=dict(MEMBERS), balances={name: cash for name, cash in balances.items() if cash},
+        state_format=state_format,
     )
 
 
