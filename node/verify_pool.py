@@ -106,6 +106,11 @@ class _Worker:
 
     def submit(self, items: Sequence[Item]) -> Future[list[bool]]:
         future: Future[list[bool]] = Future()
+        # Running from the start, so it cannot be cancelled: a caller that gives up (a client
+        # cancelling its Submit cancels the asyncio future wrapping this one) leaves the answer
+        # unread. A cancelled future would refuse its answer in the reader thread, which would
+        # then take the worker for dead and fail every other caller's chunk with it.
+        future.set_running_or_notify_cancel()
         data = frame(marshal.dumps(list(items)))
         with self._lock:
             if not self.alive:

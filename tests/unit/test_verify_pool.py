@@ -142,3 +142,27 @@ def test_a_worker_holds_libsodium_and_not_the_node() -> None:
         assert process.memory_info().rss < 30 * 2**20
     finally:
         pool.close()
+
+
+def test_a_caller_giving_up_on_its_chunk_leaves_the_worker_serving_the_others() -> None:
+    """A client cancelling its Submit cancels the asyncio future wrapping a chunk's: the answer
+    must then be dropped, not make the reader thread fail the worker and everyone's chunks."""
+    import asyncio
+
+    good = _signed(200)
+    pool = VerifyPool(1)
+
+    async def give_up_then_verify() -> list[list[bool]]:
+        abandoned = [asyncio.wrap_future(pool.submit(good)) for _ in range(5)]
+        kept = [asyncio.wrap_future(pool.submit(good[:10])) for _ in range(5)]
+        for future in abandoned:
+            future.cancel()
+        return list(await asyncio.wait_for(asyncio.gather(*kept), timeout=30))
+
+    try:
+        (pid,) = pool.pids
+        assert asyncio.run(give_up_then_verify()) == [[True] * 10] * 5
+        assert pool.submit(good[:3]).result(timeout=30) == [True] * 3
+        assert pool.pids == [pid], "the worker was taken for dead and replaced"
+    finally:
+        pool.close()
