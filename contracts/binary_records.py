@@ -80,6 +80,23 @@ def _id_bytes(value: Any) -> bytes | None:
     return raw if raw.hex() == value else None
 
 
+def _lineage(parent: Any, children: list[Any]) -> list[bytes | None]:
+    """The parent's id (if any), then each child's: the part both layouts share."""
+    ids = [_id_bytes(child) for child in children]
+    return ids if parent is None else [_id_bytes(parent), *ids]
+
+
+def _read_lineage(raw: bytes, at: int, flags: int, count: int
+                  ) -> tuple[str | None, list[str], int]:
+    """The parent (None when not flagged) and `count` children from `at`; where they end."""
+    parent = None
+    if flags & _PARENT:
+        parent = raw[at:at + 32].hex()
+        at += 32
+    children = [raw[i:i + 32].hex() for i in range(at, at + 32 * count, 32)]
+    return parent, children, at + 32 * count
+
+
 def seed_record_formats(state: Any, state_format: int) -> None:
     """Genesis (`state` a StateView): from state format 2 on, records are stored in binary."""
     if state_format >= BINARY_RECORDS:
@@ -113,11 +130,8 @@ def pack_voucher(record: dict[str, Any]) -> bytes | None:
     ):
         return None
     ids = [_id_bytes(record[name]) for name in ("id", "core", "holder", "root")]
-    tail = [_id_bytes(child) for child in children]
-    flags = 0
-    if parent is not None:
-        tail.insert(0, _id_bytes(parent))
-        flags |= _PARENT
+    tail = _lineage(parent, children)
+    flags = 0 if parent is None else _PARENT
     if redeemed_ms is not None:
         tail.insert(0, _U64_FIELD.pack(redeemed_ms))
         flags |= _REDEEMED
@@ -145,12 +159,7 @@ def _unpack_voucher(raw: bytes) -> dict[str, Any]:
     if flags & _REDEEMED:
         (redeemed_ms,) = _U64_FIELD.unpack_from(raw, at)
         at += 8
-    parent = None
-    if flags & _PARENT:
-        parent = raw[at:at + 32].hex()
-        at += 32
-    children = [raw[i:i + 32].hex() for i in range(at, at + 32 * count, 32)]
-    at += 32 * count
+    parent, children, at = _read_lineage(raw, at, flags, count)
     discount = decode(raw[at:]) if flags & _DISCOUNT else None
     record = {
         "amount": amount, "children": children, "core": core.hex(), "created_ms": created_ms,
@@ -185,11 +194,8 @@ def pack_receipt(record: dict[str, Any]) -> bytes | None:
         return None
     ids = [_id_bytes(record[name])
            for name in ("id", "root", "warehouse", "owner", "inspection_hash")]
-    tail: list[bytes | None] = [_id_bytes(child) for child in children]
-    flags = 0
-    if parent is not None:
-        tail.insert(0, _id_bytes(parent))
-        flags |= _PARENT
+    tail = _lineage(parent, children)
+    flags = 0 if parent is None else _PARENT
     for name in _TEXTS:
         text = record[name]
         if type(text) is not str:
@@ -215,12 +221,7 @@ def _unpack_receipt(raw: bytes) -> dict[str, Any]:
     (_, quantity, issued_ms, state, flags, count,
      receipt_id, root, warehouse, owner, inspection) = _RECEIPT_HEAD.unpack_from(raw)
     at = _RECEIPT_HEAD.size
-    parent = None
-    if flags & _PARENT:
-        parent = raw[at:at + 32].hex()
-        at += 32
-    children = [raw[i:i + 32].hex() for i in range(at, at + 32 * count, 32)]
-    at += 32 * count
+    parent, children, at = _read_lineage(raw, at, flags, count)
     texts = []
     for _ in _TEXTS:
         (size,) = _U16.unpack_from(raw, at)

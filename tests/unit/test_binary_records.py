@@ -155,6 +155,12 @@ MEMBERS = {"admin": ("admin",), "bank": ("financier",), "core": ("core_enterpris
 HOLDERS = ("t1", "t2", "t3")
 
 
+def decoded(chain: LocalChain) -> dict[str, Any]:
+    """Every value of the chain's state as contracts read it, but the record format keys."""
+    return {key: decode_state(raw) for key, raw in chain.state.items.items()
+            if key not in binary_records.RECORD_FORMAT_KEYS}
+
+
 def run_history(chain: LocalChain, seed: int) -> list[Any]:
     """A seeded mix of every voucher call, through maturity; what each call returned."""
     rng = random.Random(seed)
@@ -210,10 +216,6 @@ def test_both_state_formats_run_the_same_voucher_history() -> None:
     one = LocalChain(members=MEMBERS, balances={"core": 10**9, "bank": 10**9}, state_format=1)
     two = LocalChain(members=MEMBERS, balances={"core": 10**9, "bank": 10**9}, state_format=2)
     assert run_history(one, 7) == run_history(two, 7)
-
-    def decoded(chain: LocalChain) -> dict[str, Any]:
-        return {key: decode_state(raw) for key, raw in chain.state.items.items()
-                if key not in binary_records.RECORD_FORMAT_KEYS}
 
     assert decoded(one) == decoded(two)
     assert one.app_hash != two.app_hash
@@ -308,10 +310,6 @@ def test_both_state_formats_run_the_same_warehouse_history() -> None:
     balances = {"core": 5_000_000, "dealer": 9_000_000, "bank": 19_000_000, "supplier": 100}
     one, two = make_chain(1, **balances), make_chain(2, **balances)
     assert warehouse_history(one) == warehouse_history(two)
-
-    def decoded(chain: LocalChain) -> dict[str, Any]:
-        return {key: decode_state(raw) for key, raw in chain.state.items.items()
-                if key not in binary_records.RECORD_FORMAT_KEYS}
 
     assert decoded(one) == decoded(two)
     assert one.app_hash != two.app_hash
