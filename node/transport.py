@@ -8,9 +8,8 @@ validators whose votes count now (`Roster.voters`); any node the CA certified (a
 may fetch blocks and forward txs, and a forwarding node that is not such a validator has every
 signature checked again.
 Outbound messages are queued per peer (bounded by count and bytes) on two lanes, control and
-bulk (messages carrying blocks), each sent in batches by its own task, so one slow or dead peer
-never blocks the engine and heartbeats never wait behind blocks; a lost batch is the engine's
-to retransmit.
+bulk (messages carrying blocks), each sent in batches by its own task on a stream of its own
+(`node/peer_links.py`); a lost batch is the engine's to retransmit.
 When `sign_messages` is set (PBFT), every envelope carries the sender's Ed25519 signature over
 (from_node, payload), checked in worker threads before the message reaches the engine.
 """
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,12 +25,19 @@ from typing import Any
 import grpc
 
 from consensus.codec import MESSAGE_BYTES_MAX, CodecError, decode_message, encode_message
-from consensus.pbft_messages import PrePrepare
-from consensus.raft_messages import AppendEntries, InstallSnapshot
 from node.admission import Admission, AdmissionError
 from node.client.identity import Account, verify_signature
 from node.config import TlsFiles
 from node.genesis import Genesis
+from node.peer_links import (
+    BATCH_BYTES_MAX,
+    BATCH_MESSAGES_MAX,
+    STREAM_READY,
+    BatchStream,
+    DeliveryFailed,
+    Lane,
+    PeerLink,
+)
 from node.ports import PeerMetrics, Roster, SnapshotSource
 from node.storage import Storage
 from node.tls import read
@@ -40,30 +45,11 @@ from proto import peer_pb2, peer_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
 
-PEER_QUEUE_MESSAGES_MAX = 20_000
-# Also bounded by bytes: a PBFT pre-prepare (and its retransmissions) carries a whole block, so
-# 20,000 queued messages to a slow peer could be gigabytes (without this bound a 5-minute PBFT
-# overload run takes a node past 1.8 GB).
-PEER_QUEUE_BYTES_MAX = 64 * 1024 * 1024
-# Messages that carry log entries or blocks go on a bulk lane of their own, sent by its own
-# task: heartbeats, votes and acknowledgements never wait behind tens of megabytes of blocks to
-# a catching-up peer (which would otherwise time out and call elections while being fed).
-# Raft appends all take the bulk lane, whatever their size: an empty append
-# overtaking a full one would be rejected and knock the follower back to probing. Any other
-# message over CONTROL_MESSAGE_BYTES_MAX also goes bulk; the engines tolerate reordering
-# between the lanes (the simulator reorders freely).
-BULK_MESSAGE_TYPES: tuple[type, ...] = (AppendEntries, InstallSnapshot, PrePrepare)
-CONTROL_MESSAGE_BYTES_MAX = 64 * 1024
-CONTROL_QUEUE_BYTES_MAX = 16 * 1024 * 1024
-BATCH_MESSAGES_MAX = 256
 # The largest engine message the codec allows, plus its envelope.
 GRPC_MESSAGE_BYTES_MAX = MESSAGE_BYTES_MAX + 1024 * 1024
-# A batch never exceeds this (one message alone may: it is sent by itself, and genesis keeps a
-# block, so every message, well under the gRPC message limit).
-BATCH_BYTES_MAX = 32 * 1024 * 1024
-DELIVER_TIMEOUT_S = 5.0
 FORWARD_TIMEOUT_S = 10.0
 FETCH_BLOCKS_MAX = 256
+ACCEPTED_MAX = 2**32 - 1  # PeerAck.accepted is a uint32; a stream may live for months
 FETCH_READ_BLOCKS_MAX = 64
 FETCH_READ_BYTES_MAX = 16 * 1024 * 1024
 RETRY_DELAY_MIN_S = 0.05
@@ -89,72 +75,6 @@ Deliver = Callable[[str, Any], bool]
 
 def _signed_bytes(from_node: str, payload: bytes) -> bytes:
     return from_node.encode() + b"\x00" + payload
-
-
-class Lane:
-    """A bounded FIFO of envelopes to one peer, taken in batches bounded by count and bytes."""
-
-    def __init__(self, name: str, messages_max: int, bytes_max: int) -> None:
-        self.name = name
-        self.messages_max = messages_max
-        self.bytes_max = bytes_max
-        self._items: deque[peer_pb2.PeerEnvelope] = deque()
-        self._ready = asyncio.Event()
-        self.queued_bytes = 0
-        self.dropped = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, envelope: peer_pb2.PeerEnvelope) -> bool:
-        size = len(envelope.payload)
-        if len(self._items) >= self.messages_max or self.queued_bytes + size > self.bytes_max:
-            self.dropped += 1
-            return False
-        self._items.append(envelope)
-        self.queued_bytes += size
-        self._ready.set()
-        return True
-
-    async def next_batch(self, messages_max: int, bytes_max: int) -> list[peer_pb2.PeerEnvelope]:
-        """The oldest envelopes, at least one, within both bounds (one alone may exceed
-        `bytes_max`)."""
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        items = self._items
-        batch = [items.popleft()]
-        size = len(batch[0].payload)
-        while items and len(batch) < messages_max and size + len(items[0].payload) <= bytes_max:
-            envelope = items.popleft()
-            batch.append(envelope)
-            size += len(envelope.payload)
-        self.queued_bytes -= size
-        return batch
-
-
-class _PeerLink:
-    """One outbound channel and its two lanes of engine messages (control and bulk).
-
-    Made inside the running event loop (`PeerTransportGrpc.start`): grpc.aio channels bind to
-    the loop they are created in.
-    """
-
-    def __init__(self, peer_id: str, addr: str, creds: grpc.ChannelCredentials) -> None:
-        self.peer_id = peer_id
-        options = [*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", peer_id)]
-        self.channel = grpc.aio.secure_channel(addr, creds, options=options)
-        self.stub = peer_pb2_grpc.PeerStub(self.channel)
-        self.control = Lane("control", PEER_QUEUE_MESSAGES_MAX, CONTROL_QUEUE_BYTES_MAX)
-        self.bulk = Lane("bulk", PEER_QUEUE_MESSAGES_MAX, PEER_QUEUE_BYTES_MAX)
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def lane_for(self, msg: Any, envelope: peer_pb2.PeerEnvelope) -> Lane:
-        if isinstance(msg, BULK_MESSAGE_TYPES) or len(envelope.payload) > (
-            CONTROL_MESSAGE_BYTES_MAX
-        ):
-            return self.bulk
-        return self.control
 
 
 def _read_blocks(storage: Storage, height: int, count: int) -> tuple[list[bytes], bool]:
@@ -216,15 +136,32 @@ class PeerService(SnapshotServing, peer_pb2_grpc.PeerServicer):
         names = context.auth_context().get("x509_common_name") or []
         return names[0].decode() if names else None
 
+    async def _refuse_unless_peer(
+        self, context: grpc.aio.ServicerContext[Any, Any], caller: str | None,
+        batch: peer_pb2.PeerBatch
+    ) -> None:
+        # Checked per batch: a validator voted out while its stream is open is heard no more.
+        if caller is None or caller != batch.from_node or not self.transport.is_peer(caller):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a validator of this chain")
+
     async def Deliver(
         self, request: peer_pb2.PeerBatch, context: grpc.aio.ServicerContext[Any, Any]
     ) -> peer_pb2.PeerAck:
-        caller = self._caller(context)
-        if caller is None or caller != request.from_node or not self.transport.is_peer(caller):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a validator of this chain")
-        assert caller is not None
+        await self._refuse_unless_peer(context, self._caller(context), request)
         accepted = await self.transport.accept(request)
         return peer_pb2.PeerAck(accepted=accepted)
+
+    async def DeliverStream(
+        self, request_iterator: AsyncIterator[peer_pb2.PeerBatch],
+        context: grpc.aio.ServicerContext[Any, Any]
+    ) -> peer_pb2.PeerAck:
+        caller = self._caller(context)
+        await context.send_initial_metadata((STREAM_READY,))  # see BatchStream._open
+        accepted = 0
+        async for request in request_iterator:
+            await self._refuse_unless_peer(context, caller, request)
+            accepted += await self.transport.accept(request)
+        return peer_pb2.PeerAck(accepted=min(accepted, ACCEPTED_MAX))
 
     async def Forward(
         self, request: peer_pb2.ForwardRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -299,7 +236,7 @@ class PeerTransportGrpc:
         self._peer_addrs = {
             v.node_id: v.peer_addr for v in genesis.validators if v.node_id != node_id
         }
-        self._links: dict[str, _PeerLink] = {}
+        self._links: dict[str, PeerLink] = {}
         self._creds: grpc.ChannelCredentials | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._verify_pool = ThreadPoolExecutor(2, thread_name_prefix="peer-verify")
@@ -353,7 +290,8 @@ class PeerTransportGrpc:
 
     def _open_link(self, peer: str, addr: str) -> None:
         assert self._creds is not None
-        link = _PeerLink(peer, addr, self._creds)
+        options = [*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", peer)]
+        link = PeerLink(peer, grpc.aio.secure_channel(addr, self._creds, options=options))
         for lane in (link.control, link.bulk):
             task = asyncio.create_task(self._pump(link, lane), name=f"peer-{peer}-{lane.name}")
             task.add_done_callback(_log_crash)
@@ -407,7 +345,7 @@ class PeerTransportGrpc:
             return None
 
     @staticmethod
-    def _enqueue(link: _PeerLink, msg: Any, envelope: peer_pb2.PeerEnvelope) -> None:
+    def _enqueue(link: PeerLink, msg: Any, envelope: peer_pb2.PeerEnvelope) -> None:
         lane = link.lane_for(msg, envelope)
         if not lane.put(envelope) and lane.dropped % 1000 == 1:
             log.warning(
@@ -426,22 +364,25 @@ class PeerTransportGrpc:
         ) else b""
         return peer_pb2.PeerEnvelope(from_node=self.node_id, payload=payload, signature=signature)
 
-    async def _pump(self, link: _PeerLink, lane: Lane) -> None:
+    async def _pump(self, link: PeerLink, lane: Lane) -> None:
+        stream = BatchStream(link.stub, link.peer_id, lane.name)
         delay = RETRY_DELAY_MIN_S
-        while True:
-            envelopes = await lane.next_batch(BATCH_MESSAGES_MAX, BATCH_BYTES_MAX)
-            batch = peer_pb2.PeerBatch(from_node=self.node_id, envelopes=envelopes)
-            try:
-                await link.stub.Deliver(batch, timeout=DELIVER_TIMEOUT_S)
+        try:
+            while True:
+                envelopes = await lane.next_batch(BATCH_MESSAGES_MAX, BATCH_BYTES_MAX)
+                batch = peer_pb2.PeerBatch(from_node=self.node_id, envelopes=envelopes)
+                try:
+                    await stream.send(batch)
+                except DeliveryFailed as exc:
+                    log.debug("deliver to %s failed: %s", link.peer_id, exc.code)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_DELAY_MAX_S)
+                    continue
                 if self.metrics is not None:
                     self.metrics.sent(link.peer_id, batch.ByteSize())
-                log.debug("delivered %d %s messages to %s", len(envelopes), lane.name,
-                          link.peer_id)
                 delay = RETRY_DELAY_MIN_S
-            except grpc.aio.AioRpcError as exc:
-                log.debug("deliver to %s failed: %s", link.peer_id, exc.code().name)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_DELAY_MAX_S)
+        finally:
+            stream.close()
 
     async def forward(self, to: str, txs: list[types_pb2.SignedTx]) -> None:
         link = self._links.get(to)

@@ -40,6 +40,11 @@ class PeerStub:
                 request_serializer=proto_dot_peer__pb2.PeerBatch.SerializeToString,
                 response_deserializer=proto_dot_peer__pb2.PeerAck.FromString,
                 _registered_method=True)
+        self.DeliverStream = channel.stream_unary(
+                '/scfchain.Peer/DeliverStream',
+                request_serializer=proto_dot_peer__pb2.PeerBatch.SerializeToString,
+                response_deserializer=proto_dot_peer__pb2.PeerAck.FromString,
+                _registered_method=True)
         self.Forward = channel.unary_unary(
                 '/scfchain.Peer/Forward',
                 request_serializer=proto_dot_peer__pb2.ForwardRequest.SerializeToString,
@@ -67,6 +72,14 @@ class PeerServicer:
 
     def Deliver(self, request, context):
         """A batch of consensus messages from one peer; answered once they are queued.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeliverStream(self, request_iterator, context):
+        """The same batches on one long-lived stream per lane (what nodes use; Deliver stays for
+        peers of an older version). Answered, with the count accepted, when the sender closes it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,6 +118,11 @@ def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Deliver': grpc.unary_unary_rpc_method_handler(
                     servicer.Deliver,
+                    request_deserializer=proto_dot_peer__pb2.PeerBatch.FromString,
+                    response_serializer=proto_dot_peer__pb2.PeerAck.SerializeToString,
+            ),
+            'DeliverStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.DeliverStream,
                     request_deserializer=proto_dot_peer__pb2.PeerBatch.FromString,
                     response_serializer=proto_dot_peer__pb2.PeerAck.SerializeToString,
             ),
@@ -154,6 +172,33 @@ class Peer:
             request,
             target,
             '/scfchain.Peer/Deliver',
+            proto_dot_peer__pb2.PeerBatch.SerializeToString,
+            proto_dot_peer__pb2.PeerAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeliverStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/scfchain.Peer/DeliverStream',
             proto_dot_peer__pb2.PeerBatch.SerializeToString,
             proto_dot_peer__pb2.PeerAck.FromString,
             options,

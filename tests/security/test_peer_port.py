@@ -1,8 +1,9 @@
 """Hostile callers at the peer port of a live 3-node Raft cluster.
 
 Refused at the TLS handshake: no client certificate, a certificate from another CA (even one
-naming a real validator). Refused by the service (PERMISSION_DENIED): a consortium certificate
-for a node that is not a validator, and a validator's certificate claiming another `from_node`.
+naming a real validator). Refused by the service (PERMISSION_DENIED), on `Deliver` and on the
+`DeliverStream` nodes use (every batch checked): a consortium certificate for a node that is not
+a validator, and a validator's certificate claiming another `from_node`.
 Dropped without harm: a validator's certificate sending garbage payloads, wrong-shape msgpack,
 ill-formed Raft messages (negative or huge indexes), envelopes impersonating another node
 inside the batch, stale-term messages, and hostile `Forward`/`FetchBlocks` requests. After all
@@ -147,6 +148,42 @@ async def test_validator_certificate_claiming_another_node_is_denied(raft3) -> N
                                                                         commit=0))]),
                                timeout=5)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    await still_committing(raft3)
+
+
+async def stream_deliver(stub: peer_pb2_grpc.PeerStub, batches: list[peer_pb2.PeerBatch]
+                         ) -> peer_pb2.PeerAck:
+    """Batches on one DeliverStream call, as nodes send them; the answer when it is closed."""
+    call = stub.DeliverStream(timeout=10)
+    for each in batches:
+        await call.write(each)
+    await call.done_writing()
+    return await call
+
+
+async def test_the_delivery_stream_checks_every_batch(raft3, tmp_path) -> None:
+    """DeliverStream (what nodes use) refuses what Deliver refuses, batch by batch: a
+    non-validator, and a validator claiming another node at once or after good batches."""
+    ca_dir = os.path.join(raft3.net.root, "ca")
+    outsider = issue_node_cert(CertFiles(os.path.join(ca_dir, "ca.crt"),
+                                         os.path.join(ca_dir, "ca.key")),
+                               "node9", str(tmp_path / "node9"))
+    stale = encode_message(Heartbeat(term=0, commit=0))
+    refused = [(outsider, [batch("node9", [stale])]),
+               (outsider, [batch("node2", [stale])]),
+               (node_cert(raft3, "node3"), [batch("node2", [stale])]),
+               (node_cert(raft3, "node3"), [batch("node3", [stale])] * 3 + [
+                   batch("node2", [stale])])]
+    for cert, batches in refused:
+        channel, stub = peer_stub(raft3, "node1", cert=cert)
+        async with channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stream_deliver(stub, batches)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    channel, stub = peer_stub(raft3, "node1", cert=node_cert(raft3, "node3"))
+    async with channel:  # a validator's garbage on the stream: dropped, the stream stays open
+        ack = await stream_deliver(stub, [batch("node3", _forged_payloads()[:8])] * 4)
+    assert ack.accepted == 0
     await still_committing(raft3)
 
 

@@ -1,0 +1,193 @@
+"""A lane's batches to a peer on one long-lived stream (`node/peer_links.BatchStream`).
+
+Against real grpc.aio servers on loopback: batches arrive in order on one call; a peer of an
+older version (no DeliverStream) gets them by unary Deliver; a restarted peer gets a new stream;
+a peer that stops reading makes `send` fail within the deadline instead of hanging the lane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from node import peer_links
+from node.peer_links import BatchStream, DeliveryFailed
+from proto import peer_pb2, peer_pb2_grpc
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def batch(n: int, payload_bytes: int = 8) -> peer_pb2.PeerBatch:
+    return peer_pb2.PeerBatch(from_node="node1", envelopes=[peer_pb2.PeerEnvelope(
+        from_node="node1", payload=n.to_bytes(4, "big") + bytes(payload_bytes))])
+
+
+def number(b: peer_pb2.PeerBatch) -> int:
+    return int.from_bytes(b.envelopes[0].payload[:4], "big")
+
+
+class Peer(peer_pb2_grpc.PeerServicer):
+    """Records what arrives and by which method; `streams` False plays an older version (a
+    server without DeliverStream)."""
+
+    def __init__(self, *, streams: bool = True, stall: bool = False) -> None:
+        self.streams = streams
+        self.stall = stall
+        self.got: list[tuple[str, int]] = []
+        self.stream_calls = 0
+
+    async def Deliver(self, request: peer_pb2.PeerBatch, context: Any) -> peer_pb2.PeerAck:
+        self.got.append(("unary", number(request)))
+        return peer_pb2.PeerAck(accepted=1)
+
+    async def DeliverStream(self, request_iterator: AsyncIterator[peer_pb2.PeerBatch],
+                            context: Any) -> peer_pb2.PeerAck:
+        await context.send_initial_metadata((peer_links.STREAM_READY,))
+        self.stream_calls += 1
+        if self.stall:  # never reads: the stream's flow-control window fills
+            await asyncio.sleep(3600)
+        count = 0
+        async for request in request_iterator:
+            self.got.append(("stream", number(request)))
+            count += 1
+        return peer_pb2.PeerAck(accepted=count)
+
+
+async def serve(peer: Peer, port: int) -> grpc.aio.Server:
+    server = grpc.aio.server()
+    if peer.streams:
+        peer_pb2_grpc.add_PeerServicer_to_server(peer, server)
+    else:
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("scfchain.Peer", {
+            "Deliver": grpc.unary_unary_rpc_method_handler(
+                peer.Deliver, request_deserializer=peer_pb2.PeerBatch.FromString,
+                response_serializer=peer_pb2.PeerAck.SerializeToString)}),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server
+
+
+async def until(check: Any, timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_batches_arrive_in_order_on_one_stream() -> None:
+    peer, port = Peer(), free_port()
+    server = await serve(peer, port)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = BatchStream(peer_pb2_grpc.PeerStub(channel), "node2", "control")
+        for n in range(200):
+            await stream.send(batch(n))
+        await until(lambda: len(peer.got) == 200)
+        stream.close()
+    await server.stop(0)
+    assert peer.got == [("stream", n) for n in range(200)]
+    assert peer.stream_calls == 1
+
+
+async def test_a_peer_without_the_stream_gets_unary_deliver_calls() -> None:
+    """An older peer answers UNIMPLEMENTED: every batch goes by Deliver, none is lost."""
+    peer, port = Peer(streams=False), free_port()
+    server = await serve(peer, port)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = BatchStream(peer_pb2_grpc.PeerStub(channel), "node2", "bulk")
+        for n in range(50):
+            await stream.send(batch(n))
+        stream.close()
+    await server.stop(0)
+    assert peer.got == [("unary", n) for n in range(50)]
+
+
+async def test_the_stream_is_tried_again_after_a_while(monkeypatch) -> None:
+    """A peer upgraded (restarted with DeliverStream) since it answered UNIMPLEMENTED gets the
+    stream again once STREAM_RETRY_S has passed."""
+    monkeypatch.setattr(peer_links, "STREAM_RETRY_S", 0.2)
+    port = free_port()
+    old, new = Peer(streams=False), Peer()
+    server = await serve(old, port)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = BatchStream(peer_pb2_grpc.PeerStub(channel), "node2", "bulk")
+        for n in range(3):
+            await stream.send(batch(n))
+        await server.stop(0)
+        server = await serve(new, port)
+        await asyncio.sleep(0.3)
+        sent = []
+        for n in range(3, 60):
+            try:
+                await stream.send(batch(n))
+                sent.append(n)
+            except DeliveryFailed:  # the channel redials the restarted peer
+                await asyncio.sleep(0.05)
+        await until(lambda: [n for _, n in new.got] == sent)
+        stream.close()
+    await server.stop(0)
+    assert old.got == [("unary", n) for n in range(3)]
+    assert new.got == [("stream", n) for n in sent] and len(sent) > 20
+
+
+async def test_a_restarted_peer_gets_a_new_stream() -> None:
+    port = free_port()
+    first = Peer()
+    server = await serve(first, port)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = BatchStream(peer_pb2_grpc.PeerStub(channel), "node2", "control")
+        for n in range(5):
+            await stream.send(batch(n))
+        await until(lambda: len(first.got) == 5)
+        await server.stop(0)
+        failures = 0
+        for n in range(5, 8):  # the peer is down: each send fails, none hangs
+            try:
+                await stream.send(batch(n))
+            except DeliveryFailed:
+                failures += 1
+        assert failures >= 2
+        second = Peer()
+        server = await serve(second, port)
+        delivered = None
+        for n in range(8, 200):
+            try:
+                await stream.send(batch(n))
+            except DeliveryFailed:
+                await asyncio.sleep(0.05)
+                continue
+            delivered = n
+            if second.got:
+                break
+        await until(lambda: bool(second.got))
+        stream.close()
+    await server.stop(0)
+    assert delivered is not None and second.stream_calls >= 1
+    assert [how for how, _ in second.got] == ["stream"] * len(second.got)
+
+
+async def test_a_peer_that_stops_reading_fails_the_send_within_the_deadline(monkeypatch) -> None:
+    monkeypatch.setattr(peer_links, "DELIVER_TIMEOUT_S", 0.5)
+    peer, port = Peer(stall=True), free_port()
+    server = await serve(peer, port)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = BatchStream(peer_pb2_grpc.PeerStub(channel), "node2", "bulk")
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(DeliveryFailed) as caught:
+            for n in range(1000):  # 1 MB each: far past any flow-control window
+                await stream.send(batch(n, payload_bytes=1 << 20))
+        elapsed = asyncio.get_running_loop().time() - started
+        stream.close()
+    await server.stop(0)
+    assert caught.value.code == "TIMEOUT"
+    assert elapsed < 30
