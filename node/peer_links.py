@@ -54,14 +54,51 @@ STREAM_RETRY_S = 60.0
 STREAM_READY = ("scf-stream", "ready")
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(tag: int, value: bytes) -> tuple[bytes, bytes, bytes]:
+    return bytes((tag,)), _varint(len(value)), value
+
+
+def envelope_bytes(from_node: str, payload: bytes, signature: bytes) -> bytes:
+    """A serialized `PeerEnvelope`, the same bytes protobuf writes, with one copy of payload.
+
+    An envelope can carry a block (a Raft append, a PBFT pre-prepare): building the message and
+    then serializing it, and again for the batch of each peer, copied it four times per peer;
+    the node maps each buffer of 128 KB or more afresh (node/malloc_tuning.py), so each copy
+    also costs its page faults.
+    """
+    parts: list[bytes] = []
+    for tag, value in ((0x0A, from_node.encode()), (0x12, payload), (0x1A, signature)):
+        if value:  # proto3 leaves an empty field out
+            parts += _field(tag, value)
+    return b"".join(parts)
+
+
+def batch_bytes(from_node: str, envelopes: list[bytes]) -> bytes:
+    """A serialized `PeerBatch` of serialized envelopes (`envelope_bytes`)."""
+    parts = list(_field(0x0A, from_node.encode())) if from_node else []
+    for envelope in envelopes:
+        parts += _field(0x12, envelope)
+    return b"".join(parts)
+
+
 class Lane:
-    """A bounded FIFO of envelopes to one peer, taken in batches bounded by count and bytes."""
+    """A bounded FIFO of serialized envelopes to one peer, taken in batches bounded by count
+    and bytes."""
 
     def __init__(self, name: str, messages_max: int, bytes_max: int) -> None:
         self.name = name
         self.messages_max = messages_max
         self.bytes_max = bytes_max
-        self._items: deque[peer_pb2.PeerEnvelope] = deque()
+        self._items: deque[bytes] = deque()
         self._ready = asyncio.Event()
         self.queued_bytes = 0
         self.dropped = 0
@@ -69,8 +106,8 @@ class Lane:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, envelope: peer_pb2.PeerEnvelope) -> bool:
-        size = len(envelope.payload)
+    def put(self, envelope: bytes) -> bool:
+        size = len(envelope)
         if len(self._items) >= self.messages_max or self.queued_bytes + size > self.bytes_max:
             self.dropped += 1
             return False
@@ -79,7 +116,7 @@ class Lane:
         self._ready.set()
         return True
 
-    async def next_batch(self, messages_max: int, bytes_max: int) -> list[peer_pb2.PeerEnvelope]:
+    async def next_batch(self, messages_max: int, bytes_max: int) -> list[bytes]:
         """The oldest envelopes, at least one, within both bounds (one alone may exceed
         `bytes_max`)."""
         while not self._items:
@@ -87,11 +124,11 @@ class Lane:
             await self._ready.wait()
         items = self._items
         batch = [items.popleft()]
-        size = len(batch[0].payload)
-        while items and len(batch) < messages_max and size + len(items[0].payload) <= bytes_max:
+        size = len(batch[0])
+        while items and len(batch) < messages_max and size + len(items[0]) <= bytes_max:
             envelope = items.popleft()
             batch.append(envelope)
-            size += len(envelope.payload)
+            size += len(envelope)
         self.queued_bytes -= size
         return batch
 
@@ -105,20 +142,25 @@ class DeliveryFailed(Exception):
 
 
 class BatchStream:
-    """One lane's batches to one peer, written to a `DeliverStream` call kept open between them.
+    """One lane's batches (serialized, `batch_bytes`) to one peer, written to a `DeliverStream`
+    call kept open between them.
 
     `send` returns once gRPC has taken the batch (it does not wait for the peer's answer, so
     batches pipeline over a slow link); a broken or stalled stream raises `DeliveryFailed` and
     the next `send` opens a new one.
     """
 
-    def __init__(self, stub: peer_pb2_grpc.PeerStub, peer_id: str, lane: str) -> None:
-        self._stub = stub
+    def __init__(self, channel: grpc.aio.Channel, peer_id: str, lane: str) -> None:
+        # Batches go as the bytes batch_bytes made: no serializer, no copy.
+        self._stream_call = channel.stream_unary(
+            "/scfchain.Peer/DeliverStream", response_deserializer=peer_pb2.PeerAck.FromString)
+        self._unary_call = channel.unary_unary(
+            "/scfchain.Peer/Deliver", response_deserializer=peer_pb2.PeerAck.FromString)
         self._where = f"{lane} lane to {peer_id}"
         self._call: Any = None  # the open grpc.aio StreamUnaryCall, if any
         self._unary_until = 0.0  # loop time before which this peer gets unary Deliver calls
 
-    async def send(self, batch: peer_pb2.PeerBatch) -> None:
+    async def send(self, batch: bytes) -> None:
         if asyncio.get_running_loop().time() < self._unary_until:
             await self._unary(batch)
             return
@@ -150,7 +192,7 @@ class BatchStream:
         INTERNAL either way).
         """
         self.close()
-        call = self._stub.DeliverStream()
+        call = self._stream_call()
         try:
             async with asyncio.timeout(DELIVER_TIMEOUT_S):
                 metadata = await call.initial_metadata()
@@ -165,15 +207,15 @@ class BatchStream:
             return None
         raise DeliveryFailed(code.name)
 
-    async def _fall_back(self, batch: peer_pb2.PeerBatch) -> None:
+    async def _fall_back(self, batch: bytes) -> None:
         log.info("%s: the peer has no DeliverStream (an older version); unary Deliver for %.0f s",
                  self._where, STREAM_RETRY_S)
         self._unary_until = asyncio.get_running_loop().time() + STREAM_RETRY_S
         await self._unary(batch)
 
-    async def _unary(self, batch: peer_pb2.PeerBatch) -> None:
+    async def _unary(self, batch: bytes) -> None:
         try:
-            await self._stub.Deliver(batch, timeout=DELIVER_TIMEOUT_S)
+            await self._unary_call(batch, timeout=DELIVER_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             raise DeliveryFailed(exc.code().name) from None
 
@@ -198,8 +240,8 @@ class PeerLink:
         self.bulk = Lane("bulk", PEER_QUEUE_MESSAGES_MAX, PEER_QUEUE_BYTES_MAX)
         self.tasks: list[asyncio.Task[None]] = []
 
-    def lane_for(self, msg: Any, envelope: peer_pb2.PeerEnvelope) -> Lane:
-        if isinstance(msg, BULK_MESSAGE_TYPES) or len(envelope.payload) > (
+    def lane_for(self, msg: Any, envelope: bytes) -> Lane:
+        if isinstance(msg, BULK_MESSAGE_TYPES) or len(envelope) > (
             CONTROL_MESSAGE_BYTES_MAX
         ):
             return self.bulk

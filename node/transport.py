@@ -37,6 +37,8 @@ from node.peer_links import (
     DeliveryFailed,
     Lane,
     PeerLink,
+    batch_bytes,
+    envelope_bytes,
 )
 from node.ports import PeerMetrics, Roster, SnapshotSource
 from node.storage import Storage
@@ -337,7 +339,7 @@ class PeerTransportGrpc:
             for link in self._links.values():
                 self._enqueue(link, msg, envelope)
 
-    def _encoded(self, msg: Any) -> peer_pb2.PeerEnvelope | None:
+    def _encoded(self, msg: Any) -> bytes | None:
         try:
             return self._envelope(msg)
         except CodecError as exc:
@@ -345,7 +347,7 @@ class PeerTransportGrpc:
             return None
 
     @staticmethod
-    def _enqueue(link: PeerLink, msg: Any, envelope: peer_pb2.PeerEnvelope) -> None:
+    def _enqueue(link: PeerLink, msg: Any, envelope: bytes) -> None:
         lane = link.lane_for(msg, envelope)
         if not lane.put(envelope) and lane.dropped % 1000 == 1:
             log.warning(
@@ -357,20 +359,20 @@ class PeerTransportGrpc:
                 lane.dropped,
             )
 
-    def _envelope(self, msg: Any) -> peer_pb2.PeerEnvelope:
+    def _envelope(self, msg: Any) -> bytes:
         payload = encode_message(msg)
         signature = self.signer.sign(_signed_bytes(self.node_id, payload)) if (
             self.sign_messages
         ) else b""
-        return peer_pb2.PeerEnvelope(from_node=self.node_id, payload=payload, signature=signature)
+        return envelope_bytes(self.node_id, payload, signature)
 
     async def _pump(self, link: PeerLink, lane: Lane) -> None:
-        stream = BatchStream(link.stub, link.peer_id, lane.name)
+        stream = BatchStream(link.channel, link.peer_id, lane.name)
         delay = RETRY_DELAY_MIN_S
         try:
             while True:
                 envelopes = await lane.next_batch(BATCH_MESSAGES_MAX, BATCH_BYTES_MAX)
-                batch = peer_pb2.PeerBatch(from_node=self.node_id, envelopes=envelopes)
+                batch = batch_bytes(self.node_id, envelopes)
                 try:
                     await stream.send(batch)
                 except DeliveryFailed as exc:
@@ -379,7 +381,7 @@ class PeerTransportGrpc:
                     delay = min(delay * 2, RETRY_DELAY_MAX_S)
                     continue
                 if self.metrics is not None:
-                    self.metrics.sent(link.peer_id, batch.ByteSize())
+                    self.metrics.sent(link.peer_id, len(batch))
                 delay = RETRY_DELAY_MIN_S
         finally:
             stream.close()

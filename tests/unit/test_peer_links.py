@@ -1,6 +1,7 @@
 """A lane's batches to a peer on one long-lived stream (`node/peer_links.BatchStream`).
 
-Against real grpc.aio servers on loopback: batches arrive in order on one call; a peer of an
+The hand-written wire format of envelopes and batches is protobuf's own (by property). Against
+real grpc.aio servers on loopback: batches arrive in order on one call; a peer of an
 older version (no DeliverStream) gets them by unary Deliver; a restarted peer gets a new stream;
 a peer that stops reading makes `send` fail within the deadline instead of hanging the lane.
 """
@@ -14,9 +15,11 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from node import peer_links
-from node.peer_links import BatchStream, DeliveryFailed
+from node.peer_links import BatchStream, DeliveryFailed, batch_bytes, envelope_bytes
 from proto import peer_pb2, peer_pb2_grpc
 
 pytestmark = pytest.mark.timeout(60)
@@ -28,9 +31,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def batch(n: int, payload_bytes: int = 8) -> peer_pb2.PeerBatch:
-    return peer_pb2.PeerBatch(from_node="node1", envelopes=[peer_pb2.PeerEnvelope(
-        from_node="node1", payload=n.to_bytes(4, "big") + bytes(payload_bytes))])
+def batch(n: int, payload_bytes: int = 8) -> bytes:
+    return batch_bytes("node1", [envelope_bytes("node1", n.to_bytes(4, "big")
+                                                + bytes(payload_bytes), b"")])
 
 
 def number(b: peer_pb2.PeerBatch) -> int:
@@ -85,11 +88,35 @@ async def until(check: Any, timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+texts = st.text(max_size=20)
+blobs = st.binary(max_size=300)
+
+
+@given(st.lists(st.tuples(texts, blobs, blobs), max_size=5), texts)
+def test_envelopes_and_batches_are_protobufs_own_bytes(envelopes, from_node) -> None:
+    messages = [peer_pb2.PeerEnvelope(from_node=f, payload=p, signature=s)
+                for f, p, s in envelopes]
+    raws = [envelope_bytes(f, p, s) for f, p, s in envelopes]
+    assert raws == [m.SerializeToString() for m in messages]
+    raw = batch_bytes(from_node, raws)
+    expected = peer_pb2.PeerBatch(from_node=from_node, envelopes=messages)
+    assert raw == expected.SerializeToString()
+    assert peer_pb2.PeerBatch.FromString(raw) == expected
+
+
+def test_a_block_sized_payload_gets_a_multi_byte_length() -> None:
+    payload = bytes(range(256)) * 1200  # 307,200 bytes: a three-byte varint
+    raw = envelope_bytes("node1", payload, b"s" * 64)
+    (parsed,) = peer_pb2.PeerBatch.FromString(batch_bytes("node1", [raw])).envelopes
+    assert parsed.payload == payload and parsed.signature == b"s" * 64
+    assert raw[7:11] == b"\x12\x80\xe0\x12"  # tag 2, then 307,200 as a varint
+
+
 async def test_batches_arrive_in_order_on_one_stream() -> None:
     peer, port = Peer(), free_port()
     server = await serve(peer, port)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stream = BatchStream(peer_pb2_grpc.PeerStub(channel), "node2", "control")
+        stream = BatchStream(channel, "node2", "control")
         for n in range(200):
             await stream.send(batch(n))
         await until(lambda: len(peer.got) == 200)
@@ -104,7 +131,7 @@ async def test_a_peer_without_the_stream_gets_unary_deliver_calls() -> None:
     peer, port = Peer(streams=False), free_port()
     server = await serve(peer, port)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stream = BatchStream(peer_pb2_grpc.PeerStub(channel), "node2", "bulk")
+        stream = BatchStream(channel, "node2", "bulk")
         for n in range(50):
             await stream.send(batch(n))
         stream.close()
@@ -120,7 +147,7 @@ async def test_the_stream_is_tried_again_after_a_while(monkeypatch) -> None:
     old, new = Peer(streams=False), Peer()
     server = await serve(old, port)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stream = BatchStream(peer_pb2_grpc.PeerStub(channel), "node2", "bulk")
+        stream = BatchStream(channel, "node2", "bulk")
         for n in range(3):
             await stream.send(batch(n))
         await server.stop(0)
@@ -145,7 +172,7 @@ async def test_a_restarted_peer_gets_a_new_stream() -> None:
     first = Peer()
     server = await serve(first, port)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stream = BatchStream(peer_pb2_grpc.PeerStub(channel), "node2", "control")
+        stream = BatchStream(channel, "node2", "control")
         for n in range(5):
             await stream.send(batch(n))
         await until(lambda: len(first.got) == 5)
@@ -181,7 +208,7 @@ async def test_a_peer_that_stops_reading_fails_the_send_within_the_deadline(monk
     peer, port = Peer(stall=True), free_port()
     server = await serve(peer, port)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stream = BatchStream(peer_pb2_grpc.PeerStub(channel), "node2", "bulk")
+        stream = BatchStream(channel, "node2", "bulk")
         started = asyncio.get_running_loop().time()
         with pytest.raises(DeliveryFailed) as caught:
             for n in range(1000):  # 1 MB each: far past any flow-control window
