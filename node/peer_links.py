@@ -146,8 +146,9 @@ class BatchStream:
     call kept open between them.
 
     `send` returns once gRPC has taken the batch (it does not wait for the peer's answer, so
-    batches pipeline over a slow link); a broken or stalled stream raises `DeliveryFailed` and
-    the next `send` opens a new one.
+    batches pipeline over a slow link); a broken, stalled or ended stream raises
+    `DeliveryFailed` (the batch is dropped; the engine retransmits what matters) and the next
+    `send` opens a new one.
     """
 
     def __init__(self, channel: grpc.aio.Channel, peer_id: str, lane: str) -> None:
@@ -165,7 +166,10 @@ class BatchStream:
             await self._unary(batch)
             return
         call = self._call
-        if call is None or call.done():
+        if call is not None and call.done():  # ended since the last write: a peer that restarted
+            self._call = None  # or now refuses us; failing lets the caller back off first
+            raise DeliveryFailed((await call.code()).name)
+        if call is None:
             call = await self._open()
             if call is None:
                 await self._fall_back(batch)

@@ -158,6 +158,9 @@ class PeerService(SnapshotServing, peer_pb2_grpc.PeerServicer):
         context: grpc.aio.ServicerContext[Any, Any]
     ) -> peer_pb2.PeerAck:
         caller = self._caller(context)
+        if caller is None or not self.transport.is_peer(caller):  # refused before it is ready,
+            await context.abort(  # so the sender backs off instead of reopening at once
+                grpc.StatusCode.PERMISSION_DENIED, "not a validator of this chain")
         await context.send_initial_metadata((STREAM_READY,))  # see BatchStream._open
         accepted = 0
         async for request in request_iterator:

@@ -44,9 +44,11 @@ class Peer(peer_pb2_grpc.PeerServicer):
     """Records what arrives and by which method; `streams` False plays an older version (a
     server without DeliverStream)."""
 
-    def __init__(self, *, streams: bool = True, stall: bool = False) -> None:
+    def __init__(self, *, streams: bool = True, stall: bool = False,
+                 refuse_after: int | None = None) -> None:
         self.streams = streams
         self.stall = stall
+        self.refuse_after = refuse_after  # batches taken on a stream before PERMISSION_DENIED
         self.got: list[tuple[str, int]] = []
         self.stream_calls = 0
 
@@ -56,12 +58,16 @@ class Peer(peer_pb2_grpc.PeerServicer):
 
     async def DeliverStream(self, request_iterator: AsyncIterator[peer_pb2.PeerBatch],
                             context: Any) -> peer_pb2.PeerAck:
-        await context.send_initial_metadata((peer_links.STREAM_READY,))
         self.stream_calls += 1
+        if self.refuse_after == 0:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a validator")
+        await context.send_initial_metadata((peer_links.STREAM_READY,))
         if self.stall:  # never reads: the stream's flow-control window fills
             await asyncio.sleep(3600)
         count = 0
         async for request in request_iterator:
+            if self.refuse_after is not None and count >= self.refuse_after:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a validator")
             self.got.append(("stream", number(request)))
             count += 1
         return peer_pb2.PeerAck(accepted=count)
@@ -218,3 +224,43 @@ async def test_a_peer_that_stops_reading_fails_the_send_within_the_deadline(monk
     await server.stop(0)
     assert caught.value.code == "TIMEOUT"
     assert elapsed < 30
+
+
+async def test_a_peer_that_refuses_us_fails_each_send_and_is_not_redialed_in_a_loop() -> None:
+    """A peer that no longer counts us a validator refuses the stream: every send fails (so
+    the lane backs off) with one stream opened per send at most."""
+    peer, port = Peer(refuse_after=0), free_port()
+    server = await serve(peer, port)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = BatchStream(channel, "node2", "control")
+        codes = []
+        for n in range(5):
+            with pytest.raises(DeliveryFailed) as caught:
+                await stream.send(batch(n))
+            codes.append(caught.value.code)
+        stream.close()
+    await server.stop(0)
+    assert codes == ["PERMISSION_DENIED"] * 5
+    assert peer.stream_calls == 5 and peer.got == []
+
+
+async def test_a_stream_refused_midway_fails_the_next_send() -> None:
+    peer, port = Peer(refuse_after=2), free_port()
+    server = await serve(peer, port)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = BatchStream(channel, "node2", "bulk")
+        for n in range(3):  # the third is refused, after gRPC took it
+            await stream.send(batch(n))
+        failed = None
+        deadline = asyncio.get_running_loop().time() + 10
+        while failed is None:  # once the refusal arrives, the next send fails
+            assert asyncio.get_running_loop().time() < deadline, "no send failed"
+            await asyncio.sleep(0.05)
+            try:
+                await stream.send(batch(3))
+            except DeliveryFailed as exc:
+                failed = exc
+        stream.close()
+    await server.stop(0)
+    assert failed.code == "PERMISSION_DENIED"
+    assert peer.got == [("stream", 0), ("stream", 1)] and peer.stream_calls == 1
