@@ -195,7 +195,6 @@ class BatchStream:
         apart from a broken link, which a write racing the peer's answer cannot (it fails
         INTERNAL either way).
         """
-        self.close()
         call = self._stream_call()
         try:
             async with asyncio.timeout(DELIVER_TIMEOUT_S):

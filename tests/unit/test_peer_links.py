@@ -9,6 +9,7 @@ a peer that stops reading makes `send` fail within the deadline instead of hangi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -87,6 +88,22 @@ async def serve(peer: Peer, port: int) -> grpc.aio.Server:
     return server
 
 
+@contextlib.asynccontextmanager
+async def stream_to(peer: Peer, lane: str = "bulk") -> AsyncIterator[BatchStream]:
+    """A BatchStream to `peer`, served on a free port for the block's life."""
+    port = free_port()
+    server = await serve(peer, port)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stream = BatchStream(channel, "node2", lane)
+            try:
+                yield stream
+            finally:
+                stream.close()
+    finally:
+        await server.stop(0)
+
+
 async def until(check: Any, timeout_s: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not check():
@@ -119,29 +136,21 @@ def test_a_block_sized_payload_gets_a_multi_byte_length() -> None:
 
 
 async def test_batches_arrive_in_order_on_one_stream() -> None:
-    peer, port = Peer(), free_port()
-    server = await serve(peer, port)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stream = BatchStream(channel, "node2", "control")
+    peer = Peer()
+    async with stream_to(peer, "control") as stream:
         for n in range(200):
             await stream.send(batch(n))
         await until(lambda: len(peer.got) == 200)
-        stream.close()
-    await server.stop(0)
     assert peer.got == [("stream", n) for n in range(200)]
     assert peer.stream_calls == 1
 
 
 async def test_a_peer_without_the_stream_gets_unary_deliver_calls() -> None:
     """An older peer answers UNIMPLEMENTED: every batch goes by Deliver, none is lost."""
-    peer, port = Peer(streams=False), free_port()
-    server = await serve(peer, port)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stream = BatchStream(channel, "node2", "bulk")
+    peer = Peer(streams=False)
+    async with stream_to(peer, "bulk") as stream:
         for n in range(50):
             await stream.send(batch(n))
-        stream.close()
-    await server.stop(0)
     assert peer.got == [("unary", n) for n in range(50)]
 
 
@@ -211,17 +220,13 @@ async def test_a_restarted_peer_gets_a_new_stream() -> None:
 
 async def test_a_peer_that_stops_reading_fails_the_send_within_the_deadline(monkeypatch) -> None:
     monkeypatch.setattr(peer_links, "DELIVER_TIMEOUT_S", 0.5)
-    peer, port = Peer(stall=True), free_port()
-    server = await serve(peer, port)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stream = BatchStream(channel, "node2", "bulk")
+    peer = Peer(stall=True)
+    async with stream_to(peer, "bulk") as stream:
         started = asyncio.get_running_loop().time()
         with pytest.raises(DeliveryFailed) as caught:
             for n in range(1000):  # 1 MB each: far past any flow-control window
                 await stream.send(batch(n, payload_bytes=1 << 20))
         elapsed = asyncio.get_running_loop().time() - started
-        stream.close()
-    await server.stop(0)
     assert caught.value.code == "TIMEOUT"
     assert elapsed < 30
 
@@ -229,26 +234,20 @@ async def test_a_peer_that_stops_reading_fails_the_send_within_the_deadline(monk
 async def test_a_peer_that_refuses_us_fails_each_send_and_is_not_redialed_in_a_loop() -> None:
     """A peer that no longer counts us a validator refuses the stream: every send fails (so
     the lane backs off) with one stream opened per send at most."""
-    peer, port = Peer(refuse_after=0), free_port()
-    server = await serve(peer, port)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stream = BatchStream(channel, "node2", "control")
+    peer = Peer(refuse_after=0)
+    async with stream_to(peer, "control") as stream:
         codes = []
         for n in range(5):
             with pytest.raises(DeliveryFailed) as caught:
                 await stream.send(batch(n))
             codes.append(caught.value.code)
-        stream.close()
-    await server.stop(0)
     assert codes == ["PERMISSION_DENIED"] * 5
     assert peer.stream_calls == 5 and peer.got == []
 
 
 async def test_a_stream_refused_midway_fails_the_next_send() -> None:
-    peer, port = Peer(refuse_after=2), free_port()
-    server = await serve(peer, port)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stream = BatchStream(channel, "node2", "bulk")
+    peer = Peer(refuse_after=2)
+    async with stream_to(peer, "bulk") as stream:
         for n in range(3):  # the third is refused, after gRPC took it
             await stream.send(batch(n))
         failed = None
@@ -260,7 +259,5 @@ async def test_a_stream_refused_midway_fails_the_next_send() -> None:
                 await stream.send(batch(3))
             except DeliveryFailed as exc:
                 failed = exc
-        stream.close()
-    await server.stop(0)
     assert failed.code == "PERMISSION_DENIED"
     assert peer.got == [("stream", 0), ("stream", 1)] and peer.stream_calls == 1
