@@ -5,7 +5,8 @@
 `send_rate_tps`, `committed_tps`, `latency_ms` {min, p50, p95, p99, max} and `nodes_stats`
 (per node `cpu_percent`, `rss_mb_max`, `blocks`), plus extras the plot and the Markdown use
 (`duration_s`, `blocks`, `mean_block_txs`, `tps_series`, `latency_quantiles_ms`,
-`latency_series`, `disk_fsync` (bench/diskprobe.py), `mix`).
+`latency_series`, `disk_fsync` (bench/diskprobe.py), `mix`, `load_avg_1m_at_start`,
+`machine_cpu_percent` (bench/machine_cpu.py)).
 """
 
 from __future__ import annotations
@@ -273,6 +274,38 @@ def _disk_lines(rounds: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+STEAL_WARN_PERCENT = 5.0
+
+
+def machine_summary(round_: dict[str, Any]) -> str:
+    """The machine around one round in words: load average at the start, CPU shares during it."""
+    parts = []
+    if round_.get("load_avg_1m_at_start") is not None:
+        parts.append(f"load average {round_['load_avg_1m_at_start']:.2f} at the start")
+    cpu = round_.get("machine_cpu_percent")
+    if cpu:
+        parts.append(
+            f"CPU user {cpu['user']:.0f} %, system {cpu['system']:.0f} %, idle {cpu['idle']:.0f} "
+            f"%, iowait {cpu['iowait']:.0f} %, steal {cpu['steal']:.1f} %"
+        )
+        if cpu["steal"] > STEAL_WARN_PERCENT:
+            parts.append("the host took cores away (steal): tx/s and latency are floors")
+    return "; ".join(parts)
+
+
+def _machine_lines(rounds: list[dict[str, Any]]) -> list[str]:
+    described = [(r["label"], machine_summary(r)) for r in rounds]
+    described = [(label, text) for label, text in described if text]
+    if not described:
+        return []
+    lines = ["", "## The machine", "",
+             "All cores' time over the measured load (`/proc/stat`). Steal is time the host of a "
+             "virtual machine gave to others: the same round loses throughput with it, so "
+             "compare rounds only where it is near 0.", ""]
+    lines += [f"- {label}: {text}" for label, text in described]
+    return lines
+
+
 def _latency_by_minute(rounds: list[dict[str, Any]]) -> list[str]:
     """A table of latency minute by minute, for rounds of more than two minutes."""
     long_rounds = [r for r in rounds if r.get("duration_s", 0) > 120 and r.get("latency_series")]
@@ -354,6 +387,7 @@ def markdown(report: dict[str, Any]) -> str:
     if costs:
         lines += ["", "CPU of all nodes (with their workers) per committed tx, over the measured "
                   "load: " + "; ".join(f"{label} {us:,.0f} µs" for label, us in costs) + "."]
+    lines += _machine_lines(rounds)
     failures = [(r["label"], r["failed_by_code"]) for r in rounds if r["failed_by_code"]]
     if failures:
         lines += ["", "## Failures by code", ""]

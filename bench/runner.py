@@ -22,6 +22,7 @@ import psutil
 from bench.cluster import BenchError, Cluster, load_target, start_fresh
 from bench.diskprobe import FsyncProbe
 from bench.load import Batch, Phase, Sender, Tracker
+from bench.machine_cpu import MachineCpu
 from bench.report import round_figures
 from bench.signing import account_for, sign_all
 from bench.workloads import (
@@ -407,6 +408,7 @@ class Round:
         phase = Phase("load", len(plan.load))
         sampler = NodeSampler({n.node_id: n.pid for n in cluster.nodes})
         loadgen = NodeSampler({"bench": os.getpid()}, with_children=False)
+        machine = MachineCpu()
         load_avg_1m = round(os.getloadavg()[0], 2)
         heights0 = await _heights(cluster)
         blocks0 = len(tracker.blocks)
@@ -428,6 +430,7 @@ class Round:
             disk.start()
         sampler.begin()
         loadgen.begin()
+        machine.begin()
         started = time.perf_counter()
         deadline = started + cfg.duration_s if cfg.duration_s else None
 
@@ -452,6 +455,7 @@ class Round:
             sampling.cancel()
             sampler.end()
             loadgen.end()
+            machine.end()
             tracker.on_block = None
             disk_figures = None if disk is None else disk.stop(
                 min((s for s in phase.submit_s if s), default=started))
@@ -497,6 +501,8 @@ class Round:
             "submit_retries": sender.retries,
             "loadgen_cpu_percent": round(loadgen.cpu_percent["bench"], 1),
             "load_avg_1m_at_start": load_avg_1m,
+            **({} if machine.figures is None
+               else {"machine_cpu_percent": machine.figures.as_dict()}),
             "mix": label_counts(plan.load),
             "tps_series": figures["tps_series"],
             "slowest_second_tps": figures["slowest_second_tps"],

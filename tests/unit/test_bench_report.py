@@ -129,7 +129,9 @@ def _synthetic_report() -> dict[str, object]:
                          "rss_mb_max": 81.0, "anon_mb_max": 60.4, "blocks": 2,
                          "mean_block_txs": 1.5}],
         "blocks": 2, "mean_block_txs": 1.5, "mix": {"cash.transfer": 3},
-        "cluster_cpu_us_per_tx": 1234.5,
+        "cluster_cpu_us_per_tx": 1234.5, "load_avg_1m_at_start": 0.12,
+        "machine_cpu_percent": {"user": 60.0, "system": 20.0, "idle": 19.5, "iowait": 0.0,
+                                "steal": 0.5},
     }
     return {"machine": {"cpus": 2}, "config": {"command": "scfchain bench"},
             "rounds": [round_]}
@@ -149,6 +151,8 @@ def test_report_files_follow_the_schema(tmp_path) -> None:
     assert "| solo-1n/cash-transfer/c2 | node1 | 94 | 81 | 60 | 2 | 2 |" in md
     assert "94 % / 81 MB (anon 60)" in md
     assert "per committed tx, over the measured load: solo-1n/cash-transfer/c2 1,234 µs." in md
+    assert ("- solo-1n/cash-transfer/c2: load average 0.12 at the start; CPU user 60 %, system "
+            "20 %, idle 20 %, iowait 0 %, steal 0.5 %") in md
 
 
 def test_schema_check_names_a_missing_round_field() -> None:
