@@ -3,7 +3,7 @@
 A node's CPU per tx tells a code change apart from load on the machine only when nothing else
 competes for the cores. On a virtual machine the host can take the cores away (`steal`),
 which neither `uptime` nor per-process CPU shows: on the 2-core VM of bench/RESULTS.md, rounds
-have run with 10-15 % of the machine's time stolen, and the same code and round has committed
+have run with up to 20 % of the machine's time stolen, and the same code and round has committed
 14,500 tx/s in one hour and 10,500 in the next. A round with more than a few percent of steal
 measured the host as much as the chain.
 """
