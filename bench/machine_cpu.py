@@ -10,7 +10,7 @@ measured the host as much as the chain.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 PROC_STAT = "/proc/stat"
 # Columns of the `cpu` line of /proc/stat (man 5 proc); guest time is already in user and nice.
@@ -28,10 +28,7 @@ class CpuShares:
     steal: float
 
     def as_dict(self) -> dict[str, float]:
-        return {
-            "user": self.user, "system": self.system, "idle": self.idle,
-            "iowait": self.iowait, "steal": self.steal,
-        }
+        return asdict(self)
 
 
 def parse_cpu_line(text: str) -> dict[str, int]:
