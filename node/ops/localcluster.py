@@ -197,6 +197,23 @@ class LocalCluster:
             await asyncio.sleep(POLL_S)
         raise TimeoutError(f"no leader within {within_s}s")
 
+    async def wait_leader_known(self, node_ids: Iterable[str] | None = None,
+                                within_s: float = 20.0) -> str:
+        """The leader once every one of `node_ids` (default: all) names the same one.
+
+        `wait_leader` returns as soon as one node knows the leader; a follower learns it only
+        from the leader's first message, and until then answers a Submit UNAVAILABLE.
+        """
+        targets = list(self.ids if node_ids is None else node_ids)
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            infos = [await self.info(node_id, timeout_s=1.0) for node_id in targets]
+            leaders = {str(info.leader) if info is not None else "" for info in infos}
+            if len(leaders) == 1 and "" not in leaders:
+                return leaders.pop()
+            await asyncio.sleep(POLL_S)
+        raise TimeoutError(f"{', '.join(targets)} did not agree on a leader within {within_s}s")
+
     # --- starting -----------------------------------------------------------------------------
 
     def start_node(self, node_id: str, env: Mapping[str, str] | None = None) -> NodeProcess:

@@ -44,8 +44,9 @@ def raft3(tmp_path_factory):
     try:
         asyncio.run(cluster.start())
         # Healthy is not elected: the first election may take a few seconds while three nodes
-        # and their verify workers start on two cores (a Submit meanwhile is UNAVAILABLE).
-        asyncio.run(cluster.wait_leader())
+        # and their verify workers start on two cores, and a follower answers a Submit
+        # UNAVAILABLE until the leader's first message reaches it: wait until all name it.
+        asyncio.run(cluster.wait_leader_known())
         yield cluster
     finally:
         cluster.stop_all()

@@ -192,13 +192,23 @@ async def test_a_restarted_peer_gets_a_new_stream() -> None:
             await stream.send(batch(n))
         await until(lambda: len(first.got) == 5)
         await server.stop(0)
-        failures = 0
-        for n in range(5, 8):  # the peer is down: each send fails, none hangs
+        # The peer is down. gRPC may take a write or two into its buffers before the stream's
+        # end reaches us; from the first failure on, every send fails (a new stream cannot
+        # open), and none hangs.
+        first_failure = None
+        for n in range(5, 100):
             try:
-                await stream.send(batch(n))
+                async with asyncio.timeout(peer_links.DELIVER_TIMEOUT_S + 1):
+                    await stream.send(batch(n))
             except DeliveryFailed:
-                failures += 1
-        assert failures >= 2
+                first_failure = n
+                break
+            await asyncio.sleep(0.01)
+        assert first_failure is not None, "sends to a stopped peer kept succeeding"
+        for n in range(first_failure + 1, first_failure + 4):
+            with pytest.raises(DeliveryFailed):
+                async with asyncio.timeout(peer_links.DELIVER_TIMEOUT_S + 1):
+                    await stream.send(batch(n))
         second = Peer()
         server = await serve(second, port)
         delivered = None
