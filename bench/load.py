@@ -156,6 +156,10 @@ class Sender:
         self.retry_s = retry_s
         self.retries = 0
         self.last_submit_s = 0.0
+        # Open loop: how late each batch left against its schedule (tx i is due at i / rate).
+        # Latency counts from the send, so time a batch waited for a free Submit slot is in
+        # no tx's latency: a generator that falls behind hides queueing, and this shows it.
+        self.schedule_lag_s: list[float] = []
 
     async def send(self, client: LedgerClient, batch: Batch, offset: int) -> None:
         """Submit one batch (indices relative to offset into the signed txs)."""
@@ -234,6 +238,8 @@ class Sender:
                 batch = Batch(phase, list(range(sent, sent + take)), take)
                 sent += take
                 await slots.acquire()
+                self.schedule_lag_s.append(
+                    time.perf_counter() - started - batch.indices[0] / rate_tps)
                 client = self.clients[turn % len(self.clients)]
                 turn += 1
                 task = asyncio.create_task(one(client, batch))

@@ -6,7 +6,8 @@
 (per node `cpu_percent`, `rss_mb_max`, `blocks`), plus extras the plot and the Markdown use
 (`duration_s`, `blocks`, `mean_block_txs`, `tps_series`, `latency_quantiles_ms`,
 `latency_series`, `disk_fsync` (bench/diskprobe.py), `mix`, `load_avg_1m_at_start`,
-`machine_cpu_percent` (bench/machine_cpu.py)).
+`machine_cpu_percent` (bench/machine_cpu.py), `generator_lag_ms` (open loop: how late batches
+left against their schedule, bench/load.py)).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import platform
 import socket
 from collections.abc import Sequence
 from typing import Any
+
+from bench.load import OPEN_LOOP_TICK_S
 
 LATENCY_KEYS = ("min", "p50", "p95", "p99", "max")
 ROUND_KEYS = (
@@ -306,6 +309,48 @@ def _machine_lines(rounds: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+GENERATOR_LAG_WARN_MS = 100.0
+
+
+def schedule_lag(lags_s: Sequence[float], asked_tps: float) -> dict[str, float]:
+    """An open-loop generator's lateness: how long after its scheduled time each batch left."""
+    # A batch a tick early (the due count rounds up) is on time, not negative lateness.
+    ordered = sorted(max(0.0, lag) * 1000 for lag in lags_s)
+    return {"asked_tps": asked_tps, "batches": len(ordered),
+            **{key: round(percentile(ordered, q), 1)
+               for key, q in (("p50", 0.50), ("p99", 0.99), ("max", 1.0))}}
+
+
+def generator_summary(round_: dict[str, Any]) -> str:
+    """An open-loop round's generator in words: the rate asked and sent, and how late it sent."""
+    lag = round_.get("generator_lag_ms")
+    if not lag:
+        return ""
+    text = (f"asked {lag['asked_tps']:,.0f} tx/s, sent {round_['send_rate_tps']:,.0f}; batches "
+            f"left p50 {lag['p50']:,.0f} / p99 {lag['p99']:,.0f} / max {lag['max']:,.0f} ms "
+            "after their scheduled time")
+    if lag["p99"] > GENERATOR_LAG_WARN_MS:
+        text += ("; the generator fell behind (its Submits in flight were all taken): the wait "
+                 "before a send is in no latency, so this round's latencies are floors")
+    return text
+
+
+def _generator_lines(rounds: list[dict[str, Any]]) -> list[str]:
+    described = [(r["label"], generator_summary(r)) for r in rounds]
+    described = [(label, text) for label, text in described if text]
+    if not described:
+        return []
+    tick_ms = OPEN_LOOP_TICK_S * 1000
+    lines = ["", "## The load generator", "",
+             f"Open loop sends what is due every {tick_ms:.0f} ms (so a batch's first tx leaves "
+             f"up to {tick_ms:.0f} ms after its time), with at most two Submits in flight per "
+             "client. Latency runs from the send to the commit, so when every Submit slot is "
+             "taken and batches leave late, the time they waited is in no figure above: a "
+             "round is only as open as its generator kept up.", ""]
+    lines += [f"- {label}: {text}" for label, text in described]
+    return lines
+
+
 def _latency_by_minute(rounds: list[dict[str, Any]]) -> list[str]:
     """A table of latency minute by minute, for rounds of more than two minutes."""
     long_rounds = [r for r in rounds if r.get("duration_s", 0) > 120 and r.get("latency_series")]
@@ -388,6 +433,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "CPU of all nodes (with their workers) per committed tx, over the measured "
                   "load: " + "; ".join(f"{label} {us:,.0f} µs" for label, us in costs) + "."]
     lines += _machine_lines(rounds)
+    lines += _generator_lines(rounds)
     failures = [(r["label"], r["failed_by_code"]) for r in rounds if r["failed_by_code"]]
     if failures:
         lines += ["", "## Failures by code", ""]

@@ -23,7 +23,7 @@ from bench.cluster import BenchError, Cluster, load_target, start_fresh
 from bench.diskprobe import FsyncProbe
 from bench.load import Batch, Phase, Sender, Tracker
 from bench.machine_cpu import MachineCpu
-from bench.report import round_figures
+from bench.report import round_figures, schedule_lag
 from bench.signing import account_for, sign_all
 from bench.workloads import (
     Builder,
@@ -499,6 +499,8 @@ class Round:
             "blocks": len(window),
             "mean_block_txs": mean_block,
             "submit_retries": sender.retries,
+            **({"generator_lag_ms": schedule_lag(sender.schedule_lag_s, cfg.rate_tps)}
+               if cfg.rate_tps else {}),
             "loadgen_cpu_percent": round(loadgen.cpu_percent["bench"], 1),
             "load_avg_1m_at_start": load_avg_1m,
             **({} if machine.figures is None
