@@ -40,6 +40,9 @@ def add_parser(sub: Any) -> None:
     bench.add_argument("--duration", type=float, default=None,
                        help="stop sending after this many seconds")
     bench.add_argument("--batch", type=int, default=250, help="txs per Submit call")
+    bench.add_argument("--inflight", type=int, default=8,
+                       help="open loop: Submit calls in flight per client (when all are taken, "
+                            "batches leave late; the report says how late)")
     bench.add_argument("--warmup", type=int, default=None,
                        help="warm-up txs before the clock (default: 5 %% of --txs, >= 200)")
     bench.add_argument("--seed", type=int, default=1, help="workload and key seed")
@@ -110,8 +113,9 @@ def round_configs(args: argparse.Namespace) -> list[Any]:
         cfg = {**base, **combo}
         if cfg["consensus"] == "solo":
             cfg["nodes"] = 1
-        if cfg["nodes"] < 1 or cfg["clients"] < 1 or args.txs < 1 or cfg["batch"] < 1:
-            raise BenchError("--nodes, --clients, --txs and --batch must be positive")
+        if (cfg["nodes"] < 1 or cfg["clients"] < 1 or args.txs < 1 or cfg["batch"] < 1
+                or args.inflight < 1):
+            raise BenchError("--nodes, --clients, --txs, --batch and --inflight must be positive")
         if args.snapshot_interval is not None and args.snapshot_interval < 0:
             raise BenchError("--snapshot-interval must be 0 (no snapshots) or more")
         warmup = args.warmup if args.warmup is not None else max(200, args.txs // 20)
@@ -119,6 +123,7 @@ def round_configs(args: argparse.Namespace) -> list[Any]:
             label=_label(cfg), consensus=cfg["consensus"], nodes=cfg["nodes"],
             workload=cfg["workload"], clients=cfg["clients"], txs=args.txs,
             batch_txs=min(cfg["batch"], 10_000), rate_tps=cfg["rate"],
+            inflight_per_client=args.inflight,
             duration_s=args.duration, warmup_txs=warmup, seed=args.seed,
             accounts=max(4, args.accounts), block_txs_max=args.block_txs,
             block_interval_ms=args.block_interval_ms, commit_timeout_s=args.commit_timeout,

@@ -214,10 +214,13 @@ class Sender:
 
     async def open_loop(
         self, phase: Phase, offset: int, rate_tps: float, batch_txs: int,
-        deadline_s: float | None,
+        deadline_s: float | None, *, inflight_per_client: int = 8,
     ) -> None:
-        """Send at rate_tps regardless of commits (in-flight Submit calls bounded by clients)."""
-        slots = asyncio.Semaphore(len(self.clients) * 2)
+        """Send at rate_tps regardless of commits, with at most `inflight_per_client` Submit
+        calls in flight per client (a bound on what a stalled node can pile up here). Two per
+        client were too few: at 80 % of a solo node's peak the generator fell seconds behind
+        its schedule, and eight kept it on time (bench/RESULTS.md)."""
+        slots = asyncio.Semaphore(len(self.clients) * inflight_per_client)
         started = time.perf_counter()
         sent = turn = 0
         tasks: set[asyncio.Task[None]] = set()

@@ -312,11 +312,13 @@ def _machine_lines(rounds: list[dict[str, Any]]) -> list[str]:
 GENERATOR_LAG_WARN_MS = 100.0
 
 
-def schedule_lag(lags_s: Sequence[float], asked_tps: float) -> dict[str, float]:
+def schedule_lag(lags_s: Sequence[float], asked_tps: float, inflight_per_client: int
+                 ) -> dict[str, float]:
     """An open-loop generator's lateness: how long after its scheduled time each batch left."""
     # A batch a tick early (the due count rounds up) is on time, not negative lateness.
     ordered = sorted(max(0.0, lag) * 1000 for lag in lags_s)
-    return {"asked_tps": asked_tps, "batches": len(ordered),
+    return {"asked_tps": asked_tps, "inflight_per_client": inflight_per_client,
+            "batches": len(ordered),
             **{key: round(percentile(ordered, q), 1)
                for key, q in (("p50", 0.50), ("p99", 0.99), ("max", 1.0))}}
 
@@ -326,12 +328,14 @@ def generator_summary(round_: dict[str, Any]) -> str:
     lag = round_.get("generator_lag_ms")
     if not lag:
         return ""
-    text = (f"asked {lag['asked_tps']:,.0f} tx/s, sent {round_['send_rate_tps']:,.0f}; batches "
-            f"left p50 {lag['p50']:,.0f} / p99 {lag['p99']:,.0f} / max {lag['max']:,.0f} ms "
-            "after their scheduled time")
+    inflight = int(lag.get("inflight_per_client", 2))  # rounds before the field had 2
+    text = (f"asked {lag['asked_tps']:,.0f} tx/s, sent {round_['send_rate_tps']:,.0f} with up to "
+            f"{inflight} Submits in flight per client; batches left p50 {lag['p50']:,.0f} / "
+            f"p99 {lag['p99']:,.0f} / max {lag['max']:,.0f} ms after their scheduled time")
     if lag["p99"] > GENERATOR_LAG_WARN_MS:
-        text += ("; the generator fell behind (its Submits in flight were all taken): the wait "
-                 "before a send is in no latency, so this round's latencies are floors")
+        text += ("; the generator fell behind (its Submits in flight were all taken; "
+                 "`--inflight` raises the bound): the wait before a send is in no latency, so "
+                 "this round's latencies are floors")
     return text
 
 
@@ -343,8 +347,8 @@ def _generator_lines(rounds: list[dict[str, Any]]) -> list[str]:
     tick_ms = OPEN_LOOP_TICK_S * 1000
     lines = ["", "## The load generator", "",
              f"Open loop sends what is due every {tick_ms:.0f} ms (so a batch's first tx leaves "
-             f"up to {tick_ms:.0f} ms after its time), with at most two Submits in flight per "
-             "client. Latency runs from the send to the commit, so when every Submit slot is "
+             f"up to {tick_ms:.0f} ms after its time), with a bound on the Submits in flight "
+             "per client. Latency runs from the send to the commit, so when every Submit slot is "
              "taken and batches leave late, the time they waited is in no figure above: a "
              "round is only as open as its generator kept up.", ""]
     lines += [f"- {label}: {text}" for label, text in described]

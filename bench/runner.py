@@ -70,6 +70,7 @@ class RoundConfig:
     plan_time_ms: int = 0  # the workload's "now" (maturities, due dates); 0: the round's start
     submit_to: str = "all"  # "all": client i talks to node i mod n; "leader": all to the leader
     snapshot_interval: int | None = None  # blocks between state snapshots; None: the node's
+    inflight_per_client: int = 8  # open loop: Submit calls in flight per client
 
 
 class NodeSampler:
@@ -442,7 +443,8 @@ class Round:
         sampling = asyncio.create_task(sample())
         try:
             if cfg.rate_tps:
-                await sender.open_loop(phase, offset, cfg.rate_tps, cfg.batch_txs, deadline)
+                await sender.open_loop(phase, offset, cfg.rate_tps, cfg.batch_txs, deadline,
+                                       inflight_per_client=cfg.inflight_per_client)
             else:
                 await sender.closed_loop(phase, offset, cfg.batch_txs, deadline,
                                          cfg.commit_timeout_s)
@@ -499,7 +501,8 @@ class Round:
             "blocks": len(window),
             "mean_block_txs": mean_block,
             "submit_retries": sender.retries,
-            **({"generator_lag_ms": schedule_lag(sender.schedule_lag_s, cfg.rate_tps)}
+            **({"generator_lag_ms": schedule_lag(sender.schedule_lag_s, cfg.rate_tps,
+                                                 cfg.inflight_per_client)}
                if cfg.rate_tps else {}),
             "loadgen_cpu_percent": round(loadgen.cpu_percent["bench"], 1),
             "load_avg_1m_at_start": load_avg_1m,
