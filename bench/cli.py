@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from bench.cluster import BenchError, stop_started
+from bench.load import OPEN_LOOP_INFLIGHT
 from bench.workloads import WORKLOADS
 
 CONSENSUS = ("solo", "raft", "pbft")
@@ -40,7 +41,7 @@ def add_parser(sub: Any) -> None:
     bench.add_argument("--duration", type=float, default=None,
                        help="stop sending after this many seconds")
     bench.add_argument("--batch", type=int, default=250, help="txs per Submit call")
-    bench.add_argument("--inflight", type=int, default=8,
+    bench.add_argument("--inflight", type=int, default=OPEN_LOOP_INFLIGHT,
                        help="open loop: Submit calls in flight per client (when all are taken, "
                             "batches leave late; the report says how late)")
     bench.add_argument("--warmup", type=int, default=None,

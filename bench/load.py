@@ -21,6 +21,9 @@ from proto import types_pb2
 RETRY_STATUSES = ("RESOURCE_EXHAUSTED", "UNAVAILABLE")
 RETRY_PAUSE_S = 0.05
 OPEN_LOOP_TICK_S = 0.02  # open loop sends what is due every tick, in batches
+# Submit calls in flight per open-loop client: eight keep the generator on schedule at 80 % of
+# a solo node's peak on the 2-core VM of bench/RESULTS.md, where two left it seconds behind.
+OPEN_LOOP_INFLIGHT = 8
 
 
 @dataclass(slots=True)
@@ -214,12 +217,10 @@ class Sender:
 
     async def open_loop(
         self, phase: Phase, offset: int, rate_tps: float, batch_txs: int,
-        deadline_s: float | None, *, inflight_per_client: int = 8,
+        deadline_s: float | None, *, inflight_per_client: int = OPEN_LOOP_INFLIGHT,
     ) -> None:
         """Send at rate_tps regardless of commits, with at most `inflight_per_client` Submit
-        calls in flight per client (a bound on what a stalled node can pile up here). Two per
-        client were too few: at 80 % of a solo node's peak the generator fell seconds behind
-        its schedule, and eight kept it on time (bench/RESULTS.md)."""
+        calls in flight per client (a bound on what a stalled node can pile up here)."""
         slots = asyncio.Semaphore(len(self.clients) * inflight_per_client)
         started = time.perf_counter()
         sent = turn = 0

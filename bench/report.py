@@ -18,7 +18,7 @@ import math
 import os
 import platform
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bench.load import OPEN_LOOP_TICK_S
@@ -296,9 +296,15 @@ def machine_summary(round_: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _described(rounds: list[dict[str, Any]], summary: Callable[[dict[str, Any]], str]
+               ) -> list[tuple[str, str]]:
+    """(label, text) of the rounds `summary` has something to say about."""
+    texts = [(r["label"], summary(r)) for r in rounds]
+    return [(label, text) for label, text in texts if text]
+
+
 def _machine_lines(rounds: list[dict[str, Any]]) -> list[str]:
-    described = [(r["label"], machine_summary(r)) for r in rounds]
-    described = [(label, text) for label, text in described if text]
+    described = _described(rounds, machine_summary)
     if not described:
         return []
     lines = ["", "## The machine", "",
@@ -340,8 +346,7 @@ def generator_summary(round_: dict[str, Any]) -> str:
 
 
 def _generator_lines(rounds: list[dict[str, Any]]) -> list[str]:
-    described = [(r["label"], generator_summary(r)) for r in rounds]
-    described = [(label, text) for label, text in described if text]
+    described = _described(rounds, generator_summary)
     if not described:
         return []
     tick_ms = OPEN_LOOP_TICK_S * 1000

@@ -21,7 +21,7 @@ import psutil
 
 from bench.cluster import BenchError, Cluster, load_target, start_fresh
 from bench.diskprobe import FsyncProbe
-from bench.load import Batch, Phase, Sender, Tracker
+from bench.load import OPEN_LOOP_INFLIGHT, Batch, Phase, Sender, Tracker
 from bench.machine_cpu import MachineCpu
 from bench.report import round_figures, schedule_lag
 from bench.signing import account_for, sign_all
@@ -70,7 +70,7 @@ class RoundConfig:
     plan_time_ms: int = 0  # the workload's "now" (maturities, due dates); 0: the round's start
     submit_to: str = "all"  # "all": client i talks to node i mod n; "leader": all to the leader
     snapshot_interval: int | None = None  # blocks between state snapshots; None: the node's
-    inflight_per_client: int = 8  # open loop: Submit calls in flight per client
+    inflight_per_client: int = OPEN_LOOP_INFLIGHT  # open loop: Submit calls in flight per client
 
 
 class NodeSampler:
